@@ -1,0 +1,58 @@
+# pylvs: make test (install what is missing, then run every test), make bench, make lint.
+# On a fresh Debian 12 machine, as root, `make test` installs its apt packages and a
+# virtual environment by itself; a second run skips what is already installed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP_STAMP := $(VENV)/.pylvs-installed
+
+# Build tools, the libraries netfilterqueue builds against, and the tools the netns
+# tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl).
+APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
+	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
+	iproute2 nftables iptables procps iputils-ping curl
+
+.PHONY: test test-unit test-netns deps apt-deps bench lint clean
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: deps
+	$(PY) -m pytest --ignore=tests/netns $(PYTEST_ARGS)
+
+test-netns: deps
+	$(PY) -m pytest tests/netns $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m pytest bench --benchmark-only $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m pip install -q ruff
+	$(PY) -m ruff check pylvs tests bench
+
+deps: apt-deps $(PIP_STAMP)
+
+# Install only the packages dpkg does not already have.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-run pip only when the package definition or the C helpers change.
+$(PIP_STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info pylvs/_native.* .pytest_cache .hypothesis

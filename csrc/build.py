@@ -1,0 +1,36 @@
+"""cffi builder for ``pylvs._native`` (API, out-of-line mode).
+
+Every ``csrc/*.c`` is compiled into the one extension module.  Every
+``csrc/*.h`` is its public face: it holds only declarations that cffi's
+``cdef`` can read, plus include guards.  Lines that start with ``#`` are
+dropped before ``cdef`` (cffi does not run the preprocessor), so adding a
+helper means adding a ``.c`` and a ``.h``; this file never changes.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+HEADERS = sorted(HERE.glob("*.h"))
+SOURCES = sorted(HERE.glob("*.c"))
+
+
+def _cdef_text(header: Path) -> str:
+    return "\n".join(
+        line for line in header.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+
+
+ffibuilder = FFI()
+ffibuilder.cdef("\n".join(_cdef_text(h) for h in HEADERS))
+ffibuilder.set_source(
+    "pylvs._native",
+    "\n".join(f'#include "{h.name}"' for h in HEADERS),
+    sources=[str(s.relative_to(HERE.parent)) for s in SOURCES],
+    include_dirs=[str(HERE)],
+    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,125 @@
+/* Internet checksum helpers (RFC 1071 sum, RFC 1624 incremental update). */
+#include "checksum.h"
+
+
+
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPV4_CSUM_OFFSET 10     /* RFC 791: header checksum at byte 10 */
+#define TCP_CSUM_OFFSET 16      /* RFC 793 */
+#define UDP_CSUM_OFFSET 6       /* RFC 768 */
+#define TCP_MIN_HEADER 20
+#define UDP_HEADER 8
+
+/* Sum of big-endian 16-bit words, odd trailing byte padded with zero. */
+static uint64_t sum_words(const uint8_t *p, size_t n, uint64_t acc)
+{
+    while (n >= 2) {
+        acc += (uint32_t)p[0] << 8 | p[1];
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        acc += (uint32_t)p[0] << 8;
+    return acc;
+}
+
+static uint16_t fold(uint64_t acc)
+{
+    while (acc >> 16)
+        acc = (acc & 0xffff) + (acc >> 16);
+    return (uint16_t)acc;
+}
+
+/* Checksum of bytes [0, len) treating the 2 bytes at skip as zero. */
+static uint64_t sum_skipping(const uint8_t *p, size_t len, size_t skip, uint64_t acc)
+{
+    acc = sum_words(p, skip, acc);
+    return sum_words(p + skip + 2, len - skip - 2, acc);
+}
+
+uint16_t pl_csum_ipv4_header(const uint8_t *ip, size_t header_len)
+{
+    return (uint16_t)~fold(sum_skipping(ip, header_len, IPV4_CSUM_OFFSET, 0));
+}
+
+/* TCP or UDP checksum of an IPv4 packet, pseudo-header included.  The L4
+ * length is total length minus the IP header; packet_len bounds the read.
+ * Returns 0 for protocols other than TCP and UDP.  A computed UDP checksum of
+ * zero is sent as 0xffff (RFC 768: zero means "no checksum"). */
+uint16_t pl_csum_l4(const uint8_t *ip, size_t packet_len)
+{
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    uint8_t proto = ip[9];
+    size_t skip;
+
+    if (total > packet_len)
+        total = packet_len;
+    if (proto == IPPROTO_TCP_)
+        skip = TCP_CSUM_OFFSET;
+    else if (proto == IPPROTO_UDP_)
+        skip = UDP_CSUM_OFFSET;
+    else
+        return 0;
+    if (total < ihl + skip + 2)
+        return 0;
+
+    size_t l4_len = total - ihl;
+    uint64_t acc = sum_words(ip + 12, 8, 0); /* source and destination address */
+    acc += proto;
+    acc += l4_len;
+    acc = sum_skipping(ip + ihl, l4_len, skip, acc);
+    uint16_t check = (uint16_t)~fold(acc);
+    if (proto == IPPROTO_UDP_ && check == 0)
+        check = 0xffff;
+    return check;
+}
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). */
+uint16_t pl_csum_update16(uint16_t check, uint16_t old_value, uint16_t new_value)
+{
+    uint64_t acc = (uint16_t)~check;
+    acc += (uint16_t)~old_value;
+    acc += new_value;
+    return (uint16_t)~fold(acc);
+}
+
+uint16_t pl_csum_update32(uint16_t check, uint32_t old_value, uint32_t new_value)
+{
+    check = pl_csum_update16(check, (uint16_t)(old_value >> 16), (uint16_t)(new_value >> 16));
+    return pl_csum_update16(check, (uint16_t)old_value, (uint16_t)new_value);
+}
+
+static void store16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/* Recompute the IPv4 header checksum and, for an unfragmented TCP or UDP
+ * packet, the L4 checksum (a UDP checksum of zero stays zero: the sender
+ * chose not to use one).  Returns 0, or -1 when the header does not fit. */
+int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len)
+{
+    if (packet_len < 20)
+        return -1;
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    if (ihl < 20 || ihl > packet_len || total < ihl || total > packet_len)
+        return -1;
+    store16(ip + IPV4_CSUM_OFFSET, pl_csum_ipv4_header(ip, ihl));
+
+    int fragment = ((ip[6] & 0x3f) | ip[7]) != 0; /* MF flag or offset */
+    if (fragment)
+        return 0;
+    uint8_t *l4 = ip + ihl;
+    size_t l4_len = total - ihl;
+    if (ip[9] == IPPROTO_TCP_ && l4_len >= TCP_MIN_HEADER)
+        store16(l4 + TCP_CSUM_OFFSET, pl_csum_l4(ip, total));
+    else if (ip[9] == IPPROTO_UDP_ && l4_len >= UDP_HEADER) {
+        if (l4[UDP_CSUM_OFFSET] | l4[UDP_CSUM_OFFSET + 1])
+            store16(l4 + UDP_CSUM_OFFSET, pl_csum_l4(ip, total));
+    }
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* Internet checksums for the rewrite code: IPv4 header, TCP and UDP (full),
+ * and the incremental update of RFC 1624 (eqn. 3).  All 16-bit values are
+ * returned in host order and are meant to be stored big-endian in the header.
+ * Offsets and lengths are trusted: callers validate the packet first. */
+#ifndef PYLVS_CHECKSUM_H
+#define PYLVS_CHECKSUM_H
+#include <stddef.h>
+#include <stdint.h>
+
+uint16_t pl_csum_ipv4_header(const uint8_t *ip, size_t header_len);
+uint16_t pl_csum_l4(const uint8_t *ip, size_t packet_len);
+uint16_t pl_csum_update16(uint16_t check, uint16_t old_value, uint16_t new_value);
+uint16_t pl_csum_update32(uint16_t check, uint32_t old_value, uint32_t new_value);
+int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len);
+
+#endif

@@ -1,0 +1,1 @@
+"""The packet core: compiled tables, the connection table and the sans-I/O engine."""
