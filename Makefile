@@ -8,10 +8,11 @@ PY     := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.pylvs-installed
 
 # Build tools, the libraries netfilterqueue builds against, and the tools the netns
-# tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl).
+# tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), and netbase for
+# /etc/services (lvs.cf ports may be service names).
 APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
-	iproute2 nftables iptables procps iputils-ping curl
+	iproute2 nftables iptables procps iputils-ping curl netbase
 
 .PHONY: test test-unit test-netns deps apt-deps bench lint clean
 
@@ -45,7 +46,8 @@ apt-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/bin/python:
+# python3-venv comes from apt on Debian, so the venv waits for apt-deps (also under -j).
+$(VENV)/bin/python: | apt-deps
 	$(PYTHON) -m venv $(VENV)
 
 # Re-run pip only when the package definition or the C helpers change.
