@@ -1,0 +1,61 @@
+"""Every examples/lvs.cf.* parses and checks with no error and no warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pylvs.config.check import check_file
+from pylvs.config.parse import StaticResolver
+
+EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("lvs.cf.*"))
+FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "udp-dns",
+            "sorry-server", "primary-backup"]
+
+
+def test_one_example_per_feature_and_listed_in_readme():
+    names = {p.name for p in EXAMPLES}
+    assert names == {f"lvs.cf.{f}" for f in FEATURES}
+    readme = (EXAMPLES_DIR / "README.md").read_text()
+    for name in names:
+        assert f"`{name}`" in readme
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_is_clean(path):
+    result = check_file(str(path), StaticResolver())  # examples use no names
+    assert result.diagnostics == ()
+    assert any(v.active for v in result.config.virtuals)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_starts_with_explaining_comments(path):
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# ") and lines[1].startswith("#") and lines[2].startswith("#")
+
+
+def test_fwmark_examples_show_the_mangle_rules():
+    for path in EXAMPLES:
+        config = check_file(str(path), StaticResolver()).config
+        for v in config.virtuals:
+            if v.fwmark:
+                text = path.read_text()
+                assert "iptables -t mangle" in text and f"--set-mark {v.fwmark}" in text
+                assert v.persistent > 0
+
+
+def test_ftp_example_is_the_rhel_guide_setup():
+    config = check_file(str(EXAMPLES_DIR / "lvs.cf.ftp-fwmark"), StaticResolver()).config
+    (v,) = config.virtuals
+    assert v.fwmark == 21 and v.port == 21 and v.persistent > 0
+
+
+def test_examples_cover_the_three_forwarding_methods_and_features():
+    configs = {p.name: check_file(str(p), StaticResolver()).config for p in EXAMPLES}
+    assert {c.network for c in configs.values()} == {"nat", "direct", "tunnel"}
+    assert any(v.protocol == "udp" for c in configs.values() for v in c.virtuals)
+    assert any(v.sorry_server for c in configs.values() for v in c.virtuals)
+    pair = configs["lvs.cf.primary-backup"]
+    assert pair.backup_active and pair.primary_private and pair.backup_private
