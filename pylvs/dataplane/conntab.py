@@ -1,0 +1,556 @@
+"""The connection table: IPVS connection entries on flat, fixed-capacity arrays.
+
+This follows the kernel's connection table (reference section 7, ``ip_vs_conn.c``,
+``ip_vs_proto_tcp.c``, ``ip_vs_core.c``) with one deliberate change of shape: instead of
+hash chains of allocated structures it is an entry pool (a numpy record array) plus two
+open-addressing indexes of entry numbers, so numba code can use it and it never grows.
+
+Rules of this module:
+
+* An entry is keyed as IPVS keys it.  The *in* index holds every entry under
+  (protocol, client address, client port, virtual address, virtual port, template bit);
+  persistence templates use client port 0 and the masked client address, and
+  firewall-mark templates use protocol 0 (IPPROTO_IP) and the mark as the virtual
+  address (reference 7.6).  The *out* index holds NAT entries only, under (protocol,
+  real address, real port, client address, client port): the key of a real server's
+  reply (reference 7.1).
+* Every time is in seconds as float64, and ``now`` always comes from the caller:
+  nothing here reads a clock.
+* An entry whose ``expires`` has passed is dead even before the sweep reaches it: a
+  lookup that finds it removes it (a template that still controls connections is
+  postponed by 60 s instead, as the kernel does).  ``expire_step`` removes dead entries a
+  bounded number of slots at a time.
+* Per real server ("dest") the table keeps the active, inactive and persistent
+  connection counts exactly as the kernel does (reference 7.5); lc and wlc read them.
+* A full table is a counted condition: a new entry first tries to reclaim dead entries
+  (a bounded scan), then is refused with ``C_FULL_DROPS`` counted.  Nothing raises on
+  the packet path.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+# --- Connection flags: uapi values, reference 7.2 (include/uapi/linux/ip_vs.h) -------
+F_FWD_MASK = 0x0007
+FWD_MASQ = 0  # NAT
+FWD_LOCALNODE = 1
+FWD_TUNNEL = 2
+FWD_DROUTE = 3
+F_SYNC = 0x0020
+F_NOOUTPUT = 0x0080  # DR/TUN: no reply traffic is seen, so INPUT_ONLY transitions apply
+F_INACTIVE = 0x0100
+F_TEMPLATE = 0x1000
+F_ONE_PACKET = 0x2000
+
+IPPROTO_IP = 0  # firewall-mark templates (reference 7.6)
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+# --- States and default timeouts, reference 7.3 ------------------------------------
+TCP_STATE_NAMES = (
+    "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
+)  # fmt: skip
+(S_NONE, S_ESTABLISHED, S_SYN_SENT, S_SYN_RECV, S_FIN_WAIT, S_TIME_WAIT,
+ S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_LISTEN, S_SYNACK) = range(11)  # fmt: skip
+S_UDP = 11  # UDP's single state, given its own slot in the timeout table
+STATE_NAMES = TCP_STATE_NAMES + ("UDP",)
+
+# Seconds per state: the kernel's tcp_timeouts[] and udp_timeouts[] (reference 7.3).
+DEFAULT_TIMEOUTS = {
+    "NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60, "FIN_WAIT": 120,
+    "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60, "LAST_ACK": 30, "LISTEN": 120,
+    "SYNACK": 120, "UDP": 300,
+}  # fmt: skip
+TEMPLATE_POSTPONE = 60.0  # a template that fires while it controls entries waits 60 s more
+
+# --- TCP transitions, reference 7.4 (ip_vs_proto_tcp.c tcp_states[]) -----------------
+# Next state for each current state, columns in the order of TCP_STATE_NAMES.
+# INPUT is client -> server, OUTPUT server -> client (seen by NAT only), INPUT_ONLY is
+# used while an entry has F_NOOUTPUT (DR and tunnelling).  A packet with none of
+# RST/SYN/FIN/ACK moves the entry to CLOSE.  Event priority: RST, SYN, FIN, ACK.
+_ABBREV = ("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA")
+TCP_TRANSITIONS = {
+    "INPUT": {
+        "syn": "SR ES ES SR SR SR SR SR SR SR SR",
+        "fin": "CL CW SS TW TW TW CL CW LA LI TW",
+        "ack": "ES ES SS ES FW TW CL CW CL LI ES",
+        "rst": "CL CL CL SR CL CL CL CL LA LI SR",
+    },
+    "OUTPUT": {
+        "syn": "SS ES SS SR SS SS SS SS SS LI SR",
+        "fin": "TW FW SS TW FW TW CL TW LA LI TW",
+        "ack": "ES ES SS ES FW TW CL CW LA ES ES",
+        "rst": "CL CL SS CL CL TW CL CL CL CL CL",
+    },
+    "INPUT_ONLY": {
+        "syn": "SR ES ES SR SR SR SR SR SR SR SR",
+        "fin": "CL FW SS TW FW TW CL CW LA LI TW",
+        "ack": "ES ES SS ES FW TW CL CW CL LI ES",
+        "rst": "CL CL CL SR CL CL CL CL LA LI CL",
+    },
+}
+DIR_INPUT, DIR_OUTPUT, DIR_INPUT_ONLY = 0, 1, 2
+EV_SYN, EV_FIN, EV_ACK, EV_RST = 0, 1, 2, 3
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10  # RFC 793 flag bits
+
+
+def _transition_array() -> np.ndarray:
+    table = np.zeros((3, 4, len(TCP_STATE_NAMES)), dtype=np.int8)
+    for d, direction in enumerate(("INPUT", "OUTPUT", "INPUT_ONLY")):
+        for e, event in enumerate(("syn", "fin", "ack", "rst")):
+            row = TCP_TRANSITIONS[direction][event].split()
+            table[d, e, :] = [_ABBREV.index(cell) for cell in row]
+    return table
+
+
+TRANSITIONS = _transition_array()
+
+# --- Storage -----------------------------------------------------------------------
+ENTRY_DTYPE = np.dtype(
+    [
+        ("caddr", "<u4"), ("vaddr", "<u4"), ("daddr", "<u4"),
+        ("cport", "<u2"), ("vport", "<u2"), ("dport", "<u2"), ("flags", "<u2"),
+        ("proto", "u1"), ("state", "u1"), ("live", "u1"), ("_pad", "u1"),
+        ("dest", "<i4"),       # real-server slot, -1 when unbound
+        ("control", "<i4"),    # entry number of the controlling template, -1 if none
+        ("n_control", "<i4"),  # entries this template controls
+        ("in_pkts", "<u4"),
+        ("timeout", "<f4"),    # templates: the persistence timeout; others: unused
+        ("expires", "<f8"),
+    ],
+    align=True,
+)  # fmt: skip
+INDEX_LOAD = 2  # index slots per entry: linear probing stays short below 50 % load
+EMPTY = 0  # index slots hold entry number + 1
+EVICT_SCAN = 64  # slots a full table scans for a dead entry before refusing a new one
+
+# Counter slots (``ConnTable.counters``), one named reason each.
+C_CREATED, C_EXPIRED, C_FULL_DROPS, C_EVICTED = range(4)
+COUNTER_NAMES = ("created", "expired", "full_drops", "evicted")
+# Meta slots.
+M_COUNT, M_FREE, M_CURSOR = range(3)
+
+
+class ConnTable(NamedTuple):
+    """All state of one connection table, as arrays numba functions take directly."""
+
+    entries: np.ndarray  # ENTRY_DTYPE[capacity]
+    next_free: np.ndarray  # int32[capacity], free-list links
+    in_index: np.ndarray  # int32[capacity * INDEX_LOAD]
+    out_index: np.ndarray  # int32[capacity * INDEX_LOAD]
+    meta: np.ndarray  # int64[3]: count, free-list head, sweep cursor
+    counters: np.ndarray  # int64[len(COUNTER_NAMES)]
+    active: np.ndarray  # int32[n_dests]: ActiveConn
+    inactive: np.ndarray  # int32[n_dests]: InActConn
+    persistent: np.ndarray  # int32[n_dests]: PersistConn (templates)
+    timeouts: np.ndarray  # float64[len(STATE_NAMES)], seconds
+
+
+def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None) -> ConnTable:
+    """A new, empty table for ``capacity`` entries (a power of two) and ``n_dests`` real servers."""
+    if capacity < 2 or capacity & (capacity - 1):
+        raise ValueError(f"capacity must be a power of two >= 2, got {capacity}")
+    if n_dests < 1:
+        raise ValueError(f"n_dests must be at least 1, got {n_dests}")
+    next_free = np.arange(1, capacity + 1, dtype=np.int32)
+    next_free[-1] = -1
+    table = ConnTable(
+        entries=np.zeros(capacity, dtype=ENTRY_DTYPE),
+        next_free=next_free,
+        in_index=np.zeros(capacity * INDEX_LOAD, dtype=np.int32),
+        out_index=np.zeros(capacity * INDEX_LOAD, dtype=np.int32),
+        meta=np.array([0, 0, 0], dtype=np.int64),
+        counters=np.zeros(len(COUNTER_NAMES), dtype=np.int64),
+        active=np.zeros(n_dests, dtype=np.int32),
+        inactive=np.zeros(n_dests, dtype=np.int32),
+        persistent=np.zeros(n_dests, dtype=np.int32),
+        timeouts=np.array([DEFAULT_TIMEOUTS[name] for name in STATE_NAMES], dtype=np.float64),
+    )
+    set_timeouts(table, **(timeouts or {}))
+    return table
+
+
+def set_timeouts(table: ConnTable, **seconds: float) -> None:
+    """Change state timeouts by state name, e.g. ``ESTABLISHED=600`` (``ipvsadm --set``)."""
+    for name, value in seconds.items():
+        if name not in STATE_NAMES:
+            raise ValueError(f"unknown state {name!r}; states are {', '.join(STATE_NAMES)}")
+        if value <= 0:
+            raise ValueError(f"timeout for {name} must be positive, got {value}")
+        table.timeouts[STATE_NAMES.index(name)] = value
+
+
+def memory_per_entry(table: ConnTable) -> float:
+    """Bytes of table storage per entry of capacity (entries, free list and both indexes)."""
+    capacity = len(table.entries)
+    total = table.entries.nbytes + table.next_free.nbytes
+    total += table.in_index.nbytes + table.out_index.nbytes
+    return total / capacity
+
+
+# --- Hashing -----------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _fmix(h: np.uint64) -> np.uint64:
+    # murmur3's 64-bit finaliser: every input bit reaches every output bit.
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(cache=True, inline="always")
+def _hash5(proto, addr1, port1, addr2, port2, extra) -> np.uint64:
+    a = (np.uint64(addr1) << np.uint64(32)) | np.uint64(addr2)
+    b = (
+        (np.uint64(port1) << np.uint64(32))
+        | (np.uint64(port2) << np.uint64(16))
+        | (np.uint64(proto) << np.uint64(8))
+        | np.uint64(extra)
+    )
+    return _fmix(a ^ _fmix(b))
+
+
+@njit(cache=True, inline="always")
+def _in_hash(e) -> np.uint64:
+    template = np.uint64(1) if e.flags & F_TEMPLATE else np.uint64(0)
+    return _hash5(e.proto, e.caddr, e.cport, e.vaddr, e.vport, template)
+
+
+@njit(cache=True, inline="always")
+def _out_hash(e) -> np.uint64:
+    return _hash5(e.proto, e.daddr, e.dport, e.caddr, e.cport, np.uint64(2))
+
+
+@njit(cache=True, inline="always")
+def _out_indexed(e) -> bool:
+    return (e.flags & F_TEMPLATE) == 0 and (e.flags & F_FWD_MASK) == FWD_MASQ
+
+
+# --- Index maintenance (linear probing, backward-shift deletion) ---------------------
+
+
+@njit(cache=True)
+def _index_insert(index, h, entry):
+    mask = len(index) - 1
+    i = np.int64(h & np.uint64(mask))
+    while index[i] != EMPTY:
+        i = (i + 1) & mask
+    index[i] = entry + 1
+
+
+@njit(cache=True)
+def _index_delete(entries, index, h, entry, out_side):
+    """Remove ``entry`` from ``index``, shifting later members of its probe run back."""
+    mask = len(index) - 1
+    i = np.int64(h & np.uint64(mask))
+    while index[i] != entry + 1:
+        if index[i] == EMPTY:
+            return  # not present: nothing to do (invariant says this cannot happen)
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if index[j] == EMPTY:
+            break
+        other = entries[index[j] - 1]
+        oh = _out_hash(other) if out_side else _in_hash(other)
+        home = np.int64(oh & np.uint64(mask))
+        # Leave the member where it is when its home lies cyclically in (i, j].
+        if i <= j:
+            stays = i < home <= j
+        else:
+            stays = home > i or home <= j
+        if stays:
+            continue
+        index[i] = index[j]
+        i = j
+    index[i] = EMPTY
+
+
+# --- Entry life cycle ------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _release(t, n):
+    """Unlink entry ``n`` from both indexes, its counters and its template; free it."""
+    e = t.entries[n]
+    _index_delete(t.entries, t.in_index, _in_hash(e), n, False)
+    if _out_indexed(e):
+        _index_delete(t.entries, t.out_index, _out_hash(e), n, True)
+    d = e.dest
+    if d >= 0:
+        if e.flags & F_TEMPLATE:
+            t.persistent[d] -= 1
+        elif e.flags & F_INACTIVE:
+            t.inactive[d] -= 1
+        else:
+            t.active[d] -= 1
+    if e.control >= 0:
+        t.entries[e.control].n_control -= 1
+    e.live = 0
+    e.control = -1
+    e.n_control = 0
+    t.next_free[n] = t.meta[M_FREE]
+    t.meta[M_FREE] = n
+    t.meta[M_COUNT] -= 1
+
+
+@njit(cache=True)
+def _reap(t, n, now):
+    """Handle a dead entry found at ``n``: True when it was removed.
+
+    A template that still controls entries is postponed instead (kernel: the timer
+    fires, the template is busy, it is re-armed for 60 s).
+    """
+    e = t.entries[n]
+    if e.n_control > 0:
+        e.expires = now + TEMPLATE_POSTPONE
+        return False
+    _release(t, n)
+    t.counters[C_EXPIRED] += 1
+    return True
+
+
+@njit(cache=True)
+def _sweep(t, now, budget):
+    """Visit ``budget`` pool slots from the cursor, reaping dead entries; returns the count removed."""
+    capacity = len(t.entries)
+    removed = 0
+    cursor = t.meta[M_CURSOR]
+    for _ in range(min(budget, capacity)):
+        e = t.entries[cursor]
+        if e.live and e.expires <= now:
+            if _reap(t, cursor, now):
+                removed += 1
+        cursor += 1
+        if cursor == capacity:
+            cursor = 0
+    t.meta[M_CURSOR] = cursor
+    return removed
+
+
+@njit(cache=True)
+def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout):
+    """Add an entry and return its number, or -1 when the table is full (counted)."""
+    if t.meta[M_FREE] < 0:
+        if _sweep(t, now, EVICT_SCAN) == 0:
+            t.counters[C_FULL_DROPS] += 1
+            return -1
+        t.counters[C_EVICTED] += 1
+    n = t.meta[M_FREE]
+    t.meta[M_FREE] = t.next_free[n]
+    t.meta[M_COUNT] += 1
+    e = t.entries[n]
+    e.proto = proto
+    e.caddr = caddr
+    e.cport = cport
+    e.vaddr = vaddr
+    e.vport = vport
+    e.daddr = daddr
+    e.dport = dport
+    e.dest = dest
+    e.control = control
+    e.n_control = 0
+    e.in_pkts = 0
+    # Templates show NONE whatever their protocol (reference 9.4, ipvsadm -L -c).
+    e.state = S_UDP if proto == IPPROTO_UDP and not (flags & F_TEMPLATE) else S_NONE
+    e.live = 1
+    e.timeout = timeout
+    if flags & F_TEMPLATE:
+        e.flags = flags
+        e.expires = now + timeout
+        if dest >= 0:
+            t.persistent[dest] += 1
+    else:
+        # A new connection is bound inactive (reference 7.5); the first state
+        # transition of the packet that made it sets the real timeout.
+        e.flags = flags | F_INACTIVE
+        e.expires = now + t.timeouts[e.state]
+        if dest >= 0:
+            t.inactive[dest] += 1
+    if control >= 0:
+        t.entries[control].n_control += 1
+    _index_insert(t.in_index, _in_hash(e), n)
+    if _out_indexed(e):
+        _index_insert(t.out_index, _out_hash(e), n)
+    t.counters[C_CREATED] += 1
+    return n
+
+
+@njit(cache=True)
+def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now):
+    """Find a live entry by its in-key (or out-key when ``out_side``); -1 when absent."""
+    h = _hash5(proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
+    mask = len(index) - 1
+    i = np.int64(h & np.uint64(mask))
+    while index[i] != EMPTY:
+        n = index[i] - 1
+        e = t.entries[n]
+        if out_side:
+            match = (
+                e.proto == proto and e.daddr == addr1 and e.dport == port1
+                and e.caddr == addr2 and e.cport == port2
+            )  # fmt: skip
+        else:
+            is_template = (e.flags & F_TEMPLATE) != 0
+            match = (
+                e.proto == proto and e.caddr == addr1 and e.cport == port1
+                and e.vaddr == addr2 and e.vport == port2 and is_template == (template == 1)
+            )  # fmt: skip
+        if match:
+            if e.expires <= now and _reap(t, n, now):
+                # Backward shift moved the next member of the run into slot i: look again.
+                # (Reply keys can repeat, so a live twin may follow the dead entry.)
+                continue
+            return n
+        i = (i + 1) & mask
+    return -1
+
+
+@njit(cache=True)
+def _lookup_in(t, proto, caddr, cport, vaddr, vport, now):
+    return _lookup(t, t.in_index, False, proto, caddr, cport, vaddr, vport, 0, now)
+
+
+@njit(cache=True)
+def _lookup_template(t, proto, snet, vaddr, vport, now):
+    return _lookup(t, t.in_index, False, proto, snet, 0, vaddr, vport, 1, now)
+
+
+@njit(cache=True)
+def _lookup_out(t, proto, daddr, dport, caddr, cport, now):
+    return _lookup(t, t.out_index, True, proto, daddr, dport, caddr, cport, 0, now)
+
+
+@njit(cache=True)
+def _tcp_event(tcp_flags):
+    if tcp_flags & TCP_RST:
+        return EV_RST
+    if tcp_flags & TCP_SYN:
+        return EV_SYN
+    if tcp_flags & TCP_FIN:
+        return EV_FIN
+    if tcp_flags & TCP_ACK:
+        return EV_ACK
+    return -1
+
+
+@njit(cache=True)
+def _tcp_transition(t, n, direction, tcp_flags, now):
+    """Run the TCP state machine for one packet of entry ``n`` (kernel set_tcp_state)."""
+    e = t.entries[n]
+    table_dir = direction
+    if e.flags & F_NOOUTPUT:
+        if direction == DIR_OUTPUT:
+            e.flags &= ~F_NOOUTPUT  # replies seen after all: use the full tables
+        else:
+            table_dir = DIR_INPUT_ONLY
+    event = _tcp_event(tcp_flags)
+    new_state = S_CLOSE if event < 0 else TRANSITIONS[table_dir, event, e.state]
+    d = e.dest
+    if new_state != e.state and d >= 0:
+        if not (e.flags & F_INACTIVE) and new_state != S_ESTABLISHED:
+            t.active[d] -= 1
+            t.inactive[d] += 1
+            e.flags |= F_INACTIVE
+        elif (e.flags & F_INACTIVE) and new_state == S_ESTABLISHED:
+            t.active[d] += 1
+            t.inactive[d] -= 1
+            e.flags &= ~F_INACTIVE
+    e.state = new_state
+    e.expires = now + t.timeouts[new_state]
+    return new_state
+
+
+@njit(cache=True)
+def _touch(t, n, now):
+    """Restart an entry's timer without a state change (UDP packets, template use)."""
+    e = t.entries[n]
+    if e.flags & F_TEMPLATE:
+        e.expires = now + e.timeout
+    else:
+        e.expires = now + t.timeouts[e.state]
+
+
+# --- Python-facing wrappers (tests, control plane); the engine calls the kernels ---------
+
+
+def new(t: ConnTable, proto: int, caddr: int, cport: int, vaddr: int, vport: int,
+        daddr: int, dport: int, *, flags: int = 0, dest: int = -1, control: int = -1,
+        now: float, timeout: float = 0.0) -> int:  # fmt: skip
+    """Add a connection (or, with ``F_TEMPLATE`` in ``flags``, a template); -1 when full."""
+    if dest >= len(t.active):
+        raise ValueError(f"dest {dest} out of range for {len(t.active)} real-server slots")
+    if flags & F_TEMPLATE and timeout <= 0:
+        raise ValueError("a persistence template needs a positive timeout")
+    return _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout)
+
+
+def lookup_in(t: ConnTable, proto: int, caddr: int, cport: int, vaddr: int, vport: int, now: float) -> int:
+    return _lookup_in(t, proto, caddr, cport, vaddr, vport, now)
+
+
+def lookup_template(t: ConnTable, proto: int, snet: int, vaddr: int, vport: int, now: float) -> int:
+    return _lookup_template(t, proto, snet, vaddr, vport, now)
+
+
+def lookup_out(t: ConnTable, proto: int, daddr: int, dport: int, caddr: int, cport: int, now: float) -> int:
+    return _lookup_out(t, proto, daddr, dport, caddr, cport, now)
+
+
+def tcp_transition(t: ConnTable, n: int, direction: int, tcp_flags: int, now: float) -> int:
+    return int(_tcp_transition(t, n, direction, tcp_flags, now))
+
+
+def touch(t: ConnTable, n: int, now: float) -> None:
+    _touch(t, n, now)
+
+
+def remove(t: ConnTable, n: int) -> None:
+    if not t.entries[n]["live"]:
+        raise ValueError(f"entry {n} is not in use")
+    _release(t, n)
+
+
+def expire_step(t: ConnTable, now: float, budget: int) -> int:
+    """Reap dead entries among the next ``budget`` pool slots; returns how many were removed."""
+    return int(_sweep(t, now, budget))
+
+
+def count(t: ConnTable) -> int:
+    return int(t.meta[M_COUNT])
+
+
+def counters(t: ConnTable) -> dict[str, int]:
+    return {name: int(t.counters[i]) for i, name in enumerate(COUNTER_NAMES)}
+
+
+ConnView = collections.namedtuple(
+    "ConnView", "index proto caddr cport vaddr vport daddr dport state flags dest expires control n_control"
+)
+
+
+def live_entries(t: ConnTable) -> list[ConnView]:
+    """Every entry in use, for listings (``ipvsadm -L -c``) and tests; not for the packet path."""
+    rows = []
+    for n in np.flatnonzero(t.entries["live"]):
+        e = t.entries[n]
+        rows.append(
+            ConnView(
+                int(n), int(e["proto"]), int(e["caddr"]), int(e["cport"]), int(e["vaddr"]),
+                int(e["vport"]), int(e["daddr"]), int(e["dport"]), STATE_NAMES[e["state"]],
+                int(e["flags"]), int(e["dest"]), float(e["expires"]), int(e["control"]),
+                int(e["n_control"]),
+            )  # fmt: skip
+        )
+    return rows

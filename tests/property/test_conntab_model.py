@@ -1,0 +1,298 @@
+"""The numba connection table against a plain dict model, on random operation sequences.
+
+The model keeps records keyed the way IPVS keys connections and applies the reference's
+rules directly (7.3 to 7.7): dead entries are those whose time has passed and that
+control nothing; the active/inactive/persistent counts are recomputed from the records.
+After every step the real table must hold exactly the model's records, less any dead
+ones it has reaped, and agree on every lookup and counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from pylvs.dataplane import conntab as ct
+
+CAPACITY = 16  # small, so full tables, probe wrap-around and eviction all happen
+N_DESTS = 3
+CLIENTS = (0x0A000001, 0x0A000002, 0x0A010001)
+VIPS = (0xC0A80164, 0xC0A80165)
+RIPS = (0x0A00000B, 0x0A00000C, 0x0A00000D)  # dest i has address RIPS[i]
+PORTS = (80, 443, 1024, 40000)
+STATE_ABBREV = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), ct.TCP_STATE_NAMES))
+
+
+def model_next_state(direction: str, flags: int, state: str) -> str:
+    """Reference 7.4 read straight from the literal table."""
+    for bit, event in ((ct.TCP_RST, "rst"), (ct.TCP_SYN, "syn"), (ct.TCP_FIN, "fin"), (ct.TCP_ACK, "ack")):
+        if flags & bit:
+            row = ct.TCP_TRANSITIONS[direction][event].split()
+            return STATE_ABBREV[row[ct.TCP_STATE_NAMES.index(state)]]
+    return "CLOSE"
+
+
+@dataclass
+class Rec:
+    key: tuple
+    proto: int
+    daddr: int
+    dport: int
+    dest: int
+    template: bool
+    nat: bool
+    state: str
+    expires: float
+    timeout: float
+    control: int  # entry number of the template, -1
+    noout: bool
+    inactive: bool = True
+
+    def dead(self, now: float, model: "ConnTableModel") -> bool:
+        return self.expires <= now and model.n_control(self) == 0
+
+
+class ConnTableModel(RuleBasedStateMachine):
+    @initialize()
+    def setup(self):
+        self.t = ct.create(CAPACITY, N_DESTS)
+        self.recs: dict[int, Rec] = {}
+        self.now = 1000.0
+
+    # -- model helpers -----------------------------------------------------------------
+    def n_control(self, rec: Rec) -> int:
+        number = next(n for n, r in self.recs.items() if r is rec)
+        return sum(1 for r in self.recs.values() if r.control == number)
+
+    def find(self, key) -> int:
+        for n, r in self.recs.items():
+            if r.key == key:
+                return n
+        return -1
+
+    def expect_lookup(self, key) -> int:
+        """What a lookup must return, applying the reap-or-postpone rule to the model."""
+        n = self.find(key)
+        if n < 0:
+            return -1
+        rec = self.recs[n]
+        if rec.expires <= self.now:
+            if self.n_control(rec) > 0:
+                rec.expires = self.now + ct.TEMPLATE_POSTPONE
+            else:
+                self.drop(n)
+                return -1
+        return n
+
+    def real_lookup(self, key) -> int:
+        proto, caddr, cport, vaddr, vport, template = key
+        if template:
+            return ct.lookup_template(self.t, proto, caddr, vaddr, vport, self.now)
+        return ct.lookup_in(self.t, proto, caddr, cport, vaddr, vport, self.now)
+
+    def drop(self, n: int) -> None:
+        self.recs.pop(n)
+
+    def live_numbers(self) -> set[int]:
+        return {int(n) for n in (self.t.entries["live"].nonzero()[0])}
+
+    # -- rules -----------------------------------------------------------------------
+    @rule(
+        proto=st.sampled_from((ct.IPPROTO_TCP, ct.IPPROTO_UDP)),
+        client=st.sampled_from(CLIENTS),
+        cport=st.sampled_from(PORTS),
+        vip=st.sampled_from(VIPS),
+        vport=st.sampled_from(PORTS[:2]),
+        dest=st.integers(0, N_DESTS - 1),
+        nat=st.booleans(),
+        under_template=st.booleans(),
+    )
+    def new_connection(self, proto, client, cport, vip, vport, dest, nat, under_template):
+        key = (proto, client, cport, vip, vport, False)
+        if max(self.real_lookup(key), self.expect_lookup(key)) >= 0:
+            return  # the engine only creates what it could not find
+        control = -1
+        if under_template:
+            templates = [n for n, r in self.recs.items() if r.template and not r.dead(self.now, self)]
+            if templates:
+                control = templates[0]
+        flags = (ct.FWD_MASQ if nat else ct.FWD_DROUTE | ct.F_NOOUTPUT)
+        before = self.live_numbers()
+        n = ct.new(self.t, proto, client, cport, vip, vport, RIPS[dest], vport, flags=flags, dest=dest,
+                   control=control, now=self.now)  # fmt: skip
+        self.sync_reaped(before, reused=n)
+        if n < 0:
+            assert len(self.recs) == CAPACITY
+            return
+        assert n not in self.recs
+        state = "UDP" if proto == ct.IPPROTO_UDP else "NONE"
+        self.recs[n] = Rec(key, proto, RIPS[dest], vport, dest, False, nat, state,
+                           self.now + ct.DEFAULT_TIMEOUTS[state], 0.0, control, not nat)  # fmt: skip
+
+    @rule(
+        proto=st.sampled_from((ct.IPPROTO_TCP, ct.IPPROTO_UDP, ct.IPPROTO_IP)),
+        client=st.sampled_from(CLIENTS),
+        vip=st.sampled_from(VIPS),
+        vport=st.sampled_from((0, 80)),
+        dest=st.integers(0, N_DESTS - 1),
+        timeout=st.sampled_from((30.0, 300.0)),
+    )
+    def new_template(self, proto, client, vip, vport, dest, timeout):
+        snet = client & 0xFFFFFF00
+        key = (proto, snet, 0, vip, vport, True)
+        if max(self.real_lookup(key), self.expect_lookup(key)) >= 0:
+            return
+        before = self.live_numbers()
+        n = ct.new(self.t, proto, snet, 0, vip, vport, RIPS[dest], vport, flags=ct.F_TEMPLATE, dest=dest,
+                   now=self.now, timeout=timeout)  # fmt: skip
+        self.sync_reaped(before, reused=n)
+        if n < 0:
+            assert len(self.recs) == CAPACITY
+            return
+        self.recs[n] = Rec(key, proto, RIPS[dest], vport, dest, True, False, "NONE",
+                           self.now + timeout, timeout, -1, False, inactive=False)  # fmt: skip
+
+    @precondition(lambda self: self.recs)
+    @rule(data=st.data(), flags=st.integers(0, 0x3F), output=st.booleans())
+    def tcp_packet(self, data, flags, output):
+        tcp = [n for n, r in self.recs.items() if r.proto == ct.IPPROTO_TCP and not r.template]
+        if not tcp:
+            return
+        n = data.draw(st.sampled_from(tcp))
+        rec = self.recs[n]
+        if output and rec.nat:
+            got = self.check_lookup_out(rec.proto, rec.daddr, rec.dport, rec.key[1], rec.key[2])
+        else:
+            output = False
+            got = self.real_lookup(rec.key)
+            assert got == self.expect_lookup(rec.key)
+        if got < 0:
+            return
+        rec = self.recs[got]
+        direction = "OUTPUT" if output else "INPUT"
+        if rec.noout:
+            if output:
+                rec.noout = False
+            else:
+                direction = "INPUT_ONLY"
+        new_state = model_next_state(direction, flags, rec.state)
+        if new_state != rec.state:
+            if not rec.inactive and new_state != "ESTABLISHED":
+                rec.inactive = True
+            elif rec.inactive and new_state == "ESTABLISHED":
+                rec.inactive = False
+        rec.state = new_state
+        rec.expires = self.now + ct.DEFAULT_TIMEOUTS[new_state]
+        got_state = ct.tcp_transition(self.t, n, ct.DIR_OUTPUT if output else ct.DIR_INPUT, flags, self.now)
+        assert ct.STATE_NAMES[got_state] == new_state
+
+    @precondition(lambda self: self.recs)
+    @rule(data=st.data())
+    def touch(self, data):
+        n = data.draw(st.sampled_from(sorted(self.recs)))
+        rec = self.recs[n]
+        got = self.real_lookup(rec.key)  # the engine always finds an entry before using it
+        assert got == self.expect_lookup(rec.key)
+        if got < 0:
+            return
+        ct.touch(self.t, n, self.now)
+        rec.expires = self.now + (rec.timeout if rec.template else ct.DEFAULT_TIMEOUTS[rec.state])
+
+    @rule(seconds=st.sampled_from((0.5, 5.0, 61.0, 200.0, 1000.0)))
+    def advance(self, seconds):
+        self.now += seconds
+
+    @rule(budget=st.integers(1, 2 * CAPACITY))
+    def sweep(self, budget):
+        before = self.live_numbers()
+        removed = ct.expire_step(self.t, self.now, budget)
+        assert removed == len(before - self.live_numbers())
+        self.sync_reaped(before)
+
+    @precondition(lambda self: self.recs)
+    @rule(data=st.data())
+    def remove(self, data):
+        n = data.draw(st.sampled_from(sorted(self.recs)))
+        if self.recs[n].template and self.n_control(self.recs[n]) > 0:
+            return  # the engine never removes a busy template by hand
+        for child in self.recs.values():
+            assert child.control != n
+        ct.remove(self.t, n)
+        self.drop(n)
+
+    @rule(proto=st.sampled_from((ct.IPPROTO_TCP, ct.IPPROTO_UDP)), client=st.sampled_from(CLIENTS),
+          cport=st.sampled_from(PORTS), dest=st.integers(0, N_DESTS - 1), vport=st.sampled_from(PORTS[:2]))  # fmt: skip
+    def reply_lookup(self, proto, client, cport, dest, vport):
+        self.check_lookup_out(proto, RIPS[dest], vport, client, cport)
+
+    def check_lookup_out(self, proto, daddr, dport, caddr, cport) -> int:
+        """A reply lookup must find a live NAT entry with this key when there is one.
+
+        One client ip:port talking to two VIPs that map to the same real ip:port gives two
+        entries with one reply key (the real server cannot tell them apart either); the
+        kernel returns whichever its chain holds first, and so may this table.  Dead
+        matches met on the way may be reaped.
+        """
+        before = self.live_numbers()
+        got = ct.lookup_out(self.t, proto, daddr, dport, caddr, cport, self.now)
+        self.sync_reaped(before)
+        live = {n for n, r in self.recs.items()
+                if r.nat and not r.template and r.proto == proto and r.daddr == daddr
+                and r.dport == dport and r.key[1] == caddr and r.key[2] == cport
+                and r.expires > self.now}  # fmt: skip
+        assert got in live if live else got == -1
+        return got
+
+    # -- checks ------------------------------------------------------------------------
+    def sync_reaped(self, before: set[int], reused: int = -1) -> None:
+        """Mirror what a sweep did: records it reaped must have been dead in the model,
+        and busy templates it met were postponed by exactly TEMPLATE_POSTPONE."""
+        gone = before - self.live_numbers()
+        if reused in self.recs:
+            gone.add(reused)  # reaped by the eviction scan and handed straight out again
+        assert gone <= set(self.recs)
+        # Connections first: one sweep may reap a template right after its last child.
+        for n in sorted(gone, key=lambda n: self.recs[n].template):
+            rec = self.recs[n]
+            assert rec.dead(self.now, self), f"entry {n} was removed while alive: {rec}"
+            self.drop(n)
+        # A template the sweep met while it was still busy was postponed, even if the
+        # child holding it was reaped later in the same sweep.
+        for n, rec in self.recs.items():
+            if rec.template and rec.expires <= self.now:
+                real = float(self.t.entries[n]["expires"])
+                if real > self.now:
+                    assert real == self.now + ct.TEMPLATE_POSTPONE
+                    rec.expires = real
+
+    @invariant()
+    def same_entries_and_counters(self):
+        if not hasattr(self, "t"):
+            return
+        assert self.live_numbers() == set(self.recs)
+        assert ct.count(self.t) == len(self.recs)
+        active = [0] * N_DESTS
+        inactive = [0] * N_DESTS
+        persistent = [0] * N_DESTS
+        for n, rec in self.recs.items():
+            e = self.t.entries[n]
+            assert ct.STATE_NAMES[e["state"]] == rec.state or rec.template
+            assert e["expires"] == pytest.approx(rec.expires)
+            if rec.template:
+                persistent[rec.dest] += 1
+            elif rec.inactive:
+                inactive[rec.dest] += 1
+            else:
+                active[rec.dest] += 1
+            assert e["n_control"] == self.n_control(rec)
+        assert list(self.t.active) == active
+        assert list(self.t.inactive) == inactive
+        assert list(self.t.persistent) == persistent
+
+
+ConnTableModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestConnTableModel = ConnTableModel.TestCase
