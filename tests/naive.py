@@ -1,0 +1,578 @@
+"""Plain-Python twins of the IPVS schedulers, written straight from the reference
+(spec/lvs-reference.md section 6 and the kernel's ip_vs_*.c): objects, a Python
+list in kernel list order, linear scans, no numpy, no cleverness.
+
+A service is a ``Service(name, **options)``; dests are ``Dest`` objects added at
+the list head.  ``svc.schedule(caddr, cport, daddr, dport, now)`` returns a Dest or
+None.  Dests carry ``row`` so tests can compare with the array kernels.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+F_OVERLOAD_RULE = "ip_vs_conn.c"
+
+# ------------------------------------------------------------------ hashes
+
+
+def hash_32(v: int, bits: int) -> int:
+    """include/linux/hash.h hash_32 with GOLDEN_RATIO_32."""
+    return ((v & 0xFFFFFFFF) * 0x61C88647 & 0xFFFFFFFF) >> (32 - bits)
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & 0xFFFFFFFFFFFFFFFF
+
+
+def siphash(msg: bytes, k0: int, k1: int, c: int = 2, d: int = 4) -> int:
+    """Generic SipHash-c-d (Aumasson & Bernstein), 64-bit result."""
+    M = 0xFFFFFFFFFFFFFFFF
+    v = [0x736F6D6570736575 ^ k0, 0x646F72616E646F6D ^ k1, 0x6C7967656E657261 ^ k0, 0x7465646279746573 ^ k1]
+
+    def rnd():
+        v[0] = (v[0] + v[1]) & M; v[1] = _rotl(v[1], 13); v[1] ^= v[0]; v[0] = _rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & M; v[3] = _rotl(v[3], 16); v[3] ^= v[2]
+        v[0] = (v[0] + v[3]) & M; v[3] = _rotl(v[3], 21); v[3] ^= v[0]
+        v[2] = (v[2] + v[1]) & M; v[1] = _rotl(v[1], 17); v[1] ^= v[2]; v[2] = _rotl(v[2], 32)
+
+    full = len(msg) - len(msg) % 8
+    for i in range(0, full, 8):
+        m = int.from_bytes(msg[i:i + 8], "little")
+        v[3] ^= m
+        for _ in range(c):
+            rnd()
+        v[0] ^= m
+    b = ((len(msg) & 0xFF) << 56) | int.from_bytes(msg[full:], "little")
+    v[3] ^= b
+    for _ in range(c):
+        rnd()
+    v[0] ^= b
+    v[2] ^= 0xFF
+    for _ in range(d):
+        rnd()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def hsiphash_u32(value: int, key: int) -> int:
+    """64-bit kernel hsiphash(&value, 4, {key, key}): SipHash-1-3, low 32 bits."""
+    return siphash((value & 0xFFFFFFFF).to_bytes(4, "little"), key, key, 1, 3) & 0xFFFFFFFF
+
+
+# ------------------------------------------------------------------ dests
+
+
+class Dest:
+    def __init__(self, row: int, weight: int, addr: int = 0, port: int = 0, u: int = 0, l: int = 0):
+        self.row = row
+        self.weight = weight
+        self.last_weight = weight
+        self.addr = addr
+        self.port = port
+        self.u_threshold = u
+        self.l_threshold = l
+        self.activeconns = 0
+        self.inactconns = 0
+        self.available = True
+        self.overload = False
+
+    def overhead(self) -> int:
+        return self.activeconns * 256 + self.inactconns
+
+    def __repr__(self) -> str:
+        return f"Dest(row={self.row}, w={self.weight}, a={self.activeconns}, i={self.inactconns}, ovl={self.overload})"
+
+
+def bind(d: Dest) -> None:
+    """New connection: counted inactive; OVERLOAD at total >= upper threshold."""
+    d.inactconns += 1
+    if d.u_threshold and d.activeconns + d.inactconns >= d.u_threshold:
+        d.overload = True
+
+
+def unbind(d: Dest, active: bool) -> None:
+    if active:
+        d.activeconns -= 1
+    else:
+        d.inactconns -= 1
+    total = d.activeconns + d.inactconns
+    if d.l_threshold:
+        if total < d.l_threshold:
+            d.overload = False
+    elif d.u_threshold:
+        if total * 4 < d.u_threshold * 3:
+            d.overload = False
+    else:
+        d.overload = False
+
+
+def set_active(d: Dest, active: bool) -> None:
+    if active:
+        d.inactconns -= 1
+        d.activeconns += 1
+    else:
+        d.activeconns -= 1
+        d.inactconns += 1
+
+
+def usable(d: Dest) -> bool:
+    return d.available and d.weight > 0 and not d.overload
+
+
+# ------------------------------------------------------------------ service
+
+
+class Service:
+    def __init__(self, name: str, initial: list[Dest] | None = None, **options):
+        self.name = name
+        self.options = options
+        # kernel list order, head first; `initial` is present when the service
+        # is created (ip_vs_*_init_svc sees all of them at once)
+        self.dests: list[Dest] = list(initial or [])
+        self.algo = TWINS[name](self, **options)
+
+    def add(self, d: Dest) -> None:
+        self.dests.insert(0, d)  # list_add: at the head
+        self.algo.changed("add", d)
+
+    def remove(self, d: Dest) -> None:
+        self.algo.before_remove(d)
+        self.dests.remove(d)
+        d.available = False
+        self.algo.changed("del", d)
+
+    def edit(self, d: Dest, weight=None, u=None, l=None) -> None:
+        if weight is not None:
+            if weight != 0:
+                d.last_weight = weight
+            d.weight = weight
+        new_u = d.u_threshold if u is None else u
+        if new_u == 0 or new_u > d.u_threshold:
+            d.overload = False
+        d.u_threshold = new_u
+        if l is not None:
+            d.l_threshold = l
+        self.algo.changed("edit", d)
+
+    def schedule(self, caddr=0, cport=0, daddr=0, dport=0, now=0):
+        return self.algo.schedule(caddr, cport, daddr, dport, now)
+
+    def gc(self, now: int) -> None:
+        self.algo.gc(now)
+
+
+class _Algo:
+    def __init__(self, svc: Service):
+        self.svc = svc
+
+    def changed(self, what, d):
+        pass
+
+    def before_remove(self, d):
+        pass
+
+    def gc(self, now):
+        raise ValueError("no cache")
+
+
+class RR(_Algo):
+    """Cursor on a dest (None = head); scan after it, wrapping once."""
+
+    def __init__(self, svc):
+        super().__init__(svc)
+        self.cursor = None
+
+    def before_remove(self, d):
+        if self.cursor is d:  # ip_vs_rr_del_dest: step back to the previous entry
+            i = self.svc.dests.index(d)
+            self.cursor = self.svc.dests[i - 1] if i > 0 else None
+
+    def schedule(self, *key):
+        L = self.svc.dests
+        start = 0 if self.cursor is None else L.index(self.cursor) + 1
+        for k in range(len(L)):
+            d = L[(start + k) % len(L)]
+            if usable(d):
+                self.cursor = d
+                return d
+        return None
+
+
+class WRR(_Algo):
+    """ip_vs_wrr.c, transcribed onto a Python list (cl = index, -1 = head)."""
+
+    def __init__(self, svc):
+        super().__init__(svc)
+        self.cw = 0
+        self.changed(None, None)
+
+    def changed(self, what, d):
+        ws = [x.weight for x in self.svc.dests]
+        g = 0
+        for w in ws:
+            if w > 0:
+                g = gcd(g, w)
+        self.di = g or 1
+        self.mw = max(ws, default=0) - (self.di - 1)
+        self.cl = -1
+        if self.cw > self.mw or self.cw == 0:
+            self.cw = self.mw
+        elif self.di > 1:
+            self.cw = (self.cw // self.di) * self.di + 1
+
+    def schedule(self, *key):
+        L = self.svc.dests
+        if self.mw == 0:
+            return None
+        last = self.cl
+        pos = self.cl
+        stop = None
+        last_pass = restarted = False
+        while True:
+            for i in range(pos + 1, len(L)):
+                if not L[i].overload and L[i].weight >= self.cw:
+                    self.cl = i
+                    return L[i]
+                if i == stop:
+                    self.cl = i
+                    return None
+            pos = -1
+            self.cw -= self.di
+            if self.cw <= 0:
+                self.cw = self.mw
+                if last_pass or last == -1:
+                    self.cl = -1
+                    return None
+                restarted = True
+            last_pass = self.cw <= self.di
+            if last_pass and restarted and last != -1:
+                stop = last
+
+
+def _scan_least(dests, better):
+    """First eligible dest, then later ones replace it only when strictly better."""
+    least = None
+    for d in dests:
+        if not usable(d):
+            continue
+        if least is None or better(d, least):
+            least = d
+    return least
+
+
+class LC(_Algo):
+    def schedule(self, *key):
+        return _scan_least(self.svc.dests, lambda d, b: d.overhead() < b.overhead())
+
+
+class WLC(_Algo):
+    def schedule(self, *key):
+        return _scan_least(self.svc.dests, lambda d, b: b.overhead() * d.weight > d.overhead() * b.weight)
+
+
+def _sed_better(d, b):
+    return (b.activeconns + 1) * d.weight > (d.activeconns + 1) * b.weight
+
+
+class SED(_Algo):
+    def schedule(self, *key):
+        return _scan_least(self.svc.dests, _sed_better)
+
+
+class NQ(_Algo):
+    def schedule(self, *key):
+        least = None
+        for d in self.svc.dests:
+            if not usable(d):
+                continue
+            if d.activeconns == 0:
+                return d
+            if least is None or _sed_better(d, least):
+                least = d
+        return least
+
+
+class FO(_Algo):
+    def schedule(self, *key):
+        best = None
+        for d in self.svc.dests:
+            if usable(d) and (best is None or d.weight > best.weight):
+                best = d
+        return best
+
+
+class OVF(_Algo):
+    def schedule(self, *key):
+        best = None
+        for d in self.svc.dests:
+            if usable(d) and d.activeconns <= d.weight and (best is None or d.weight > best.weight):
+                best = d
+        return best
+
+
+class DH(_Algo):
+    SIZE = 256
+
+    def __init__(self, svc):
+        super().__init__(svc)
+        self.changed(None, None)
+
+    def changed(self, what, d):
+        L = self.svc.dests
+        self.table = [L[b % len(L)] if L else None for b in range(self.SIZE)]
+
+    def schedule(self, caddr, cport, daddr, dport, now):
+        d = self.table[hash_32(daddr, 8)]
+        return d if d is not None and usable(d) else None
+
+
+class SH(_Algo):
+    SIZE = 256
+
+    def __init__(self, svc, fallback=False, port=False):
+        super().__init__(svc)
+        self.fallback = fallback
+        self.use_port = port
+        self.changed(None, None)
+
+    def changed(self, what, d):
+        L = self.svc.dests
+        self.table = []
+        p = 0
+        count = 0
+        while len(self.table) < self.SIZE:
+            if not L:
+                self.table.append(None)
+                continue
+            self.table.append(L[p])
+            count += 1
+            if count >= L[p].weight:
+                p = (p + 1) % len(L)
+                count = 0
+
+    def key(self, addr, port, offset):
+        return (offset + hash_32((port + addr) & 0xFFFFFFFF, 8)) & 255
+
+    def schedule(self, caddr, cport, daddr, dport, now):
+        port = cport if self.use_port else 0
+        ihash = self.key(caddr, port, 0)
+        d = self.table[ihash]
+        if d is None:
+            return None
+        if usable(d):
+            return d
+        if not self.fallback:
+            return None
+        for off in range(self.SIZE):
+            d = self.table[self.key(caddr, port, (off + ihash) % self.SIZE)]
+            if d is None:
+                return None
+            if usable(d):
+                return d
+        return None
+
+
+class MH(_Algo):
+    def __init__(self, svc, fallback=False, port=False, table_size=4093, tab_bits=6,
+                 key1=2654435761, key2=2654446892):
+        super().__init__(svc)
+        self.fallback = fallback
+        self.use_port = port
+        self.M = table_size
+        self.bits = tab_bits
+        self.k1 = key1
+        self.k2 = key2
+        self.changed(None, None)
+
+    def changed(self, what, d):
+        L = self.svc.dests
+        M = self.M
+        g = 0
+        for x in L:
+            if x.last_weight > 0:
+                g = gcd(g, x.last_weight)
+        self.table = [None] * M
+        if g < 1:
+            return
+        mw = max(x.last_weight for x in L) // g
+        rshift = max(0, mw.bit_length() - self.bits)
+        setup = []
+        for x in L:
+            offset = hsiphash_u32(x.port + x.addr, self.k1) % M
+            skip = hsiphash_u32(x.port + x.addr, self.k2) % (M - 1) + 1
+            t = (x.last_weight // g) >> rshift
+            turns = t if t else (1 if x.last_weight else 0)
+            setup.append([offset, skip, turns])
+        # Each dest's preference list is offset, offset+skip, ...; dests take turns.
+        filled = 0
+        nexti = [0] * len(L)
+        while filled < M:
+            for j, (offset, skip, turns) in enumerate(setup):
+                for _ in range(turns):
+                    while True:
+                        c = (offset + nexti[j] * skip) % M
+                        if self.table[c] is None:
+                            break
+                        nexti[j] += 1
+                    self.table[c] = L[j]
+                    filled += 1
+                    if filled == M:
+                        return
+
+    def schedule(self, caddr, cport, daddr, dport, now):
+        port = cport if self.use_port else 0
+        ihash = hsiphash_u32(port + caddr, self.k1) % self.M
+        d = self.table[ihash]
+        if d is None:
+            return None
+        if usable(d):
+            return d
+        if not self.fallback:
+            return None
+        for off in range(self.M):
+            r = (off + ihash) % self.M
+            d = self.table[hsiphash_u32(r + port + caddr, self.k1) % self.M]
+            if d is None:
+                return None
+            if usable(d):
+                return d
+        return None
+
+
+LBLC_BITS = 10
+LBLC_MAX_SIZE = 1024 * 16
+ENTRY_TIMEOUT_MS = 6 * 60 * 1000
+DAY_MS = 24 * 3600 * 1000
+
+
+def _lblc_overloaded(svc, d):
+    return d.activeconns > d.weight and any(x.activeconns * 2 < x.weight for x in svc.dests)
+
+
+def _wlc(svc):
+    return WLC.schedule(svc.algo)
+
+
+class _Cache(_Algo):
+    """The kernel's chained table: buckets of entries, newest first."""
+
+    def __init__(self, svc, expiration_ms=DAY_MS, **_):
+        super().__init__(svc)
+        self.expire = expiration_ms
+        self.buckets = [[] for _ in range(1 << LBLC_BITS)]
+        self.entries = 0
+        self.rover = 0
+        self.counter = 1
+
+    def get(self, addr):
+        for e in self.buckets[hash_32(addr, LBLC_BITS)]:
+            if e["addr"] == addr:
+                return e
+        return None
+
+    def insert(self, e):
+        self.buckets[hash_32(e["addr"], LBLC_BITS)].insert(0, e)
+        self.entries += 1
+
+    def gc(self, now):
+        if self.counter % 30 == 0:
+            j = self.rover
+            for _ in range(1 << LBLC_BITS):
+                j = (j + 1) & 1023
+                keep = [e for e in self.buckets[j] if now < e["lastuse"] + self.expire]
+                self.entries -= len(self.buckets[j]) - len(keep)
+                self.buckets[j] = keep
+            self.rover = j
+            self.counter = 1
+            return
+        if self.entries <= LBLC_MAX_SIZE:
+            self.counter += 1
+            return
+        goal = min((self.entries - LBLC_MAX_SIZE) * 4 // 3, LBLC_MAX_SIZE // 2)
+        j = self.rover
+        for _ in range(1 << LBLC_BITS):
+            j = (j + 1) & 1023
+            keep = [e for e in self.buckets[j] if now < e["lastuse"] + ENTRY_TIMEOUT_MS]
+            gone = len(self.buckets[j]) - len(keep)
+            self.entries -= gone
+            goal -= gone
+            self.buckets[j] = keep
+            if goal <= 0:
+                break
+        self.rover = j
+
+
+class LBLC(_Cache):
+    def schedule(self, caddr, cport, daddr, dport, now):
+        e = self.get(daddr)
+        if e is not None:
+            e["lastuse"] = now
+            d = e["dest"]
+            if d.available and d.weight > 0 and not _lblc_overloaded(self.svc, d):
+                return d
+        d = _wlc(self.svc)
+        if d is None:
+            return None
+        if e is not None:
+            if e["dest"] is d:
+                return d
+            self.buckets[hash_32(daddr, LBLC_BITS)].remove(e)  # entries not decremented (kernel)
+        self.insert({"addr": daddr, "dest": d, "lastuse": now})
+        return d
+
+
+class LBLCR(_Cache):
+    def set_min(self, e):
+        least = None
+        for d in e["set"]:
+            if d.overload:
+                continue
+            if least is None:
+                if d.weight > 0 and d.available:
+                    least = d
+                continue
+            if least.overhead() * d.weight > d.overhead() * least.weight and d.available:
+                least = d
+        return least
+
+    def set_max(self, e):
+        most = None
+        for d in e["set"]:
+            if most is None:
+                if d.weight > 0:
+                    most = d
+                continue
+            if most.overhead() * d.weight < d.overhead() * most.weight and d.weight > 0:
+                most = d
+        return most
+
+    def schedule(self, caddr, cport, daddr, dport, now):
+        e = self.get(daddr)
+        if e is not None:
+            e["lastuse"] = now
+            d = self.set_min(e)
+            if len(e["set"]) > 1 and now > e["lastmod"] + self.expire:
+                m = self.set_max(e)
+                if m is not None:
+                    e["set"].remove(m)
+                    e["lastmod"] = now
+            if d is not None and not _lblc_overloaded(self.svc, d):
+                return d
+            d = _wlc(self.svc)
+            if d is None:
+                return None
+            if d not in e["set"]:
+                e["set"].insert(0, d)
+                e["lastmod"] = now
+            return d
+        d = _wlc(self.svc)
+        if d is None:
+            return None
+        self.insert({"addr": daddr, "set": [d], "lastuse": now, "lastmod": now})
+        return d
+
+
+TWINS = {
+    "rr": RR, "wrr": WRR, "lc": LC, "wlc": WLC, "sed": SED, "nq": NQ, "fo": FO, "ovf": OVF,
+    "dh": DH, "sh": SH, "mh": MH, "lblc": LBLC, "lblcr": LBLCR,
+}
