@@ -52,7 +52,7 @@ $(VENV)/bin/python: | apt-deps
 
 # Re-run pip only when the package definition or the C helpers change.
 $(PIP_STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

@@ -14,13 +14,8 @@ of median decisions/s is printed at the end of the run (bench/conftest.py).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import naive
 

@@ -1,4 +1,5 @@
-"""Plain-Python twins of the IPVS schedulers, written straight from the reference
+"""Plain-Python twins of the numba kernels: the IPVS schedulers and, at the end, the
+connection table.  The schedulers are written straight from the reference
 (spec/lvs-reference.md section 6 and the kernel's ip_vs_*.c): objects, a Python
 list in kernel list order, linear scans, no numpy, no cleverness.
 
@@ -9,7 +10,10 @@ None.  Dests carry ``row`` so tests can compare with the array kernels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import gcd
+
+from pylvs.dataplane import conntab as ct
 
 F_OVERLOAD_RULE = "ip_vs_conn.c"
 
@@ -576,3 +580,41 @@ TWINS = {
     "rr": RR, "wrr": WRR, "lc": LC, "wlc": WLC, "sed": SED, "nq": NQ, "fo": FO, "ovf": OVF,
     "dh": DH, "sh": SH, "mh": MH, "lblc": LBLC, "lblcr": LBLCR,
 }
+
+
+# ------------------------------------------------------------ connection table
+# The twin of pylvs/dataplane/conntab.py: the TCP transitions read straight from the
+# reference's literal rows (7.4) and a plain record per entry; the dict model that
+# uses them is the state machine in tests/property/test_conntab_model.py.
+
+STATE_ABBREV = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), ct.TCP_STATE_NAMES))
+
+
+def tcp_next_state(direction: str, flags: int, state: str) -> str:
+    """Reference 7.4 read straight from the literal table."""
+    for bit, event in ((ct.TCP_RST, "rst"), (ct.TCP_SYN, "syn"), (ct.TCP_FIN, "fin"), (ct.TCP_ACK, "ack")):
+        if flags & bit:
+            row = ct.TCP_TRANSITIONS[direction][event].split()
+            return STATE_ABBREV[row[ct.TCP_STATE_NAMES.index(state)]]
+    return "CLOSE"
+
+
+@dataclass
+class ConnRecord:
+    key: tuple
+    proto: int
+    daddr: int
+    dport: int
+    dest: int
+    template: bool
+    nat: bool
+    state: str
+    expires: float
+    timeout: float
+    control: int  # entry number of the template, -1
+    noout: bool
+    inactive: bool = True
+
+    def dead(self, now: float, model) -> bool:
+        """Reference 7.7: past its time and controlling nothing (``model.n_control``)."""
+        return self.expires <= now and model.n_control(self) == 0

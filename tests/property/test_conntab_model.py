@@ -9,12 +9,13 @@ ones it has reaped, and agree on every lookup and counter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from naive import ConnRecord as Rec
+from naive import tcp_next_state as model_next_state
 
 from pylvs.dataplane import conntab as ct
 
@@ -24,38 +25,6 @@ CLIENTS = (0x0A000001, 0x0A000002, 0x0A010001)
 VIPS = (0xC0A80164, 0xC0A80165)
 RIPS = (0x0A00000B, 0x0A00000C, 0x0A00000D)  # dest i has address RIPS[i]
 PORTS = (80, 443, 1024, 40000)
-STATE_ABBREV = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), ct.TCP_STATE_NAMES))
-
-
-def model_next_state(direction: str, flags: int, state: str) -> str:
-    """Reference 7.4 read straight from the literal table."""
-    for bit, event in ((ct.TCP_RST, "rst"), (ct.TCP_SYN, "syn"), (ct.TCP_FIN, "fin"), (ct.TCP_ACK, "ack")):
-        if flags & bit:
-            row = ct.TCP_TRANSITIONS[direction][event].split()
-            return STATE_ABBREV[row[ct.TCP_STATE_NAMES.index(state)]]
-    return "CLOSE"
-
-
-@dataclass
-class Rec:
-    key: tuple
-    proto: int
-    daddr: int
-    dport: int
-    dest: int
-    template: bool
-    nat: bool
-    state: str
-    expires: float
-    timeout: float
-    control: int  # entry number of the template, -1
-    noout: bool
-    inactive: bool = True
-
-    def dead(self, now: float, model: "ConnTableModel") -> bool:
-        return self.expires <= now and model.n_control(self) == 0
-
-
 class ConnTableModel(RuleBasedStateMachine):
     @initialize()
     def setup(self):

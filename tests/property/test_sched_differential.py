@@ -6,10 +6,7 @@ match after every event; the lc family's tree must also match the linear scan.""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/naive.py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive import Dest, Service, bind, set_active, unbind
