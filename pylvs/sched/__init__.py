@@ -111,6 +111,7 @@ __all__ = [
     "check_dests",
     "get",
     "new_dests",
+    "set_dest_row",
 ]
 
 
@@ -122,6 +123,38 @@ def get(name: str) -> ModuleType:
         raise ValueError(
             f"unknown scheduler {name!r}; choose one of {', '.join(ALGORITHMS)}"
         ) from None
+
+
+def set_dest_row(dest: np.ndarray, row: int, weight: int | None, u_threshold: int | None = None,
+                 l_threshold: int | None = None, *, add: bool = False, addr: int = 0, port: int = 0) -> None:
+    """The per-row part of ``ipvsadm -a`` (``add=True``) or ``ipvsadm -e`` on ``dest[row]``,
+    with ``__ip_vs_update_dest`` rules; no checks and no ``_config_kernel`` call (the
+    caller runs it once after all its edits).  ``None`` leaves a field unchanged (edit).
+
+    * add: the row is cleared (counters too), ``LASTW = weight``, ``F_AVAILABLE`` set.
+    * edit: ``LASTW`` keeps the last non-zero weight; a new upper threshold of 0 or
+      above the old one clears ``F_OVERLOAD``; counters are not touched."""
+    d = dest[row]
+    if add:
+        d[:] = 0
+        d[W] = 0 if weight is None else weight
+        d[LASTW] = d[W]  # __ip_vs_update_dest: on add last_weight = weight
+        d[UTHR] = 0 if u_threshold is None else u_threshold
+        d[LTHR] = 0 if l_threshold is None else l_threshold
+        d[ADDR] = addr
+        d[PORT] = port
+        d[FLAGS] = F_AVAILABLE
+        return
+    if weight is not None:
+        if weight != 0:
+            d[LASTW] = weight  # keep the last non-zero weight
+        d[W] = weight
+    new_u = d[UTHR] if u_threshold is None else u_threshold
+    if new_u == 0 or new_u > d[UTHR]:
+        d[FLAGS] &= ~F_OVERLOAD
+    d[UTHR] = new_u
+    if l_threshold is not None:
+        d[LTHR] = l_threshold
 
 
 def _as_keys(a, dtype, n: int, what: str) -> np.ndarray:
@@ -250,15 +283,7 @@ class Scheduler:
             raise ValueError(f"no free row: capacity {self.dest.shape[0]} reached; build a larger Scheduler")
         self._head -= 1
         row = self._head
-        d = self.dest[row]
-        d[:] = 0
-        d[W] = weight
-        d[LASTW] = weight  # __ip_vs_update_dest: on add last_weight = weight
-        d[UTHR] = u_threshold
-        d[LTHR] = l_threshold
-        d[ADDR] = addr
-        d[PORT] = port
-        d[FLAGS] = F_AVAILABLE
+        set_dest_row(self.dest, row, weight, u_threshold, l_threshold, add=True, addr=addr, port=port)
         self._config(self.dest, self.state)
         return row
 
@@ -269,17 +294,7 @@ class Scheduler:
         if not self.dest[row, FLAGS] & F_AVAILABLE:
             raise ValueError(f"row {row} is not a configured real server")
         self._check_dest_args(weight, u_threshold, l_threshold)
-        d = self.dest[row]
-        if weight is not None:
-            if weight != 0:
-                d[LASTW] = weight  # keep the last non-zero weight
-            d[W] = weight
-        new_u = d[UTHR] if u_threshold is None else u_threshold
-        if new_u == 0 or new_u > d[UTHR]:
-            d[FLAGS] &= ~F_OVERLOAD
-        d[UTHR] = new_u
-        if l_threshold is not None:
-            d[LTHR] = l_threshold
+        set_dest_row(self.dest, row, weight, u_threshold, l_threshold)
         self._config(self.dest, self.state)
 
     def remove_dest(self, row: int) -> None:

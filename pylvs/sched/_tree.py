@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import ACT, W, _eligible, _overhead
+from ._common import ACT, W, _charge_kernel, _eligible, _overhead
 
 KIND_LC = 0
 KIND_WLC = 1
@@ -192,7 +192,7 @@ def _tree_best(state):
     return state[TREE_OFF + NODE]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _linear_scan(dest, kind):
     """The kernel's own linear scan (used by tests and as the `linear` variant)."""
     best = -1
@@ -217,3 +217,77 @@ def new_tree_state(rows: int, kind: int) -> np.ndarray:
     st = np.full(tree_state_size(rows), -1, dtype=np.int64)
     _tree_init(st, rows, kind)
     return st
+
+
+# ---------------------------------------------------------- the scheduler kernels
+# lc, wlc, sed, nq, fo and ovf differ only in their comparison, and the tree state
+# carries which one (state[1]), so these kernels serve all six modules: each module
+# re-exports them under the registry's names and adds its NAME, KERNEL_FILE, KIND.
+
+
+def new_state_for(dest: np.ndarray, kind: int) -> np.ndarray:
+    """A built tree for ``dest`` ordered by ``kind``'s comparison."""
+    st = new_tree_state(dest.shape[0], kind)
+    _tree_rebuild(dest, st)
+    return st
+
+
+@njit(cache=True, _nrt=False)
+def _config_kernel(dest, state):
+    _tree_rebuild(dest, state)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _update_kernel(dest, state, i):
+    _tree_update(dest, state, i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
+    return _tree_best(state)
+
+
+@njit(cache=True, _nrt=False)
+def _linear_kernel(dest, state, caddr, cport, daddr, dport, now):
+    """The kernel's linear scan, kept for tests and benchmarks."""
+    return _linear_scan(dest, state[1])
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _linear_batch_loop(dest, kind, n, bind, out):
+    for j in range(n):
+        i = _linear_scan(dest, kind)
+        out[j] = i
+        if bind and i >= 0:
+            _charge_kernel(dest, i, bind)
+
+
+@njit(cache=True, _nrt=False)
+def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
+    for j in range(caddr.shape[0]):
+        i = _tree_best(state)
+        out[j] = i
+        if bind and i >= 0:
+            _charge_kernel(dest, i, bind)
+            _tree_update(dest, state, i)
+
+
+@njit(cache=True, _nrt=False)
+def _linear_batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
+    # One branch per kind with the kind as a literal: after inlining, the scan's
+    # comparisons fold to constants (a kind read at run time inside the loop made
+    # this benchmark anchor 6x slower).
+    kind = state[1]
+    n = caddr.shape[0]
+    if kind == KIND_LC:
+        _linear_batch_loop(dest, KIND_LC, n, bind, out)
+    elif kind == KIND_WLC:
+        _linear_batch_loop(dest, KIND_WLC, n, bind, out)
+    elif kind == KIND_SED:
+        _linear_batch_loop(dest, KIND_SED, n, bind, out)
+    elif kind == KIND_NQ:
+        _linear_batch_loop(dest, KIND_NQ, n, bind, out)
+    elif kind == KIND_FO:
+        _linear_batch_loop(dest, KIND_FO, n, bind, out)
+    else:
+        _linear_batch_loop(dest, KIND_OVF, n, bind, out)

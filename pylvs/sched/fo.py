@@ -13,64 +13,27 @@ counter changes as for every scheduler.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ._common import _charge_kernel
-from ._tree import (
+from ._tree import (  # the tree-backed kernels shared by lc wlc sed nq fo ovf
     KIND_FO,
-    _linear_scan,
-    _tree_best,
-    _tree_rebuild,
-    _tree_update,
-    new_tree_state,
+    _batch_kernel,
+    _config_kernel,
+    _linear_batch_kernel,
+    _linear_kernel,
+    _schedule_kernel,
+    _update_kernel,
+    new_state_for,
 )
 
 NAME = "fo"
 KERNEL_FILE = "net/netfilter/ipvs/ip_vs_fo.c"
 KIND = KIND_FO
 
+__all__ = [
+    "NAME", "KERNEL_FILE", "KIND", "new_state", "_config_kernel", "_update_kernel",
+    "_schedule_kernel", "_linear_kernel", "_batch_kernel", "_linear_batch_kernel",
+]
+
 
 def new_state(dest: np.ndarray) -> np.ndarray:
-    st = new_tree_state(dest.shape[0], KIND)
-    _tree_rebuild(dest, st)
-    return st
-
-
-@njit(cache=True, _nrt=False)
-def _config_kernel(dest, state):
-    _tree_rebuild(dest, state)
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _update_kernel(dest, state, i):
-    _tree_update(dest, state, i)
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
-    return _tree_best(state)
-
-
-@njit(cache=True, _nrt=False)
-def _linear_kernel(dest, state, caddr, cport, daddr, dport, now):
-    """The kernel's linear scan, kept for tests and benchmarks."""
-    return _linear_scan(dest, KIND_FO)
-
-
-@njit(cache=True, _nrt=False)
-def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
-    for j in range(caddr.shape[0]):
-        i = _tree_best(state)
-        out[j] = i
-        if bind and i >= 0:
-            _charge_kernel(dest, i, bind)
-            _tree_update(dest, state, i)
-
-
-@njit(cache=True, _nrt=False)
-def _linear_batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
-    for j in range(caddr.shape[0]):
-        i = _linear_scan(dest, KIND_FO)
-        out[j] = i
-        if bind and i >= 0:
-            _charge_kernel(dest, i, bind)
+    return new_state_for(dest, KIND)
