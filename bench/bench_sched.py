@@ -14,10 +14,9 @@ of median decisions/s is printed at the end of the run (bench/conftest.py).
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
-
-import naive
 
 from pylvs.sched import (
     ADDR,

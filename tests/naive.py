@@ -587,7 +587,9 @@ TWINS = {
 # reference's literal rows (7.4) and a plain record per entry; the dict model that
 # uses them is the state machine in tests/property/test_conntab_model.py.
 
-STATE_ABBREV = dict(zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), ct.TCP_STATE_NAMES))
+STATE_ABBREV = dict(
+    zip(("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), ct.TCP_STATE_NAMES, strict=True)
+)
 
 
 def tcp_next_state(direction: str, flags: int, state: str) -> str:

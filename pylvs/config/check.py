@@ -136,9 +136,11 @@ class _Checker:
                              "heartbeat = 0 does not turn heartbeats off (pulse never reads it); "
                              "heartbeats run whenever backup_active = 1")
         if not 1 <= c.heartbeat_port <= PORT_MAX:
-            self.error(_line(c, "heartbeat_port"), f"heartbeat_port {c.heartbeat_port} is not a UDP port (1-{PORT_MAX})")
+            self.error(_line(c, "heartbeat_port"),
+                       f"heartbeat_port {c.heartbeat_port} is not a UDP port (1-{PORT_MAX})")
         if c.keepalive < 1:
-            self.error(_line(c, "keepalive"), f"keepalive = {c.keepalive}: the heartbeat interval must be at least 1 second")
+            self.error(_line(c, "keepalive"),
+                       f"keepalive = {c.keepalive}: the heartbeat interval must be at least 1 second")
         if c.deadtime < 1:
             self.error(_line(c, "deadtime"), f"deadtime = {c.deadtime}: must be at least 1 second")
         elif c.keepalive >= 1 and c.keepalive >= c.deadtime:
@@ -164,7 +166,8 @@ class _Checker:
                      f"{c.syncd_id & SYNCD_ID_MAX} (masked to 8 bits, as pulse does)")
         for key in ("tcp_timeout", "tcpfin_timeout", "udp_timeout"):
             if getattr(c, key) < 0:
-                self.error(_line(c, key), f"{key} = {getattr(c, key)}: a timeout cannot be negative (0 keeps the current value)")
+                self.error(_line(c, key),
+                           f"{key} = {getattr(c, key)}: a timeout cannot be negative (0 keeps the current value)")
         if c.service == "lvs":
             if not c.active_virtuals():
                 self.error(0, "no active lvs services defined (pulse's words): at least one "

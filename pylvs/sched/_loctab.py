@@ -50,7 +50,9 @@ def new_table_state(entry_capacity: int, element_capacity: int, expiration_ms: i
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     if not isinstance(expiration_ms, (int, np.integer)) or expiration_ms < 0:
-        raise ValueError(f"expiration_ms must be an int >= 0 (kernel default {DEFAULT_EXPIRATION_MS}), got {expiration_ms!r}")
+        raise ValueError(
+            f"expiration_ms must be an int >= 0 (kernel default {DEFAULT_EXPIRATION_MS}), got {expiration_ms!r}"
+        )
     st = np.full(state_size(entry_capacity, element_capacity), -1, dtype=np.int64)
     _table_init(st, entry_capacity, element_capacity, expiration_ms)
     return st

@@ -123,10 +123,10 @@ def _leaf(dest, kind, i, state, o):
 def _pull(state, k):
     """Recompute node k from its children; True if it changed."""
     o = TREE_OFF + NODE * k
-    l = TREE_OFF + NODE * 2 * k
-    r = l + NODE
-    src = l
-    if state[l] < 0 or state[r] >= 0 and state[l + 1] * state[r + 2] > state[r + 1] * state[l + 2]:
+    left = TREE_OFF + NODE * 2 * k
+    r = left + NODE
+    src = left
+    if state[left] < 0 or state[r] >= 0 and state[left + 1] * state[r + 2] > state[r + 1] * state[left + 2]:
         src = r
     if state[o] == state[src] and state[o + 1] == state[src + 1] and state[o + 2] == state[src + 2]:
         return False

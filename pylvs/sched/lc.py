@@ -1,6 +1,7 @@
 """lc -- least-connection.  Follows net/netfilter/ipvs/ip_vs_lc.c.
 
-Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal overhead = activeconns*256 + inactconns (ip_vs_dest_conn_overhead); weights only gate eligibility;
+Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal overhead =
+activeconns*256 + inactconns (ip_vs_dest_conn_overhead); weights only gate eligibility;
 the first dest in list order wins ties.
 
 Beyond the kernel: the pick is read from a tournament tree (see ``_tree.py``) kept

@@ -1,6 +1,7 @@
 """nq -- never queue.  Follows net/netfilter/ipvs/ip_vs_nq.c.
 
-Rule: among dests in the list with weight > 0 and not OVERLOADed, the first dest with activeconns == 0 at once, else the sed minimum (activeconns + 1)/weight;
+Rule: among dests in the list with weight > 0 and not OVERLOADed, the first dest with
+activeconns == 0 at once, else the sed minimum (activeconns + 1)/weight;
 the first dest in list order wins ties.
 
 Beyond the kernel: the pick is read from a tournament tree (see ``_tree.py``) kept

@@ -1,6 +1,7 @@
 """sed -- shortest expected delay.  Follows net/netfilter/ipvs/ip_vs_sed.c.
 
-Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal (activeconns + 1)/weight (inactive connections ignored), compared by cross-multiplication;
+Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal (activeconns +
+1)/weight (inactive connections ignored), compared by cross-multiplication;
 the first dest in list order wins ties.
 
 Beyond the kernel: the pick is read from a tournament tree (see ``_tree.py``) kept

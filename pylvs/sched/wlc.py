@@ -1,6 +1,8 @@
 """wlc -- weighted least-connection (the ipvsadm default).  Follows net/netfilter/ipvs/ip_vs_wlc.c.
 
-Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal overhead/weight, overhead = activeconns*256 + inactconns, compared as ovh(best)*w(d) > ovh(d)*w(best);
+Rule: among dests in the list with weight > 0 and not OVERLOADed, minimal
+overhead/weight, overhead = activeconns*256 + inactconns, compared as ovh(best)*w(d) >
+ovh(d)*w(best);
 the first dest in list order wins ties.
 
 Beyond the kernel: the pick is read from a tournament tree (see ``_tree.py``) kept

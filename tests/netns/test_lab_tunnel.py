@@ -45,7 +45,7 @@ def test_ipip_udp_answered_directly_to_client(shared_lab):
             _capture_socket(lab, client) as cap:
         rx.bind((cip, CLIENT_UDP_PORT))
         rx.settimeout(2)
-        for rs, rip in zip(lab.real_servers, lab.rips):
+        for rs, rip in zip(lab.real_servers, lab.rips, strict=True):
             payload = f"tun-{rs.name}".encode()
             inner = probes.ipv4_udp(cip, VIP, CLIENT_UDP_PORT, lab.udp_port, payload)
             probes.send_ipip(tx, rip, inner)  # outer: director -> RIP, protocol 4
@@ -83,7 +83,7 @@ def test_tunnel_with_two_directors(shared_lab):
             lab.socket(lab.clients[0], socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind((cip, CLIENT_UDP_PORT + 10))
         rx.settimeout(2)
-        for rs, rip in zip(lab.real_servers, lab.rips):
+        for rs, rip in zip(lab.real_servers, lab.rips, strict=True):
             probes.send_ipip(tx, rip, probes.ipv4_udp(cip, VIP, CLIENT_UDP_PORT + 10,
                                                       lab.udp_port, b"x"))
             assert rx.recvfrom(2048) == (f"{rs.name} x".encode(), (VIP, lab.udp_port))

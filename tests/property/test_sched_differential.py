@@ -6,7 +6,6 @@ match after every event; the lc family's tree must also match the linear scan.""
 
 from __future__ import annotations
 
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive import Dest, Service, bind, set_active, unbind

@@ -7,11 +7,9 @@ import subprocess
 import sys
 from collections import Counter
 
+import naive
 import numpy as np
 import pytest
-
-
-import naive
 
 from pylvs.sched import (
     ACT,
@@ -235,7 +233,7 @@ def test_siphash13_matches_cpython_hash_oracle():
                          capture_output=True, text=True, check=True).stdout.split()
     if out[0] != "siphash13":
         pytest.skip(f"this CPython hashes with {out[0]}")
-    for m, h in zip(msgs, out[1:]):
+    for m, h in zip(msgs, out[1:], strict=True):
         want = int(h) % 2**64
         assert int(_common._siphash13_u32(m, 0, 0)) == want
         assert naive.siphash(m.to_bytes(4, "little"), 0, 0, 1, 3) == want
@@ -339,7 +337,7 @@ def test_lblc_partial_collection_above_max_size_matches_twin():
     twin = naive.Service("lblc", initial=[naive.Dest(0, 1), naive.Dest(1, 1)])
     daddr = np.arange(1, n + 1, dtype=np.int64) * 2654435761 % 2**32
     now = np.arange(n) * 10  # entries of different ages
-    for a, t in zip(daddr.tolist(), now.tolist()):
+    for a, t in zip(daddr.tolist(), now.tolist(), strict=True):
         assert s.decide(daddr=a, now=t) == naive.Service.schedule(twin, daddr=a, now=t).row
     t = int(now[-1]) + 400_000
     for _ in range(3):
