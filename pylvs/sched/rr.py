@@ -4,7 +4,10 @@ State: ``state[0]`` = cursor, the row of the last chosen dest, -1 = list head.
 A decision scans forward from the entry after the cursor, wrapping once, for the
 first dest with weight > 0 that is not OVERLOADed, and moves the cursor there.
 When the cursor's dest is deleted the kernel moves the cursor to the entry before
-it (ip_vs_rr_del_dest); scanning on from the deleted row gives the same next pick.
+it, or to the list head (ip_vs_rr_del_dest); ``_config_kernel``, which runs after
+every delete, does the same.  (Leaving the cursor on the deleted row is not the
+same: if that row was the head, a dest added at the head afterwards must be the
+next pick, and a scan from the deleted row would reach it last.)
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import _charge_kernel, _eligible
+from ._common import _charge_kernel, _eligible, _in_list
 
 NAME = "rr"
 KERNEL_FILE = "net/netfilter/ipvs/ip_vs_rr.c"
@@ -24,7 +27,14 @@ def new_state(dest: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, _nrt=False)
 def _config_kernel(dest, state):
-    pass  # the cursor survives weight edits, adds and deletes
+    # The cursor survives weight edits and adds; a deleted cursor steps back to the
+    # previous entry in the list, or to the head (ip_vs_rr_del_dest).
+    i = state[0]
+    if i >= 0 and not _in_list(dest, i):
+        i -= 1
+        while i >= 0 and not _in_list(dest, i):
+            i -= 1
+        state[0] = i
 
 
 @njit(cache=True, _nrt=False, inline="always")

@@ -390,3 +390,27 @@ def test_wrapper_validation():
         s.gc(0)
     with pytest.raises(ValueError, match="same length"):
         s.pick_batch(np.zeros(3, np.uint32), cport=np.zeros(2, np.uint16))
+
+
+def test_rr_deleted_head_cursor_steps_back_to_the_list_head():
+    """ip_vs_rr_del_dest: deleting the cursor's dest moves the cursor to the previous
+    entry, here the list head, so a dest added at the head afterwards is picked next.
+    (Found by the differential test: a cursor left on the deleted row picked A.)"""
+    s = Scheduler("rr", capacity=4)
+    a = s.add_dest(1)
+    b = s.add_dest(1)  # list: B, A
+    assert s.decide() == b
+    s.remove_dest(b)
+    c = s.add_dest(1)  # list: C, A
+    assert s.decide() == c
+    assert s.decide() == a
+
+    twin = naive.Service("rr")
+    da, db = naive.Dest(a, 1), naive.Dest(b, 1)
+    twin.add(da)
+    twin.add(db)
+    assert twin.schedule() is db
+    twin.remove(db)
+    dc = naive.Dest(c, 1)
+    twin.add(dc)
+    assert [twin.schedule(), twin.schedule()] == [dc, da]
