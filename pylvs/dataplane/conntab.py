@@ -20,8 +20,13 @@ Rules of this module:
   lookup that finds it removes it (a template that still controls connections is
   postponed by 60 s instead, as the kernel does).  ``expire_step`` removes dead entries a
   bounded number of slots at a time.
-* Per real server ("dest") the table keeps the active, inactive and persistent
-  connection counts exactly as the kernel does (reference 7.5); lc and wlc read them.
+* Per real server ("dest") the active, inactive and persistent connection counts are
+  kept exactly as the kernel keeps them (reference 7.5), in the schedulers' own arrays:
+  ``dest`` is the ``int64[rows, NFIELDS]`` array of ``pylvs.sched`` (its ``ACT`` and
+  ``INACT`` columns, with the OVERLOAD rule of ``_bind_kernel``/``_unbind_kernel``) and
+  ``persist`` holds PersistConn.  The engine points a table at the current generation's
+  arrays with ``attach``.  Every counter change appends its row to ``touched`` so the
+  engine can refresh the schedulers that keep a tree over the counters (lc, wlc, ...).
 * A full table is a counted condition: a new entry first tries to reclaim dead entries
   (a bounded scan), then is refused with ``C_FULL_DROPS`` counted.  Nothing raises on
   the packet path.
@@ -34,6 +39,8 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+
+from pylvs.sched._common import ACT, INACT, _bind_kernel, _set_active_kernel, _unbind_kernel, new_dests
 
 # --- Connection flags: uapi values, reference 7.2 (include/uapi/linux/ip_vs.h) -------
 F_FWD_MASK = 0x0007
@@ -130,11 +137,13 @@ INDEX_LOAD = 2  # index slots per entry: linear probing stays short below 50 % l
 EMPTY = 0  # index slots hold entry number + 1
 EVICT_SCAN = 64  # slots a full table scans for a dead entry before refusing a new one
 
+TOUCHED_CAP = 4096  # rows remembered between two drains; past it, "refresh every row"
+
 # Counter slots (``ConnTable.counters``), one named reason each.
 C_CREATED, C_EXPIRED, C_FULL_DROPS, C_EVICTED = range(4)
 COUNTER_NAMES = ("created", "expired", "full_drops", "evicted")
-# Meta slots.
-M_COUNT, M_FREE, M_CURSOR = range(3)
+# Meta slots: entries in use, free-list head, sweep cursor, rows in ``touched``.
+M_COUNT, M_FREE, M_CURSOR, M_TOUCHED = range(4)
 
 
 class ConnTable(NamedTuple):
@@ -144,16 +153,17 @@ class ConnTable(NamedTuple):
     next_free: np.ndarray  # int32[capacity], free-list links
     in_index: np.ndarray  # int32[capacity * INDEX_LOAD]
     out_index: np.ndarray  # int32[capacity * INDEX_LOAD]
-    meta: np.ndarray  # int64[3]: count, free-list head, sweep cursor
+    meta: np.ndarray  # int64[4]: the M_* slots
     counters: np.ndarray  # int64[len(COUNTER_NAMES)]
-    active: np.ndarray  # int32[n_dests]: ActiveConn
-    inactive: np.ndarray  # int32[n_dests]: InActConn
-    persistent: np.ndarray  # int32[n_dests]: PersistConn (templates)
+    dest: np.ndarray  # int64[rows, sched NFIELDS]: ActiveConn/InActConn in ACT/INACT
+    persist: np.ndarray  # int64[rows]: PersistConn (templates)
+    touched: np.ndarray  # int64[TOUCHED_CAP]: rows whose counters changed since the drain
     timeouts: np.ndarray  # float64[len(STATE_NAMES)], seconds
 
 
 def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None) -> ConnTable:
-    """A new, empty table for ``capacity`` entries (a power of two) and ``n_dests`` real servers."""
+    """A new, empty table for ``capacity`` entries (a power of two), counting on a fresh
+    dest array of ``n_dests`` rows (``attach`` points it at a Tables' arrays instead)."""
     if capacity < 2 or capacity & (capacity - 1):
         raise ValueError(f"capacity must be a power of two >= 2, got {capacity}")
     if n_dests < 1:
@@ -165,15 +175,28 @@ def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None
         next_free=next_free,
         in_index=np.zeros(capacity * INDEX_LOAD, dtype=np.int32),
         out_index=np.zeros(capacity * INDEX_LOAD, dtype=np.int32),
-        meta=np.array([0, 0, 0], dtype=np.int64),
+        meta=np.zeros(4, dtype=np.int64),
         counters=np.zeros(len(COUNTER_NAMES), dtype=np.int64),
-        active=np.zeros(n_dests, dtype=np.int32),
-        inactive=np.zeros(n_dests, dtype=np.int32),
-        persistent=np.zeros(n_dests, dtype=np.int32),
+        dest=new_dests(n_dests),
+        persist=np.zeros(n_dests, dtype=np.int64),
+        touched=np.zeros(TOUCHED_CAP, dtype=np.int64),
         timeouts=np.array([DEFAULT_TIMEOUTS[name] for name in STATE_NAMES], dtype=np.float64),
     )
     set_timeouts(table, **(timeouts or {}))
     return table
+
+
+def attach(table: ConnTable, dest: np.ndarray, persist: np.ndarray) -> ConnTable:
+    """The same table counting on another generation's ``dest`` and ``persist`` arrays.
+
+    The caller (the engine, at a swap) has already carried the counts over and remapped
+    the entries' rows; this only checks shapes and swaps the references.
+    """
+    if dest.dtype != np.int64 or dest.ndim != 2 or dest.shape[1] != table.dest.shape[1]:
+        raise ValueError(f"dest must be int64 of shape (rows, {table.dest.shape[1]})")
+    if persist.dtype != np.int64 or persist.shape != (dest.shape[0],):
+        raise ValueError(f"persist must be int64 of shape ({dest.shape[0]},)")
+    return table._replace(dest=dest, persist=persist)
 
 
 def set_timeouts(table: ConnTable, **seconds: float) -> None:
@@ -277,6 +300,17 @@ def _index_delete(entries, index, h, entry, out_side):
     index[i] = EMPTY
 
 
+# --- Counting on the real servers --------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _touch_row(t, d):
+    k = t.meta[M_TOUCHED]
+    if k < TOUCHED_CAP:
+        t.touched[k] = d
+    t.meta[M_TOUCHED] = k + 1  # past TOUCHED_CAP: the drainer refreshes every row
+
+
 # --- Entry life cycle ------------------------------------------------------------------
 
 
@@ -290,11 +324,10 @@ def _release(t, n):
     d = e.dest
     if d >= 0:
         if e.flags & F_TEMPLATE:
-            t.persistent[d] -= 1
-        elif e.flags & F_INACTIVE:
-            t.inactive[d] -= 1
+            t.persist[d] -= 1
         else:
-            t.active[d] -= 1
+            _unbind_kernel(t.dest, d, (e.flags & F_INACTIVE) == 0)
+        _touch_row(t, d)
     if e.control >= 0:
         t.entries[e.control].n_control -= 1
     e.live = 0
@@ -370,14 +403,16 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
         e.flags = flags
         e.expires = now + timeout
         if dest >= 0:
-            t.persistent[dest] += 1
+            t.persist[dest] += 1
+            _touch_row(t, dest)
     else:
         # A new connection is bound inactive (reference 7.5); the first state
         # transition of the packet that made it sets the real timeout.
         e.flags = flags | F_INACTIVE
         e.expires = now + t.timeouts[e.state]
         if dest >= 0:
-            t.inactive[dest] += 1
+            _bind_kernel(t.dest, dest)
+            _touch_row(t, dest)
     if control >= 0:
         t.entries[control].n_control += 1
     _index_insert(t.in_index, _in_hash(e), n)
@@ -460,13 +495,13 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
     d = e.dest
     if new_state != e.state and d >= 0:
         if not (e.flags & F_INACTIVE) and new_state != S_ESTABLISHED:
-            t.active[d] -= 1
-            t.inactive[d] += 1
+            _set_active_kernel(t.dest, d, False)
             e.flags |= F_INACTIVE
+            _touch_row(t, d)
         elif (e.flags & F_INACTIVE) and new_state == S_ESTABLISHED:
-            t.active[d] += 1
-            t.inactive[d] -= 1
+            _set_active_kernel(t.dest, d, True)
             e.flags &= ~F_INACTIVE
+            _touch_row(t, d)
     e.state = new_state
     e.expires = now + t.timeouts[new_state]
     return new_state
@@ -489,8 +524,8 @@ def new(t: ConnTable, proto: int, caddr: int, cport: int, vaddr: int, vport: int
         daddr: int, dport: int, *, flags: int = 0, dest: int = -1, control: int = -1,
         now: float, timeout: float = 0.0) -> int:  # fmt: skip
     """Add a connection (or, with ``F_TEMPLATE`` in ``flags``, a template); -1 when full."""
-    if dest >= len(t.active):
-        raise ValueError(f"dest {dest} out of range for {len(t.active)} real-server slots")
+    if dest >= t.dest.shape[0]:
+        raise ValueError(f"dest {dest} out of range for {t.dest.shape[0]} real-server rows")
     if flags & F_TEMPLATE and timeout <= 0:
         raise ValueError("a persistence template needs a positive timeout")
     return _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout)
@@ -529,6 +564,21 @@ def expire_step(t: ConnTable, now: float, budget: int) -> int:
 
 def count(t: ConnTable) -> int:
     return int(t.meta[M_COUNT])
+
+
+def drain_touched(t: ConnTable) -> np.ndarray | None:
+    """Rows whose counters changed since the last drain (deduplicated), or None when more
+    than TOUCHED_CAP changes happened and every row must be refreshed."""
+    k = int(t.meta[M_TOUCHED])
+    t.meta[M_TOUCHED] = 0
+    if k > TOUCHED_CAP:
+        return None
+    return np.unique(t.touched[:k])
+
+
+def conns(t: ConnTable, row: int) -> tuple[int, int, int]:
+    """(ActiveConn, InActConn, PersistConn) of a real-server row."""
+    return int(t.dest[row, ACT]), int(t.dest[row, INACT]), int(t.persist[row])
 
 
 def counters(t: ConnTable) -> dict[str, int]:

@@ -28,6 +28,7 @@ class ConnTableModel(RuleBasedStateMachine):
     @initialize()
     def setup(self):
         self.t = ct.create(CAPACITY, N_DESTS)
+        self.last_counts = [(0, 0, 0)] * N_DESTS
         self.recs: dict[int, Rec] = {}
         self.now = 1000.0
 
@@ -257,9 +258,12 @@ class ConnTableModel(RuleBasedStateMachine):
             else:
                 active[rec.dest] += 1
             assert e["n_control"] == self.n_control(rec)
-        assert list(self.t.active) == active
-        assert list(self.t.inactive) == inactive
-        assert list(self.t.persistent) == persistent
+        assert [ct.conns(self.t, d) for d in range(N_DESTS)] == list(zip(active, inactive, persistent, strict=True))
+        # Rows whose counts changed since the last check were all reported as touched.
+        changed = {d for d in range(N_DESTS) if ct.conns(self.t, d) != self.last_counts[d]}
+        touched = ct.drain_touched(self.t)
+        assert touched is None or changed <= set(touched.tolist())
+        self.last_counts = [ct.conns(self.t, d) for d in range(N_DESTS)]
 
 
 ConnTableModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pylvs.dataplane import conntab as ct
+from pylvs.sched import F_OVERLOAD, FLAGS, LTHR, UTHR, new_dests
 
 CLIENT, VIP, RIP = 0xCB007107, 0xC0A80164, 0x0A00000B  # 203.0.113.7, 192.168.1.100, 10.0.0.11
 SYN, ACK, FIN, RST = ct.TCP_SYN, ct.TCP_ACK, ct.TCP_FIN, ct.TCP_RST
@@ -32,18 +34,18 @@ def test_transition_table_matches_reference_rows():
 def test_nat_handshake_counts_active_then_inactive():
     t = ct.create(16, 2)
     n = nat_conn(t)
-    assert (t.active[0], t.inactive[0]) == (0, 1)  # bound inactive (reference 7.5)
+    assert ct.conns(t, 0) == (0, 1, 0)  # bound inactive (reference 7.5)
     assert ct.tcp_transition(t, n, ct.DIR_INPUT, SYN, 0.0) == ct.S_SYN_RECV
     assert t.entries[n]["expires"] == 60.0  # SYN_RECV timeout
     ct.tcp_transition(t, n, ct.DIR_OUTPUT, SYN | ACK, 0.1)
     assert state(t, n) == "SYN_RECV"
     ct.tcp_transition(t, n, ct.DIR_INPUT, ACK, 0.2)
     assert state(t, n) == "ESTABLISHED"
-    assert (t.active[0], t.inactive[0]) == (1, 0)
+    assert ct.conns(t, 0) == (1, 0, 0)
     assert t.entries[n]["expires"] == pytest.approx(900.2)
     ct.tcp_transition(t, n, ct.DIR_INPUT, FIN | ACK, 5.0)
     assert state(t, n) == "CLOSE_WAIT"
-    assert (t.active[0], t.inactive[0]) == (0, 1)
+    assert ct.conns(t, 0) == (0, 1, 0)
     ct.tcp_transition(t, n, ct.DIR_OUTPUT, FIN | ACK, 5.1)
     assert state(t, n) == "TIME_WAIT"
     assert ct.lookup_out(t, ct.IPPROTO_TCP, RIP, 8080, CLIENT, 51234, 5.2) == n
@@ -76,7 +78,7 @@ def test_expired_entry_is_gone_on_lookup_and_counters_drop():
     ct.tcp_transition(t, n, ct.DIR_INPUT, SYN, 0.0)  # SYN_RECV: 60 s
     assert ct.lookup_in(t, ct.IPPROTO_TCP, CLIENT, 51234, VIP, 80, 59.9) == n
     assert ct.lookup_in(t, ct.IPPROTO_TCP, CLIENT, 51234, VIP, 80, 60.0) == -1
-    assert ct.count(t) == 0 and t.inactive[0] == 0
+    assert ct.count(t) == 0 and ct.conns(t, 0) == (0, 0, 0)
     assert ct.counters(t)["expired"] == 1
 
 
@@ -84,7 +86,7 @@ def test_template_holds_while_it_controls_and_is_postponed():
     t = ct.create(16, 2)
     tpl = ct.new(t, ct.IPPROTO_TCP, CLIENT & 0xFFFFFF00, 0, VIP, 443, RIP, 443, flags=ct.F_TEMPLATE,
                  dest=1, now=0.0, timeout=300.0)  # fmt: skip
-    assert t.persistent[1] == 1 and t.inactive[1] == 0
+    assert ct.conns(t, 1) == (0, 0, 1)
     n = nat_conn(t, dest=1, control=tpl)
     ct.tcp_transition(t, n, ct.DIR_INPUT, SYN, 0.0)
     ct.tcp_transition(t, n, ct.DIR_INPUT, ACK, 0.0)  # ESTABLISHED: 900 s
@@ -95,7 +97,7 @@ def test_template_holds_while_it_controls_and_is_postponed():
     ct.remove(t, n)
     assert t.entries[tpl]["n_control"] == 0
     assert ct.lookup_template(t, ct.IPPROTO_TCP, CLIENT & 0xFFFFFF00, VIP, 443, 361.0) == -1
-    assert t.persistent[1] == 0 and ct.count(t) == 0
+    assert ct.conns(t, 1) == (0, 0, 0) and ct.count(t) == 0
 
 
 def test_full_table_evicts_dead_entries_then_refuses_and_counts():
@@ -123,3 +125,49 @@ def test_set_timeouts_like_ipvsadm_set():
 def test_one_million_entries_fit_in_128_bytes_each():
     t = ct.create(1 << 20, 1)
     assert ct.memory_per_entry(t) <= 128
+
+
+def test_counts_follow_the_overload_rule_of_the_schedulers_dest_rows():
+    """Counting goes through pylvs.sched's kernels, so thresholds act as the kernel's:
+    OVERLOAD at u_threshold, cleared below 3/4 of it when no lower threshold is set."""
+    t = ct.create(16, 1)
+    dest, persist = new_dests(2), np.zeros(2, dtype=np.int64)
+    dest[1, UTHR] = 4
+    t = ct.attach(t, dest, persist)
+    numbers = [nat_conn(t, cport=1000 + i, dest=1) for i in range(4)]
+    assert ct.conns(t, 1) == (0, 4, 0)
+    assert dest[1, FLAGS] & F_OVERLOAD  # 4 >= u_threshold
+    ct.remove(t, numbers[0])
+    assert dest[1, FLAGS] & F_OVERLOAD  # 3 * 4 < 4 * 3 is false: still overloaded
+    ct.remove(t, numbers[1])
+    assert not dest[1, FLAGS] & F_OVERLOAD  # 2 * 4 < 4 * 3
+    assert dest[1, LTHR] == 0
+
+
+def test_every_counter_change_is_reported_once_per_drain():
+    t = ct.create(16, 3)
+    n = nat_conn(t, dest=2)
+    tpl = ct.new(t, ct.IPPROTO_TCP, CLIENT & 0xFFFFFF00, 0, VIP, 443, RIP, 443, flags=ct.F_TEMPLATE,
+                 dest=0, now=0.0, timeout=300.0)  # fmt: skip
+    assert list(ct.drain_touched(t)) == [0, 2]
+    assert list(ct.drain_touched(t)) == []
+    ct.tcp_transition(t, n, ct.DIR_INPUT, SYN, 0.0)  # NONE -> SYN_RECV: still inactive
+    assert list(ct.drain_touched(t)) == []
+    ct.tcp_transition(t, n, ct.DIR_INPUT, ACK, 0.0)  # -> ESTABLISHED: active
+    assert list(ct.drain_touched(t)) == [2]
+    ct.remove(t, tpl)
+    assert list(ct.drain_touched(t)) == [0]
+
+
+def test_more_changes_than_the_touched_buffer_ask_for_a_full_refresh():
+    t = ct.create(8192, 1)
+    for i in range(ct.TOUCHED_CAP + 1):
+        nat_conn(t, cport=i)
+    assert ct.drain_touched(t) is None
+    assert list(ct.drain_touched(t)) == []
+
+
+def test_attach_checks_shapes():
+    t = ct.create(4, 1)
+    with pytest.raises(ValueError, match="persist"):
+        ct.attach(t, new_dests(3), np.zeros(2, dtype=np.int64))
