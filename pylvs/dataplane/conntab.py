@@ -517,6 +517,20 @@ def _touch(t, n, now):
         e.expires = now + t.timeouts[e.state]
 
 
+TEMPLATE_INVALID_PORT = 0xFFFF  # ip_vs_sched_persist re-hashes a dead template to this port
+
+
+@njit(cache=True)
+def _invalidate_template(t, n):
+    """ip_vs_sched_persist on a template whose server is gone: re-file it under port
+    0xffff so no lookup finds it and it just ages out (its controlled entries keep it)."""
+    e = t.entries[n]
+    _index_delete(t.entries, t.in_index, _in_hash(e), n, False)
+    e.vport = TEMPLATE_INVALID_PORT
+    e.dport = TEMPLATE_INVALID_PORT
+    _index_insert(t.in_index, _in_hash(e), n)
+
+
 # --- Python-facing wrappers (tests, control plane); the engine calls the kernels ---------
 
 
