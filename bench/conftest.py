@@ -51,3 +51,50 @@ def pytest_terminal_summary(terminalreporter):
                 ratio += f" (interleaved {inter:.2f})"
             tr.write_line(f"| {name} | {n} | {' | '.join(_fmt(r) for r in rates)} | {ratio} |"
                           + (f"  ({1e9 / single:.0f} ns/single)" if single else ""))
+
+
+# --- bench_engine.py: engine_results collects median seconds per batch (and the
+# breakdown / bytes-per-entry rows); its table is printed by _EngineSummary. ---------
+_ENGINE: dict[tuple[str, int, object], float] = {}
+
+
+@pytest.fixture
+def engine_results():
+    def record(case: str, size: int, n, value: float) -> None:
+        _ENGINE[(case, size, n)] = value
+    return record
+
+
+class _EngineSummary:
+    def pytest_terminal_summary(self, terminalreporter):
+        if not _ENGINE:
+            return
+        tr = terminalreporter
+        timed = {k: v for k, v in _ENGINE.items() if isinstance(k[2], int) and k[1] > 0}
+        if timed:
+            tr.write_sep("=", "engine throughput, median: packets/s (ns/packet)")
+            batches = sorted({k[2] for k in timed})
+            tr.write_line(f"| case | IP bytes | {' | '.join(f'batch {b}' for b in batches)} |")
+            tr.write_line("|" + "---|" * (len(batches) + 2))
+            for case, size in dict.fromkeys((k[0], k[1]) for k in timed):
+                cells = []
+                for b in batches:
+                    sec = timed.get((case, size, b))
+                    cells.append("-" if sec is None else f"{_fmt(b / sec)} ({sec / b * 1e9:.0f} ns)")
+                tr.write_line(f"| {case} | {size} | {' | '.join(cells)} |")
+        split = {k: v for k, v in _ENGINE.items() if k[0].startswith("split ")}
+        if split:
+            parts = list(dict.fromkeys(k[2] for k in split))
+            tr.write_sep("=", "where the time goes: median us per batch of 64 B packets")
+            tr.write_line(f"| case | batch | {' | '.join(parts)} |")
+            tr.write_line("|" + "---|" * (len(parts) + 2))
+            for case, n in dict.fromkeys((k[0], k[1]) for k in split):
+                cells = [f"{split.get((case, n, p), 0) / 1e3:.1f}" for p in parts]
+                tr.write_line(f"| {case[6:]} | {n} | {' | '.join(cells)} |")
+        if ("bytes/entry", 0, 1 << 20) in _ENGINE:
+            tr.write_line(f"connection table: {_ENGINE[('bytes/entry', 0, 1 << 20)]:.1f} bytes per entry "
+                          f"at capacity 2^20 (entry record {_ENGINE.get(('entry dtype', 0, 0), 0):.0f} B)")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_EngineSummary(), "pylvs-engine-summary")
