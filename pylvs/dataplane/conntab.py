@@ -422,7 +422,7 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now):
     """Find a live entry by its in-key (or out-key when ``out_side``); -1 when absent."""
     h = _hash5(proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
@@ -452,22 +452,22 @@ def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lookup_in(t, proto, caddr, cport, vaddr, vport, now):
     return _lookup(t, t.in_index, False, proto, caddr, cport, vaddr, vport, 0, now)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lookup_template(t, proto, snet, vaddr, vport, now):
     return _lookup(t, t.in_index, False, proto, snet, 0, vaddr, vport, 1, now)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lookup_out(t, proto, daddr, dport, caddr, cport, now):
     return _lookup(t, t.out_index, True, proto, daddr, dport, caddr, cport, 0, now)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tcp_event(tcp_flags):
     if tcp_flags & TCP_RST:
         return EV_RST
@@ -480,7 +480,7 @@ def _tcp_event(tcp_flags):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tcp_transition(t, n, direction, tcp_flags, now):
     """Run the TCP state machine for one packet of entry ``n`` (kernel set_tcp_state)."""
     e = t.entries[n]
@@ -507,7 +507,7 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
     return new_state
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _touch(t, n, now):
     """Restart an entry's timer without a state change (UDP packets, template use)."""
     e = t.entries[n]

@@ -307,7 +307,7 @@ def _next_ip_id(ip_id):
     return np.uint16(v & np.uint64(U16))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, icmp):
     """Transmit a client-side packet of entry ``n`` by the entry's method (ip_vs_*_xmit).
 
@@ -375,7 +375,7 @@ def _state_step(ct, n, proto, direction, tcp_flags, now):
         _touch(ct, n, now)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
                  svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ICMP (ip_vs_out_icmp, then ip_vs_in_icmp): translate errors about our connections."""
@@ -409,7 +409,7 @@ def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
     reason[i] = C_ICMP_UNMATCHED
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, dest, dest_svc,
                      svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ip_vs_in for a packet of entry ``n`` (reference 7.8 steps 6-7)."""
@@ -431,7 +431,7 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
     _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, False)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _schedule(s, dest, state, caddr, cport, daddr, dport, now_ms):
     """ip_vs_schedule's scheduler call on the service's block: global row or -1."""
     off = s.dest_off
@@ -443,7 +443,7 @@ def _schedule(s, dest, state, caddr, cport, daddr, dport, now_ms):
     return off + local
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
     """ip_vs_sched_persist: (global dest row, template entry) or (-1, -1) when no
     server, (-2, -1) when the table is full."""
@@ -483,7 +483,7 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
     return d, t
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest, state,
                 dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats, dest_stats,
                 tunnel_src, ip_id):  # fmt: skip
@@ -585,7 +585,7 @@ def _refresh_trees(tables: Tables) -> None:
                                             tables.state[so:so + int(s["state_len"])])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, inline="always")
 def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest,
                    state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats,
                    dest_stats, tunnel_src, ip_id):  # fmt: skip
