@@ -539,15 +539,16 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
 def _drain_touched(ct, svc, dest, state, dest_svc):
     """Refresh the schedulers over rows whose counters changed (the lc-family trees).
 
-    Returns True when more rows changed than ``touched`` remembers: then every tree must
-    be rebuilt, which ``_refresh_trees`` does from Python (rebuilding allocates, and
-    these kernels run without numba's runtime).  Only the sweep before the packets can
-    get there: one packet touches a handful of rows (see PACKET_TOUCH_MAX).
+    When more rows changed than ``touched`` remembers, the count is left above
+    TOUCHED_CAP for ``process`` to see: every tree must then be rebuilt, which
+    ``_refresh_trees`` does from Python (rebuilding allocates, and these kernels run
+    without numba's runtime).  Only the sweep before the packets can get there: one
+    packet touches a handful of rows (see PACKET_TOUCH_MAX).
     """
     k = ct.meta[M_TOUCHED]
-    ct.meta[M_TOUCHED] = 0
     if k > TOUCHED_CAP:
-        return True
+        return
+    ct.meta[M_TOUCHED] = 0
     for j in range(k):
         r = ct.touched[j]
         if r < 0 or r >= dest_svc.shape[0]:
@@ -561,14 +562,6 @@ def _drain_touched(ct, svc, dest, state, dest_svc):
         off = s.dest_off
         so = s.state_off
         update_kernel(s.alg_id, dest[off:off + s.dest_cap], state[so:so + s.state_len], r - off)
-    return False
-
-
-@njit(cache=True, _nrt=False)
-def _sweep_kernel(ct, now, budget, svc, dest, state, dest_svc):
-    """The batch's bounded expiry step; True when the trees need a full rebuild."""
-    _sweep(ct, now, budget)
-    return _drain_touched(ct, svc, dest, state, dest_svc)
 
 
 def _refresh_trees(tables: Tables) -> None:
@@ -628,11 +621,20 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
 
 
 @njit(cache=True, _nrt=False)
-def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, ct,
+def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_budget, ct,
                     svc, dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx,
                     reasons, svc_stats, dest_stats, ip_id, tunnel_src,
                     ops, verdict, reason, dest_row):  # fmt: skip
-    refresh = False
+    """The whole batch in one dispatch: the bounded sweep, then every packet.
+
+    Returns how many rewrite ops it emitted, or -1 before touching any packet when the
+    sweep changed more rows than ``touched`` holds (``process`` rebuilds the trees and
+    calls again without a sweep)."""
+    _sweep(ct, now, sweep_budget)
+    _drain_touched(ct, svc, dest, state, dest_svc)
+    if ct.meta[M_TOUCHED] > TOUCHED_CAP:
+        return -1
+    n_ops = 0
     for i in range(n):
         ops[i].kind = rw.OP_NONE
         ops[i].flags = 0
@@ -649,9 +651,11 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, ct,
                        dest_row, svc, dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys,
                        fwm_idx, svc_stats, dest_stats, tunnel_src, ip_id)
         reasons[reason[i]] += 1
+        if ops[i].kind != rw.OP_NONE:
+            n_ops += 1
         # After every packet, so the next decision sees the new counts (as the kernel's).
-        refresh |= _drain_touched(ct, svc, dest, state, dest_svc)
-    return refresh
+        _drain_touched(ct, svc, dest, state, dest_svc)
+    return n_ops
 
 
 # =========================================================================================
@@ -693,19 +697,23 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     dest_row = np.full(n, -1, dtype=np.int64)
     off = batch.off[:n]
     lens = batch.lens[:n]
-    if _sweep_kernel(ct, float(now), SWEEP_PER_PACKET * n + SWEEP_BASE, tables.svc, tables.dest,
-                     tables.state, tables.dest_svc):
+    args = (buf, off, lens, batch.marks[:n], n, fields, float(now), int(now * 1000), opts)
+    rest = (ct, tables.svc, tables.dest, tables.state, tables.dest_svc, tables.svc_keys,
+            tables.svc_keys_idx, tables.fwm_keys, tables.fwm_idx, counters.reasons, counters.svc,
+            counters.dest, counters.ip_id, np.int64(tunnel_src), ops, verdict, reason, dest_row)
+    n_ops = _process_kernel(*args, SWEEP_PER_PACKET * n + SWEEP_BASE, *rest)
+    if n_ops < 0:  # the sweep overflowed `touched`: rebuild the trees, then the packets
         _refresh_trees(tables)
-    if _process_kernel(buf, off, lens, batch.marks[:n], n, fields, float(now), int(now * 1000), opts,
-                       ct, tables.svc, tables.dest, tables.state,
-                       tables.dest_svc, tables.svc_keys, tables.svc_keys_idx, tables.fwm_keys,
-                       tables.fwm_idx, counters.reasons, counters.svc, counters.dest, counters.ip_id,
-                       np.int64(tunnel_src), ops, verdict, reason, dest_row):
-        _refresh_trees(tables)  # cannot happen while PACKET_TOUCH_MAX < TOUCHED_CAP
+        ct.meta[M_TOUCHED] = 0
+        n_ops = _process_kernel(*args, 0, *rest)
+    if ct.meta[M_TOUCHED] > TOUCHED_CAP:  # cannot happen while PACKET_TOUCH_MAX < TOUCHED_CAP
+        _refresh_trees(tables)
+        ct.meta[M_TOUCHED] = 0
     results = np.zeros(n, dtype=np.uint8)
-    if n:
-        rw.apply(buf[:n], lens, ops, off, results)
-        # A rewrite the C code refused: the packet is dropped under the rewrite's reason.
+    # The arrays were made above, so the C call goes without apply()'s checks.  Only when
+    # it rewrote fewer packets than there were ops did one fail: that packet is dropped
+    # under the rewrite's reason.
+    if n and rw._apply_checked_arrays(buf[:n], lens, ops, off, results) != n_ops:
         bad = (results != rw.RW_OK) & (ops["kind"] != rw.OP_NONE)
         if bad.any():
             np.subtract.at(counters.reasons, reason[bad].astype(np.int64), 1)

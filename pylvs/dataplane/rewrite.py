@@ -157,7 +157,17 @@ def apply(
     for name, a in (("lens", lens), ("ops", ops), ("offsets", offsets), ("results", results)):
         if a.shape[0] != n:
             raise ValueError(f"{name} has {a.shape[0]} entries for a batch of {n} rows")
-    lib.pl_rewrite_batch(
+    _apply_checked_arrays(buf, lens, ops, offsets, results)
+    return results
+
+
+def _apply_checked_arrays(buf: np.ndarray, lens: np.ndarray, ops: np.ndarray, offsets: np.ndarray,
+                          results: np.ndarray) -> int:
+    """The C call itself, for callers whose arrays are already known good (``apply``
+    after its checks; the engine, which made them).  Returns how many packets were
+    rewritten (PL_RW_OK with an op other than PL_OP_NONE)."""
+    n, stride = buf.shape
+    return lib.pl_rewrite_batch(
         ffi.from_buffer("uint8_t[]", buf, require_writable=True),
         n,
         stride,
@@ -166,7 +176,6 @@ def apply(
         ffi.from_buffer(_C_OP + "[]", ops),
         ffi.from_buffer("uint8_t[]", results, require_writable=True),
     )
-    return results
 
 
 def packet(buf: np.ndarray, offsets: np.ndarray, lens: np.ndarray, i: int) -> np.ndarray:
