@@ -208,12 +208,21 @@ def find_fwmark(fwm_keys, fwm_idx, mark):
     return np.int64(fwm_idx[j]) if j >= 0 else np.int64(-1)
 
 
+FTP_CONTROL_PORT = 21  # ip_vs_ctl.c FTPPORT
+FTP_DATA_PORT = 20  # ip_vs_ctl.c FTPDATA
+# net.ipv4.ip_unprivileged_port_start default: ports below it need bind rights
+# (inet_port_requires_bind_service), so a passive FTP data port is at or above it.
+UNPRIVILEGED_PORT_START = 1024
+
+
 @njit(cache=True, _nrt=False)
 def _lookup_kernel(svc_keys, svc_keys_idx, fwm_keys, fwm_idx, proto, vaddr, vport, mark):
-    """Service for a new connection, reference 7.8 step 4: the fwmark service if the
-    packet has a mark, then exact (proto, VIP, port), then the VIP's port-0 service
-    (compile refuses a port-0 service that is not persistent, as ipvsadm).  Not done: the FTP
-    data-port step (port 20 / unprivileged ports -> the port-21 service)."""
+    """Service for a new connection, reference 7.8 step 4 (ip_vs_service_find): the
+    fwmark service if the packet has a mark, then exact (proto, VIP, port), then for TCP
+    to port 20 or an unprivileged port the VIP's port-21 service (the packet may be an
+    FTP data connection; with persistence its port-0 template keeps it on the control
+    connection's server), then the VIP's port-0 service (compile refuses a port-0
+    service that is not persistent, as ipvsadm)."""
     if mark != 0:
         i = find_fwmark(fwm_keys, fwm_idx, mark)
         if i >= 0:
@@ -221,6 +230,10 @@ def _lookup_kernel(svc_keys, svc_keys_idx, fwm_keys, fwm_idx, proto, vaddr, vpor
     i = find_service(svc_keys, svc_keys_idx, proto, vaddr, vport)
     if i >= 0 or vport == 0:
         return i
+    if proto == IPPROTO_TCP and (vport == FTP_DATA_PORT or vport >= UNPRIVILEGED_PORT_START):
+        i = find_service(svc_keys, svc_keys_idx, proto, vaddr, FTP_CONTROL_PORT)
+        if i >= 0:
+            return i
     return find_service(svc_keys, svc_keys_idx, proto, vaddr, 0)
 
 

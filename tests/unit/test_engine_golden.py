@@ -512,6 +512,21 @@ def test_port0_and_ftp_templates_key_on_port_0(port):
     assert (tmpl.proto, tmpl.caddr, tmpl.cport, tmpl.vaddr, tmpl.vport) == (6, ip2int(CLIENT), 0, ip2int(VIP), 0)
 
 
+def test_passive_ftp_data_connection_follows_its_control_connection():
+    """A persistent port-21 service takes the VIP's unprivileged ports too (reference
+    7.8), and its port-0 template (7.6) sends the data connection to the server that
+    holds the control connection, on the packet's own port."""
+    d = Director(HEAD.format(network="nat") + virtual(
+        "ftp", VIP, 21, sched="rr", servers=[("a", RIP1, None, 1), ("b", RIP2, None, 1)],
+        extra="     persistent = 300"))
+    other = d.send([tcp("198.51.100.9", VIP, 2000, 21)])  # another client moves rr on
+    control = d.send([tcp(CLIENT, VIP, 1111, 21)])
+    data = d.send([tcp(CLIENT, VIP, 1112, 40000)])
+    assert [g[1] for g in other + control + data] == ["nat_in"] * 3
+    assert data[0][2] == control[0][2] != other[0][2]
+    assert IP(data[0][3])[TCP].dport == 40000 and IP(data[0][3]).dst == d.rip(control[0][2])
+
+
 def test_swap_to_a_moved_block_keeps_connections():
     """Adding servers past the block's capacity moves the block (tables.row_map): the
     swap remaps the entries, so an established connection keeps its server."""

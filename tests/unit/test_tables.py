@@ -179,6 +179,27 @@ def test_lookup_order_fwmark_exact_port0():
     assert T.find_service(t.svc_keys, t.svc_keys_idx, 6, vip, 0) == iany
 
 
+def test_lookup_sends_ftp_data_ports_to_the_port_21_service():
+    """ip_vs_service_find: TCP to port 20 or an unprivileged port of a VIP that has a
+    port-21 service may be an FTP data connection, so it is that service's, before the
+    port-0 service; privileged ports and UDP are not."""
+    ftp = vs([rs(1)], name="ftp", port=21, persistent=300)
+    any_port = vs([rs(2)], name="any", port=0, persistent=60)
+    udp21 = vs([rs(3)], name="udp21", port=21, protocol="udp", send="x")
+    t = T.compile(conf(ftp, any_port, udp21))
+    iftp, iany, iudp = svc_of(t, ftp), svc_of(t, any_port), svc_of(t, udp21)
+    vip = int(VIP)
+    assert T.lookup_service(t, 6, vip, 21) == iftp
+    assert T.lookup_service(t, 6, vip, 20) == iftp  # active-mode data port
+    assert T.lookup_service(t, 6, vip, 1024) == iftp  # first unprivileged port
+    assert T.lookup_service(t, 6, vip, 40000) == iftp  # a passive data port
+    assert T.lookup_service(t, 6, vip, 1023) == iany  # privileged: not FTP data
+    assert T.lookup_service(t, 17, vip, 21) == iudp
+    assert T.lookup_service(t, 17, vip, 40000) == -1  # UDP is never FTP data
+    only_ftp = T.compile(conf(ftp))
+    assert T.lookup_service(only_ftp, 6, vip, 443) == -1
+
+
 def test_lookup_empty_tables():
     t = T.compile(Config())  # no active virtual (check refuses it; compile does not care)
     assert t.svc.shape[0] == 0 and t.dest.shape == (0, 9)
