@@ -56,6 +56,18 @@ def _in_list(dest, i):
     return (dest[i, FLAGS] & F_AVAILABLE) != 0
 
 
+@njit(cache=True)  # allocates: for config kernels only, never the hot path
+def _listed_rows(dest):
+    """(rows, n): the rows in the list, in list order, in rows[:n]."""
+    rows = np.empty(dest.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(dest.shape[0]):
+        if _in_list(dest, i):
+            rows[n] = i
+            n += 1
+    return rows, n
+
+
 @njit(cache=True, _nrt=False)
 def _eligible(dest, i):
     """In the list, weight > 0 and not OVERLOADed: may take a new connection."""

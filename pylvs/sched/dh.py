@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import _charge_kernel, _eligible, _hash_32, _in_list
+from ._common import _charge_kernel, _eligible, _hash_32, _listed_rows
 
 NAME = "dh"
 KERNEL_FILE = "net/netfilter/ipvs/ip_vs_dh.c"
@@ -33,12 +33,7 @@ def new_state(dest: np.ndarray) -> np.ndarray:
 @njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
     """ip_vs_dh_reassign: bucket b gets the (b mod n)-th dest of the list."""
-    rows = np.empty(dest.shape[0], dtype=np.int64)
-    n = 0
-    for i in range(dest.shape[0]):
-        if _in_list(dest, i):
-            rows[n] = i
-            n += 1
+    rows, n = _listed_rows(dest)
     for b in range(DH_TAB_SIZE):
         state[TAB_OFF + b] = rows[b % n] if n > 0 else -1
 

@@ -31,7 +31,7 @@ from ._common import (
     _charge_kernel,
     _eligible,
     _hsiphash_u32,
-    _in_list,
+    _listed_rows,
 )
 
 NAME = "mh"
@@ -123,18 +123,14 @@ def _gcd(a, b):
 @njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
     m = state[H_M]
-    rows = np.empty(dest.shape[0], dtype=np.int64)
-    n = 0
+    rows, n = _listed_rows(dest)
     g = 0
     mx = 0
-    for i in range(dest.shape[0]):
-        if _in_list(dest, i):
-            rows[n] = i
-            n += 1
-            lw = dest[i, LASTW]
-            if lw > 0:
-                g = _gcd(lw, g) if g > 0 else lw
-            mx = max(mx, lw)
+    for k in range(n):
+        lw = dest[rows[k], LASTW]
+        if lw > 0:
+            g = _gcd(lw, g) if g > 0 else lw
+        mx = max(mx, lw)
     rshift = 0
     if g >= 1:
         rshift = _fls(mx // g) - state[H_BITS]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._common import MASK32, W, _charge_kernel, _eligible, _hash_32, _in_list
+from ._common import MASK32, W, _charge_kernel, _eligible, _hash_32, _listed_rows
 
 NAME = "sh"
 KERNEL_FILE = "net/netfilter/ipvs/ip_vs_sh.c"
@@ -41,12 +41,7 @@ def new_state(dest: np.ndarray, fallback: bool = False, port: bool = False) -> n
 
 @njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
-    rows = np.empty(dest.shape[0], dtype=np.int64)
-    n = 0
-    for i in range(dest.shape[0]):
-        if _in_list(dest, i):
-            rows[n] = i
-            n += 1
+    rows, n = _listed_rows(dest)
     p = 0
     d_count = 0
     for b in range(SH_TAB_SIZE):
