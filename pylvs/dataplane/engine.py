@@ -1,9 +1,10 @@
 """The sans-I/O forwarding core: ``process(batch, now, tables, ct, counters) -> Verdicts``.
 
-Python runs once per batch: one numba call (``_process_kernel``) parses every packet,
-looks up or creates its connection, schedules, runs the TCP state machine, counts and
-fills one rewrite op per packet; then one ``rewrite.apply`` call does the byte work;
-then a vectorised fold turns rewrite failures into drops.  Nothing here reads a clock,
+Python runs once per batch: one numba call (``_process_kernel``) runs the bounded
+expiry sweep, then parses every packet, looks up or creates its connection, schedules,
+runs the TCP state machine, counts and fills one rewrite op per packet; then one C call
+does the byte work; only when it rewrote fewer packets than there were ops does a
+vectorised fold turn the failures into drops.  Nothing here reads a clock,
 opens a socket or logs (ARCHITECTURE rules 2-4, 7).
 
 Kernel functions followed (reference 7.8, 7.6, 8): ``ip_vs_in`` (``_handle_packet``,
@@ -38,7 +39,7 @@ carried, entries' rows remapped through ``row_map``, lvs.cf timeouts applied) an
 
 Not done yet: the ICMP port unreachable the kernel sends on ``no_dest``;
 ``conn_reuse_mode`` (a new SYN on a TIME_WAIT entry is rescheduled in the kernel);
-``sloppy_tcp``; the FTP helper and the FTP data-port service lookup; LOCALNODE; the
+``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
 ``cache_bypass`` of fwmark services; the lblc/lblcr collector (``gc_kernel``) timer;
 rate estimators; feeding the sync daemon; errors about the IPIP packet itself (reference
 8, tunnel column).
