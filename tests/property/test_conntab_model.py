@@ -141,7 +141,7 @@ class ConnTableModel(RuleBasedStateMachine):
             assert got == self.expect_lookup(rec.key)
         if got < 0:
             return
-        rec = self.recs[got]
+        rec = self.recs[got]  # a reply key may name another entry (see check_lookup_out)
         direction = "OUTPUT" if output else "INPUT"
         if rec.noout:
             if output:
@@ -156,7 +156,7 @@ class ConnTableModel(RuleBasedStateMachine):
                 rec.inactive = False
         rec.state = new_state
         rec.expires = self.now + ct.DEFAULT_TIMEOUTS[new_state]
-        got_state = ct.tcp_transition(self.t, n, ct.DIR_OUTPUT if output else ct.DIR_INPUT, flags, self.now)
+        got_state = ct.tcp_transition(self.t, got, ct.DIR_OUTPUT if output else ct.DIR_INPUT, flags, self.now)
         assert ct.STATE_NAMES[got_state] == new_state
 
     @precondition(lambda self: self.recs)
