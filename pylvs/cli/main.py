@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from pylvs import __version__
-from pylvs.cli import check, lab
+from pylvs.cli import check, lab, lvs
 
-SUBCOMMANDS = (check, lab)
+SUBCOMMANDS = (check, lab, lvs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,131 @@
+"""One worker's forwarding state and the two doors into it: ``handle`` and ``swap``.
+
+The I/O adapters call ``handle(batch)`` from the dataplane thread; the director calls
+``swap(tables)`` (a recompiled configuration), ``snapshot()`` (status views) and
+``tick_estimators()`` from its control thread.  One lock per batch keeps them apart:
+compiling happens outside it (ARCHITECTURE rule 1, compile then swap), so a reload
+holds the dataplane up only for the moment of the swap itself.
+
+No I/O here: the clock is injected (``clock``: seconds, monotonic) so tests replay it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pylvs.config.model import Config
+from pylvs.dataplane import conntab as ctm
+from pylvs.dataplane import engine as en
+from pylvs.dataplane import tables as tb
+from pylvs.dataplane.estimator import RATE_NAMES, Estimator
+from pylvs.sched import ACT, ADDR, F_AVAILABLE, FLAGS, INACT, LTHR, PORT, UTHR, W
+from pylvs.sched._dispatch import NAMES as SCHED_NAMES
+
+# ipvsadm's "(size=4096)" is the kernel's hash size; ours is the table's fixed capacity.
+CONN_TABLE_CAPACITY = 1 << 20  # 1 M entries at 76 B each (docs/benchmarks.md): ~76 MiB
+FORWARD_NAMES = {ctm.FWD_MASQ: "Masq", ctm.FWD_DROUTE: "Route", ctm.FWD_TUNNEL: "Tunnel"}  # ipvsadm -L
+PROTO_NAMES = {ctm.IPPROTO_TCP: "TCP", ctm.IPPROTO_UDP: "UDP"}
+
+
+def _ip(x: int) -> str:
+    x = int(x)
+    return f"{x >> 24 & 255}.{x >> 16 & 255}.{x >> 8 & 255}.{x & 255}"
+
+
+class Forwarder:
+    def __init__(self, tables: tb.Tables, *, capacity: int = CONN_TABLE_CAPACITY, tunnel_src: int = 0,
+                 clock: Callable[[], float], expire_nodest_conn: bool = False,
+                 expire_quiescent_template: bool = False) -> None:  # fmt: skip
+        self.tables = tables
+        self.ct = en.attach(ctm.create(capacity, 1), tables)
+        self.counters = en.new_counters(tables)
+        self.tunnel_src = tunnel_src
+        self.clock = clock
+        self.opts = {"expire_nodest_conn": expire_nodest_conn,
+                     "expire_quiescent_template": expire_quiescent_template}  # fmt: skip
+        self.lock = threading.Lock()
+        self.svc_est = Estimator(tables.svc.shape[0])
+        self.dest_est = Estimator(tables.dest.shape[0])
+        self.batches = 0
+
+    # -- dataplane thread ------------------------------------------------------------------
+    def handle(self, batch: en.Batch) -> en.Verdicts:
+        with self.lock:
+            self.batches += 1
+            return en.process(batch, self.clock(), self.tables, self.ct, self.counters,
+                              tunnel_src=self.tunnel_src, **self.opts)  # fmt: skip
+
+    # -- control thread --------------------------------------------------------------------
+    def compile(self, config: Config, health=None) -> tb.Tables:
+        """New tables for ``config`` (outside the lock: reads only the current tables)."""
+        return tb.compile(config, health=health, previous=self.tables)
+
+    def swap(self, new: tb.Tables) -> None:
+        """Install tables compiled with ``previous=`` the current ones; connections kept."""
+        with self.lock:
+            old = self.tables
+            self.ct = en.swap(self.ct, new, old)
+            self.counters = en.adopt_counters(new, self.counters)
+            self.svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
+            self.dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
+            self.tables = new
+
+    def tick_estimators(self) -> None:
+        with self.lock:
+            svc, dest = self.counters.svc.copy(), self.counters.dest.copy()
+            svc_est, dest_est = self.svc_est, self.dest_est
+        svc_est.tick(svc)
+        dest_est.tick(dest)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The virtual-server table with counters and rates, as plain data (JSON-able)."""
+        with self.lock:
+            t = self.tables
+            svc = t.svc.copy()
+            dest = t.dest.copy()
+            persist = t.persist.copy()
+            stats_s, stats_d = self.counters.svc.copy(), self.counters.dest.copy()
+            reasons = en.reason_counts(self.counters)
+            rates_s, rates_d = self.svc_est.rates(), self.dest_est.rates()
+            n_conns = ctm.count(self.ct)
+            capacity = int(self.ct.entries.shape[0])
+            generation = int(t.generation)
+        services = []
+        for i, s in enumerate(svc):
+            if not s["active"]:
+                continue
+            off, cap = int(s["dest_off"]), int(s["dest_cap"])
+            dests = []
+            for r in range(off, off + cap):
+                row = dest[r]
+                if not row[FLAGS] & F_AVAILABLE:
+                    continue
+                dests.append({
+                    "addr": _ip(row[ADDR]), "port": int(row[PORT]), "forward": FORWARD_NAMES[int(s["fwd"])],
+                    "weight": int(row[W]), "active": int(row[ACT]), "inactive": int(row[INACT]),
+                    "persistent": int(persist[r]), "uthreshold": int(row[UTHR]), "lthreshold": int(row[LTHR]),
+                    "stats": dict(zip(en.STAT_NAMES, stats_d[r].tolist(), strict=True)),
+                    "rates": dict(zip(RATE_NAMES, rates_d[r].tolist(), strict=True)),
+                })  # fmt: skip
+            services.append({
+                "proto": PROTO_NAMES.get(int(s["l4proto"]), str(int(s["l4proto"]))),
+                "vip": _ip(s["vaddr"]), "port": int(s["vport"]), "fwmark": int(s["fwmark"]),
+                "scheduler": SCHED_NAMES[int(s["alg_id"])],
+                "persistent": int(s["timeout"]) if s["flags"] & tb.SVC_F_PERSISTENT else 0,
+                "pmask": _ip(s["pmask"]),
+                "stats": dict(zip(en.STAT_NAMES, stats_s[i].tolist(), strict=True)),
+                "rates": dict(zip(RATE_NAMES, rates_s[i].tolist(), strict=True)),
+                "dests": dests,
+            })  # fmt: skip
+        return {"generation": generation, "size": capacity, "connections": n_conns,
+                "batches": self.batches, "reasons": reasons, "services": services}  # fmt: skip
+
+
+def dest_addresses(tables: tb.Tables) -> np.ndarray:
+    """Host-order addresses of every listed real server (for neighbour resolution)."""
+    rows = [r for r in range(tables.dest.shape[0]) if tables.dest[r, FLAGS] & F_AVAILABLE]
+    return np.unique(tables.dest[rows, ADDR]) if rows else np.zeros(0, dtype=np.int64)

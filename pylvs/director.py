@@ -1,0 +1,367 @@
+"""The lvs role: one router's virtual services from lvs.cf, forwarded in userspace.
+
+``pylvs lvs -c FILE`` (``pylvs.cli.lvs``) runs a ``Director``:
+
+* start: check the file (errors are logged with their file:line and the director does
+  not start), compile it into tables, clean what a crashed director left, let netctl
+  install rules and addresses, resolve the real servers' MACs (direct routing and
+  tunnelling), then run the I/O adapter in its own thread, the dataplane thread;
+* the control thread (the caller of ``run``) handles signals, ticks the rate
+  estimators every 2 s and writes the status file;
+* ``SIGHUP``: check the file again; a bad file is logged and the running configuration
+  keeps forwarding; a good one is compiled outside the dataplane lock and swapped in
+  (``Forwarder.swap``): established connections keep their real server;
+* ``SIGTERM``/``SIGINT``: stop the adapter, remove rules and addresses, exit 0.
+
+Adapters (``--io``): ``nfq-native`` (batched C over libnetfilter_queue, the default
+when it is built), ``nfqueue`` (the ``netfilterqueue`` package, per packet), ``afpacket``
+(frames in and out; direct routing and tunnelling only).  With an NFQUEUE adapter,
+direct-routing packets are sent as frames to the real server's MAC (``FrameSender``)
+and their queued copy is dropped; NAT and tunnelled packets go back to the kernel in
+the verdict, rewritten.  Why the rules sit where they do: docs/netctl.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pylvs.config import diagnostics as dg
+from pylvs.config.check import adjusted, check_file
+from pylvs.config.model import Config
+from pylvs.dataplane import engine as en
+from pylvs.dataplane.estimator import EST_INTERVAL
+from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, Forwarder, dest_addresses
+from pylvs.sched import ADDR
+
+log = logging.getLogger("pylvs.lvs")
+
+IO_CHOICES = ("auto", "nfq-native", "nfqueue", "afpacket")
+STATUS_INTERVAL = 1.0  # seconds between status-file writes
+CONTROL_WAKEUP = 0.25  # control loop granularity (signals are noticed within this)
+ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
+ETH_P_IP = 0x0800
+ETH_HLEN = 14
+NEIGHBOUR_REFRESH = 30.0  # seconds between re-resolutions of real-server MACs
+UNREACHABLE_ADDR = ("192.0.2.0", 9)  # TEST-NET-1: only used for a route lookup, nothing is sent
+
+
+class DirectorError(Exception):
+    """The director cannot start (the message says what and where)."""
+
+
+def _ip_int(addr: Any) -> int:
+    return struct.unpack("!I", socket.inet_aton(str(addr)))[0]
+
+
+def _ip_str(x: int) -> str:
+    return socket.inet_ntoa(struct.pack("!I", int(x)))
+
+
+def source_address_towards(addr: str) -> int:
+    """The address this host would send from to ``addr`` (a route lookup: a connected
+    UDP socket sends nothing).  The IPIP outer source, as the kernel's route would pick."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((addr, 9))
+        return _ip_int(s.getsockname()[0])
+
+
+@dataclass
+class Neighbours:
+    """Real-server MACs for DR/TUN frames: resolved in the control thread, read in the
+    dataplane thread (a dict swap is atomic under the GIL)."""
+
+    lookup: Callable[[str], Any]  # netctl.neighbour
+    table: dict[int, tuple[int, bytes, bytes]] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)
+
+    def resolve(self, dest_row: int, dst_ip: int) -> tuple[int, bytes, bytes] | None:
+        got = self.table.get(int(dst_ip))
+        if got is None:
+            self.missing.add(int(dst_ip))
+        return got
+
+    def refresh(self, addrs) -> None:
+        table = dict(self.table)
+        for a in set(int(x) for x in addrs) | self.missing:
+            try:
+                n = self.lookup(_ip_str(a))
+            except Exception as exc:  # noqa: BLE001 - logged; the address is retried later
+                log.warning("cannot resolve the MAC of real server %s: %s", _ip_str(a), exc)
+                continue
+            table[a] = (int(n.ifindex), _mac_bytes(n.src_mac), _mac_bytes(n.mac))
+        self.missing = set()
+        self.table = table
+
+
+def _mac_bytes(mac: str | bytes) -> bytes:
+    return mac if isinstance(mac, bytes) else bytes.fromhex(mac.replace(":", ""))
+
+
+def _base_device(dev: str) -> str:
+    return dev.split(":", 1)[0]  # lvs.cf labels: eth0:1 is an address label on eth0
+
+
+class Director:
+    def __init__(self, path: str, *, io: str = "auto", queue: int = 0, fail_open: bool = True,
+                 status_path: str | None = None, capacity: int = CONN_TABLE_CAPACITY,
+                 ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if io not in IO_CHOICES and not (adapters and io in adapters):
+            raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
+        self.path = path
+        self.io = io
+        self.queue = queue
+        self.fail_open = fail_open
+        self.status_path = status_path
+        self.capacity = capacity
+        self.ctl = ctl
+        self.adapters = adapters or {}
+        self.clock = clock
+        self.config: Config | None = None
+        self.fwd: Forwarder | None = None
+        self.adapter: Any = None
+        self.capture = "nfqueue"
+        self.neighbours: Neighbours | None = None
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.thread_error: BaseException | None = None
+        self.pending: set[str] = set()  # signals noticed, handled by the control loop
+        self.reloads = 0
+        self.failed_reloads = 0
+
+    # -- configuration ---------------------------------------------------------------------
+    def _read(self) -> Config:
+        """The checked, adjusted Config of the file; every diagnostic logged."""
+        result = check_file(self.path)
+        for d in result.diagnostics:
+            (log.error if d.severity is dg.Severity.ERROR else log.warning)("%s", d)
+        if not result.ok:
+            raise dg.ConfigError(result.diagnostics)
+        config = adjusted(result.config)
+        if config.service != "lvs":
+            raise DirectorError(f"{self.path}: service = {config.service}: pylvs runs the LVS mode only "
+                                "(the FOS failover services are parsed, not run)")  # fmt: skip
+        return config
+
+    def _plan(self, config: Config):
+        from pylvs.netctl import plan_for
+
+        return plan_for(config, queue=self.queue, capture=self.capture, fail_open=self.fail_open)
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        config = self._read()
+        self.capture = "afpacket" if self._io_name(config) == "afpacket" else "nfqueue"
+        if self.ctl is None:
+            from pylvs.netctl import NetCtl
+
+            NetCtl.clean_stale()
+            self.ctl = NetCtl()
+        plan = self._plan(config)  # before touching anything: a plan error leaves no trace
+        fwd = Forwarder(self._compile_first(config), capacity=self.capacity,
+                        tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
+        self.config, self.fwd = config, fwd
+        self.ctl.apply(plan)
+        try:
+            if config.network in ("direct", "tunnel"):
+                self.neighbours = Neighbours(self.ctl.neighbour)
+                self.neighbours.refresh(dest_addresses(fwd.tables))
+            self.adapter = self._make_adapter(config)
+            self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
+            self.thread.start()
+        except BaseException:
+            self.ctl.teardown()
+            raise
+        n = sum(1 for v in config.virtuals if v.active)
+        log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d", n, self.path,
+                 config.network, self.adapter_name, fwd.tables.generation)  # fmt: skip
+
+    def _compile_first(self, config: Config):
+        from pylvs.dataplane import tables as tb
+
+        return tb.compile(config)
+
+    def _tunnel_src(self, config: Config) -> int:
+        if config.network != "tunnel":
+            return 0
+        rips = [s.address for v in config.virtuals if v.active for s in v.servers if s.address]
+        return source_address_towards(str(rips[0]) if rips else UNREACHABLE_ADDR[0])
+
+    def reload(self) -> bool:
+        """SIGHUP: check, compile, swap; a bad file changes nothing.  True if swapped."""
+        assert self.fwd is not None
+        try:
+            config = self._read()
+            plan = self._plan(config)
+            new = self.fwd.compile(config)
+        except (dg.ConfigError, DirectorError, ValueError) as exc:
+            self.failed_reloads += 1
+            log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
+            return False
+        self.ctl.update(plan)
+        self.fwd.swap(new)
+        if self.neighbours is not None:
+            self.neighbours.refresh(dest_addresses(new))
+        self.config = config
+        self.reloads += 1
+        log.info("reloaded %s: generation %d", self.path, new.generation)
+        return True
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(ADAPTER_JOIN_TIMEOUT)
+            if self.thread.is_alive():
+                log.error("the dataplane thread did not stop within %.0f s", ADAPTER_JOIN_TIMEOUT)
+        if self.adapter is not None and hasattr(self.adapter, "close"):
+            self.adapter.close()
+        if self.ctl is not None:
+            self.ctl.teardown()
+        if self.status_path:
+            Path(self.status_path).unlink(missing_ok=True)
+        log.info("stopped")
+
+    # -- the dataplane thread --------------------------------------------------------------
+    def _dataplane(self) -> None:
+        try:
+            self.adapter.run(self.stop_event)
+        except BaseException as exc:  # noqa: BLE001 - reported to the control thread
+            self.thread_error = exc
+            log.exception("the dataplane thread failed")
+        finally:
+            self.wake.set()
+
+    # -- adapters --------------------------------------------------------------------------
+    def _io_name(self, config: Config) -> str:
+        if self.io != "auto":
+            return self.io
+        try:
+            from pylvs.dataplane.io import nfq_native
+
+            return "nfq-native" if nfq_native.available() else "nfqueue"
+        except ImportError:
+            return "nfqueue"
+
+    def _make_adapter(self, config: Config) -> Any:
+        name = self._io_name(config)
+        self.adapter_name = name
+        assert self.fwd is not None
+        handle = self.fwd.handle
+        if name in self.adapters:
+            return self.adapters[name](self, handle)
+        if name == "afpacket":
+            if config.network == "nat":
+                raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
+            from pylvs.dataplane.io.afpacket import AfPacketIO
+
+            devs = {_base_device(v.address.device) for v in config.virtuals if v.active and v.address}
+            if len(devs) != 1:
+                raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
+            vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
+            return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
+        on_dr = self._dr_sender() if config.network == "direct" else None
+        if name == "nfq-native":
+            from pylvs.dataplane.io.nfq_native import NativeQueue
+
+            return NativeQueue(self.queue, handle, fail_open=self.fail_open, on_dr=on_dr)
+        from pylvs.dataplane.io.nfqueue import PacketQueue
+
+        return PacketQueue(self.queue, handle, on_dr=on_dr)
+
+    def _dr_sender(self) -> Callable[..., None]:
+        """on_dr for the NFQUEUE adapters: each packet becomes a frame to its real
+        server's MAC, built in the headroom in front of it, sent on the server's link."""
+        from pylvs.dataplane.io.afpacket import FrameSender
+
+        sender = FrameSender()
+        neighbours = self.neighbours
+        assert neighbours is not None
+        ethertype = struct.pack("!H", ETH_P_IP)
+        self.dr_unresolved = 0
+
+        def on_dr(batch: en.Batch, idx: np.ndarray, dest_rows: np.ndarray) -> None:
+            dest = self.fwd.tables.dest
+            for i, row in zip(idx.tolist(), dest_rows.tolist(), strict=True):
+                got = neighbours.resolve(row, int(dest[row, ADDR]))
+                if got is None:
+                    self.dr_unresolved += 1
+                    continue
+                ifindex, src, dst = got
+                off, n = int(batch.off[i]), int(batch.lens[i])
+                start = off - ETH_HLEN
+                batch.buf[i, start:off] = np.frombuffer(dst + src + ethertype, dtype=np.uint8)
+                sender.send(ifindex, batch.buf[i, start:off + n])
+
+        return on_dr
+
+    # -- the control thread ----------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.pending.add(signal.Signals(signum).name)
+        self.wake.set()
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1)."""
+        next_est = next_status = next_neigh = self.clock()
+        code = 0
+        while True:
+            self.wake.wait(CONTROL_WAKEUP)
+            self.wake.clear()
+            if self.pending & {"SIGTERM", "SIGINT"}:
+                log.info("%s: shutting down", "/".join(sorted(self.pending & {"SIGTERM", "SIGINT"})))
+                break
+            if "SIGHUP" in self.pending:
+                self.pending.discard("SIGHUP")
+                self.reload()
+            if self.thread is not None and not self.thread.is_alive():
+                log.error("the dataplane stopped: %s", self.thread_error)
+                code = 1
+                break
+            now = self.clock()
+            if now >= next_est:
+                self.fwd.tick_estimators()
+                next_est = now + EST_INTERVAL
+            if self.neighbours is not None and (now >= next_neigh or self.neighbours.missing):
+                self.neighbours.refresh(dest_addresses(self.fwd.tables))
+                next_neigh = now + NEIGHBOUR_REFRESH
+            if self.status_path and now >= next_status:
+                self.write_status()
+                next_status = now + STATUS_INTERVAL
+        self.stop()
+        return code
+
+    def status(self) -> dict[str, Any]:
+        snap = self.fwd.snapshot()
+        snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,
+                    reloads=self.reloads, failed_reloads=self.failed_reloads,
+                    adapter=self.adapter.stats() if hasattr(self.adapter, "stats") else {})  # fmt: skip
+        return snap
+
+    def write_status(self) -> None:
+        """The status file, replaced atomically (readers never see half a file)."""
+        path = Path(self.status_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def read_status(path: str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

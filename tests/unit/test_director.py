@@ -1,0 +1,175 @@
+"""The director's control logic with a recording netctl and an in-process adapter.
+
+What a namespace cannot give is replaced: the kernel side (netctl.DryRun records what it
+would do) and the packet source (``FeedAdapter``: the test hands it scapy packets and it
+runs them through the director's handle, in the dataplane thread, as a real adapter
+does).  The real adapters and netctl run in tests/netns/test_director_e2e.py.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+
+import pytest
+from golden import CLIENT, CPORT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
+from scapy.layers.inet import IP
+
+from pylvs.config import diagnostics as dg
+from pylvs.dataplane import engine as en
+from pylvs.director import Director, DirectorError
+from pylvs.ipvsadm import format_list
+
+NETCTL = pytest.importorskip("pylvs.netctl", reason="pylvs.netctl not built yet")
+
+
+class FeedAdapter:
+    """Packets in through ``feed``; each batch's verdicts and bytes out through ``out``."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.inbox: queue.Queue = queue.Queue()
+        self.out: queue.Queue = queue.Queue()
+        self.closed = False
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                packets = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            b = en.batch_from_packets([bytes(p) for p in packets])
+            v = self.handle(b)
+            self.out.put([(en.VERDICT_NAMES[v.verdict[i]], en.packet_bytes(b, i)) for i in range(b.n)])
+
+    def send(self, packets, timeout=10.0):
+        self.inbox.put(packets)
+        return self.out.get(timeout=timeout)
+
+    def stats(self):
+        return {"fed": True}
+
+    def close(self):
+        self.closed = True
+
+
+def two_servers(w1=1, w2=1, sched="wlc"):
+    return HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched=sched,
+                                                servers=[("web1", RIP1, None, w1), ("web2", RIP2, None, w2)])
+
+
+@pytest.fixture
+def director(tmp_path):
+    made = []
+
+    def make(text: str, **kw) -> tuple[Director, FeedAdapter]:
+        cf = tmp_path / "lvs.cf"
+        cf.write_text(text)
+        feed = {}
+
+        def factory(_d, handle):
+            feed["a"] = FeedAdapter(handle)
+            return feed["a"]
+
+        d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
+                     status_path=str(tmp_path / "status.json"), capacity=1024, **kw)
+        d.start()
+        made.append(d)
+        return d, feed["a"]
+
+    yield make
+    for d in made:
+        if not d.stop_event.is_set():
+            d.stop()
+
+
+def syn(port):
+    return tcp(CLIENT, VIP, port, VPORT, "S")
+
+
+def test_start_forwards_and_reports(director):
+    d, feed = director(two_servers())
+    [(verdict, out)] = feed.send([syn(CPORT)])
+    assert verdict == "nat" and IP(out).dst in (RIP1, RIP2)
+    actions = [a[0] for a in d.ctl.actions]
+    assert actions and "teardown" not in actions
+    snap = d.status()
+    [svc] = snap["services"]
+    assert (svc["vip"], svc["port"], svc["scheduler"]) == (VIP, VPORT, "wlc")
+    assert sum(x["active"] + x["inactive"] for x in svc["dests"]) == 1
+    text = format_list(snap)
+    assert f"TCP  {VIP}:{VPORT} wlc" in text and "Masq" in text
+
+
+def test_reload_keeps_connections_and_applies_weights(director, tmp_path):
+    d, feed = director(two_servers(1, 1, sched="wrr"))
+    first = {}
+    for port in range(41000, 41004):
+        [(v, out)] = feed.send([syn(port)])
+        first[port] = IP(out).dst
+    (tmp_path / "lvs.cf").write_text(two_servers(0, 1, sched="wrr"))  # web1 quiesced
+    assert d.reload()
+    assert d.fwd.tables.generation == 2
+    for port, rip in first.items():  # established connections keep their server
+        [(v, out)] = feed.send([tcp(CLIENT, VIP, port, VPORT, "A", seq=1001, ack=1)])
+        assert v == "nat" and IP(out).dst == rip
+    for port in range(42000, 42004):  # new ones avoid the weight-0 server
+        [(v, out)] = feed.send([syn(port)])
+        assert IP(out).dst == RIP2
+    assert any(a[0] == "update" for a in d.ctl.actions)
+
+
+def test_bad_reload_keeps_the_running_config(director, tmp_path):
+    d, feed = director(two_servers())
+    (tmp_path / "lvs.cf").write_text(two_servers() + "virtual broken {\n  scheduler = nosuch\n")
+    assert not d.reload()
+    assert d.failed_reloads == 1 and d.fwd.tables.generation == 1
+    [(v, out)] = feed.send([syn(43000)])
+    assert v == "nat"
+
+
+def test_bad_config_does_not_start(tmp_path):
+    cf = tmp_path / "lvs.cf"
+    cf.write_text("serial_no = 1\nnetwork = nosuch\n")
+    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter})
+    with pytest.raises(dg.ConfigError):
+        d.start()
+    assert d.ctl.actions == []  # nothing touched
+
+
+def test_fos_mode_is_refused(tmp_path):
+    cf = tmp_path / "lvs.cf"
+    cf.write_text(HEAD.format(network="nat").replace("service = lvs", "service = fos"))
+    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter})
+    with pytest.raises(DirectorError, match="LVS mode only"):
+        d.start()
+
+
+def test_signals_drive_reload_and_stop(director, tmp_path):
+    d, feed = director(two_servers())
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("code", d.run()))
+    t.start()
+    try:
+        (tmp_path / "lvs.cf").write_text(two_servers(2, 1))
+        d._on_signal(signal.SIGHUP, None)
+        deadline = time.monotonic() + 10
+        while d.reloads == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert d.reloads == 1
+        assert (tmp_path / "status.json").exists()
+    finally:
+        d._on_signal(signal.SIGTERM, None)
+        t.join(10)
+    assert result["code"] == 0
+    assert d.ctl.actions[-1][0] == "teardown" and feed.closed
+    assert not (tmp_path / "status.json").exists()
+
+
+def test_dataplane_failure_stops_the_director(director):
+    d, feed = director(two_servers())
+    feed.inbox.put(["not a packet list"])  # batch_from_packets raises in the dataplane thread
+    code = d.run()
+    assert code == 1 and d.ctl.actions[-1][0] == "teardown"
