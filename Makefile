@@ -1,4 +1,5 @@
-# pylvs: make test (install what is missing, then run every test), make bench, make lint.
+# pylvs: make demo (a NAT lab driven end to end), make test (install what is missing,
+# then run every test), make bench, make lint.
 # On a fresh Debian 12 machine, as root, `make test` installs its apt packages and a
 # virtual environment by itself; a second run skips what is already installed.
 
@@ -14,7 +15,7 @@ APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
-.PHONY: test test-unit test-netns deps apt-deps bench lint clean
+.PHONY: test test-unit test-netns demo deps apt-deps bench lint clean
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -24,6 +25,11 @@ test-unit: deps
 
 test-netns: deps
 	$(PY) -m pytest tests/netns $(PYTEST_ARGS)
+
+# The NAT lab, the director from examples/lvs.cf.lab-nat-demo, bounded client traffic,
+# the per-server distribution and the ipvsadm -L -n table; removes everything after.
+demo: deps
+	$(PY) -m pylvs.demo $(DEMO_ARGS)
 
 bench: deps
 	$(PY) -m pytest bench --benchmark-only $(PYTEST_ARGS)

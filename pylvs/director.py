@@ -175,6 +175,7 @@ class Director:
         fwd = Forwarder(self._compile_first(config), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
+        fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.ctl.apply(plan)
         try:
             if config.network in ("direct", "tunnel"):

@@ -52,6 +52,14 @@ class Forwarder:
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
 
+    def warm_up(self) -> None:
+        """Compile the engine's numba kernels now (from the on-disk cache when warm), so
+        the first real packet does not wait for the JIT: one packet that is not ours
+        through a throw-away table and counters."""
+        probe = bytes.fromhex("4500001c000000004011" "0000" "c0000201" "c0000202") + bytes(8)  # UDP, TEST-NET
+        ct = en.attach(ctm.create(2, 1), self.tables)
+        en.process(en.batch_from_packets([probe]), 0.0, self.tables, ct, en.new_counters(self.tables))
+
     # -- dataplane thread ------------------------------------------------------------------
     def handle(self, batch: en.Batch) -> en.Verdicts:
         with self.lock:

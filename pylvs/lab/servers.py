@@ -7,6 +7,7 @@ Run inside a real server's namespace by the lab::
 * HTTP on port 80: every GET answers ``200`` with body ``rs1\\n`` and header
   ``X-Real-Server: rs1``, so a client sees which real server answered.  HTTP/1.1 with
   Content-Length, so keep-alive load generators work too.
+* ``GET /bytes/N``: N bytes of ``bulk_chunks(N)`` (transfer-integrity tests).
 * UDP echo on port 9000: the reply is ``b"rs1 " + datagram``, sent from the address
   the datagram was addressed to (VIP or RIP).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import struct
 import sys
@@ -31,6 +33,21 @@ UDP_ECHO_PORT = 9000
 HEADER = "X-Real-Server"
 READY = "ready"
 UDP_MAX = 65535
+
+
+BULK_PATH = "/bytes/"  # GET /bytes/N: N bytes of bulk_chunks(N), for transfer-integrity tests
+BULK_MAX = 1 << 30
+BULK_CHUNK = 1 << 20
+
+
+def bulk_chunks(n: int):
+    """The deterministic byte stream GET /bytes/N sends (pseudo-random, so a lost,
+    repeated or reordered segment changes the digest); clients hash the same stream."""
+    rng = random.Random(n)
+    while n > 0:
+        k = min(n, BULK_CHUNK)
+        yield rng.randbytes(k)
+        n -= k
 
 
 def make_http_server(name: str, port: int, bind: str = "0.0.0.0") -> ThreadingHTTPServer:
@@ -48,8 +65,24 @@ def make_http_server(name: str, port: int, bind: str = "0.0.0.0") -> ThreadingHT
             self.end_headers()
 
         def do_GET(self) -> None:
+            if self.path.startswith(BULK_PATH):
+                self._bulk(self.path[len(BULK_PATH):])
+                return
             self._head()
             self.wfile.write(body)
+
+        def _bulk(self, size: str) -> None:
+            n = int(size) if size.isdigit() and int(size) <= BULK_MAX else -1
+            if n < 0:
+                self.send_error(400, f"GET {BULK_PATH}N with N <= {BULK_MAX}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.send_header(HEADER, name)
+            self.end_headers()
+            for chunk in bulk_chunks(n):
+                self.wfile.write(chunk)
 
         def do_HEAD(self) -> None:
             self._head()

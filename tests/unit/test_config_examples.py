@@ -12,7 +12,7 @@ from pylvs.config.parse import StaticResolver
 EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("lvs.cf.*"))
 FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "udp-dns",
-            "sorry-server", "primary-backup"]
+            "sorry-server", "primary-backup", "lab-nat-demo"]
 
 
 def test_one_example_per_feature_and_listed_in_readme():

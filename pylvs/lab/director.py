@@ -1,0 +1,83 @@
+"""``pylvs lvs`` running in a lab director's namespace, started and stopped by PID.
+
+Shared by the end-to-end tests, ``make demo`` and the forwarding benchmark: start it as
+an operator would (``python -m pylvs lvs -c FILE --nodaemon``), wait for its status file,
+send it real SIGHUPs and SIGTERMs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pylvs.director import read_status
+
+START_TIMEOUT = 180.0  # a cold numba cache compiles the engine at start (about a minute on CI)
+RELOAD_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+POLL = 0.05
+
+
+class LabDirector:
+    def __init__(self, lab: Any, workdir: Path, text: str, *, io: str = "auto", host: str = "dir1",
+                 capacity: int = 65536, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.lab = lab
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cf = workdir / "lvs.cf"
+        self.cf.write_text(text)
+        self.status_path = workdir / "lvs.status.json"
+        self.status_path.unlink(missing_ok=True)
+        self.log_path = workdir / "lvs.log"
+        argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", io,
+                "--status", str(self.status_path), "--capacity", str(capacity), *extra]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.proc = lab.popen(host, argv, what="lvs", stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.status_path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pylvs lvs exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"pylvs lvs not ready after {START_TIMEOUT:.0f} s:\n{self.log()}")
+            time.sleep(POLL)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def status(self) -> dict[str, Any]:
+        return read_status(str(self.status_path))
+
+    def reload(self, text: str) -> dict[str, Any]:
+        """Write the file, SIGHUP, and return the status once the director has acted."""
+        before = self.status()
+        self.cf.write_text(text)
+        os.kill(self.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):  # replaced between open and read
+                s = self.status()
+                if (s["reloads"], s["failed_reloads"]) != (before["reloads"], before["failed_reloads"]):
+                    return s
+            time.sleep(POLL)
+        raise RuntimeError(f"no reload within {RELOAD_TIMEOUT:.0f} s:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM (SIGKILL after STOP_TIMEOUT); the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
