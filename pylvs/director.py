@@ -43,7 +43,7 @@ from pylvs.config.check import adjusted, check_file
 from pylvs.config.model import Config
 from pylvs.dataplane import engine as en
 from pylvs.dataplane.estimator import EST_INTERVAL
-from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, Forwarder, dest_addresses
+from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.sched import ADDR
 
 log = logging.getLogger("pylvs.lvs")
@@ -321,6 +321,7 @@ class Director:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1)."""
         next_est = next_status = next_neigh = self.clock()
+        next_gc = next_est + GC_INTERVAL
         code = 0
         while True:
             self.wake.wait(CONTROL_WAKEUP)
@@ -339,6 +340,9 @@ class Director:
             if now >= next_est:
                 self.fwd.tick_estimators()
                 next_est = now + EST_INTERVAL
+            if now >= next_gc:
+                self.fwd.collect_garbage()
+                next_gc = now + GC_INTERVAL
             if self.neighbours is not None and (now >= next_neigh or self.neighbours.missing):
                 self.neighbours.refresh(dest_addresses(self.fwd.tables))
                 next_neigh = now + NEIGHBOUR_REFRESH

@@ -24,11 +24,15 @@ from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import RATE_NAMES, Estimator
 from pylvs.sched import ACT, ADDR, F_AVAILABLE, FLAGS, INACT, LTHR, PORT, UTHR, W
 from pylvs.sched._dispatch import NAMES as SCHED_NAMES
+from pylvs.sched._dispatch import gc_kernel
+from pylvs.sched._loctab import CHECK_EXPIRE_INTERVAL_MS
 
 # ipvsadm's "(size=4096)" is the kernel's hash size; ours is the table's fixed capacity.
 CONN_TABLE_CAPACITY = 1 << 20  # 1 M entries at 76 B each (docs/benchmarks.md): ~76 MiB
 FORWARD_NAMES = {ctm.FWD_MASQ: "Masq", ctm.FWD_DROUTE: "Route", ctm.FWD_TUNNEL: "Tunnel"}  # ipvsadm -L
 PROTO_NAMES = {ctm.IPPROTO_TCP: "TCP", ctm.IPPROTO_UDP: "UDP"}
+LOCALITY_SCHEDULERS = ("lblc", "lblcr")  # their tables need the collector timer
+GC_INTERVAL = CHECK_EXPIRE_INTERVAL_MS / 1000  # seconds
 
 
 def _ip(x: int) -> str:
@@ -81,6 +85,17 @@ class Forwarder:
             self.svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
             self.dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
             self.tables = new
+
+    def collect_garbage(self) -> None:
+        """One run of the lblc/lblcr collectors (ip_vs_lblc(r)_check_expire); the caller
+        runs it every ``_loctab.CHECK_EXPIRE_INTERVAL_MS``.  No-op for other schedulers."""
+        with self.lock:
+            now_ms = int(self.clock() * 1000)
+            t = self.tables
+            for i, s in enumerate(t.svc):
+                if s["active"] and SCHED_NAMES[int(s["alg_id"])] in LOCALITY_SCHEDULERS:
+                    dest, state = t.block(i)
+                    gc_kernel(int(s["alg_id"]), dest, state, now_ms)
 
     def tick_estimators(self) -> None:
         with self.lock:

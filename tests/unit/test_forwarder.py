@@ -1,0 +1,71 @@
+"""The Forwarder: handle, swap under the lock, snapshot, estimators and the lblc collector."""
+
+from __future__ import annotations
+
+from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
+
+from pylvs.config import check_text
+from pylvs.dataplane import engine as en
+from pylvs.dataplane import tables as tb
+from pylvs.dataplane.estimator import EST_INTERVAL
+from pylvs.dataplane.forwarder import Forwarder
+from pylvs.sched._loctab import COUNT_FOR_FULL_EXPIRATION, DEFAULT_EXPIRATION_MS, H_ENTRIES
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def make(sched="wlc", w=(1, 1)):
+    cf = HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched=sched,
+                                              servers=[("a", RIP1, None, w[0]), ("b", RIP2, None, w[1])])
+    config = check_text(cf).config
+    clock = Clock()
+    return Forwarder(tb.compile(config), capacity=1024, clock=clock), config, clock
+
+
+def send(f, packets):
+    b = en.batch_from_packets([bytes(p) for p in packets])
+    return f.handle(b)
+
+
+def test_snapshot_counts_and_rates():
+    f, _, clock = make()
+    f.warm_up()
+    f.tick_estimators()
+    v = send(f, [tcp(CLIENT, VIP, 40000 + k, VPORT, "S") for k in range(10)])
+    assert (v.verdict == en.V_NAT).all()
+    clock.t += EST_INTERVAL
+    f.tick_estimators()
+    snap = f.snapshot()
+    [svc] = snap["services"]
+    assert svc["stats"]["conns"] == 10 and snap["connections"] == 10
+    assert svc["rates"]["cps"] == 1  # 10 in 2 s = 5/s, EWMA weight 1/4 after one tick: 5 * 1/4 -> 1
+    assert sum(d["inactive"] for d in svc["dests"]) == 10  # SYN_RECV counts inactive
+
+
+def test_swap_keeps_connections_and_remaps_estimators():
+    f, config, clock = make(w=(1, 1))
+    send(f, [tcp(CLIENT, VIP, 40000, VPORT, "S")])
+    f.tick_estimators()
+    new_cf = HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched="wlc",
+                                                  servers=[("a", RIP1, None, 0), ("b", RIP2, None, 1)])
+    f.swap(f.compile(check_text(new_cf).config))
+    assert f.tables.generation == 2 and f.snapshot()["connections"] == 1
+    assert f.svc_est.avg.shape[0] == f.tables.svc.shape[0]
+    assert f.dest_est.avg.shape[0] == f.tables.dest.shape[0]
+
+
+def test_lblc_collector_runs_from_the_forwarder():
+    f, _, clock = make(sched="lblc")
+    send(f, [tcp(f"203.0.113.{k}", VIP, 40000, VPORT, "S") for k in range(1, 6)])
+    _, state = f.tables.block(0)
+    assert state[H_ENTRIES] == 1  # lblc keys on the destination address: one VIP, one entry
+    clock.t += DEFAULT_EXPIRATION_MS / 1000 + 1  # idle longer than lblc_expiration
+    for _ in range(COUNT_FOR_FULL_EXPIRATION):  # a full sweep every 30th run
+        f.collect_garbage()
+    assert state[H_ENTRIES] == 0
