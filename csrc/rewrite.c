@@ -45,6 +45,9 @@
 #define ICMP_DEST_UNREACH 3
 #define ICMP_SOURCE_QUENCH 4
 #define ICMP_TIME_EXCEEDED 11
+#define ICMP_PORT_UNREACH 3
+#define ICMP_ERROR_TTL 64      /* sysctl_ip_default_ttl */
+#define ICMP_ERROR_TOS 0xc0u   /* icmp_send: IPTOS_PREC_INTERNETCONTROL */
 
 static uint16_t load16(const uint8_t *p)
 {
@@ -235,6 +238,37 @@ static int tunnel(uint8_t *ip, size_t off, size_t total, const struct pl_rewrite
     return PL_RW_OK;
 }
 
+/* The ICMP port unreachable of icmp_send(skb, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH). */
+static int icmp_unreach(uint8_t *ip, size_t off, size_t total, const struct pl_rewrite_op *op,
+                        size_t *new_len)
+{
+    if (off < PL_ICMP_ERROR_HEADER)
+        return PL_RW_NO_ROOM;
+    size_t quote = total;
+    if (quote > PL_ICMP_ERROR_MAX - PL_ICMP_ERROR_HEADER)
+        quote = PL_ICMP_ERROR_MAX - PL_ICMP_ERROR_HEADER;
+    uint8_t *h = ip - PL_ICMP_ERROR_HEADER;
+    uint8_t *icmp = h + IP_MIN_HEADER;
+    uint32_t src = load32(ip + IP_SRC), dst = load32(ip + IP_DST);
+    h[0] = IP_VERSION << 4 | IP_MIN_HEADER / 4;
+    h[IP_TOS] = ICMP_ERROR_TOS;
+    store16(h + IP_TOTLEN, (uint16_t)(PL_ICMP_ERROR_HEADER + quote));
+    store16(h + IP_ID, op->id);
+    store16(h + IP_FRAG, 0);
+    h[IP_TTL] = ICMP_ERROR_TTL;
+    h[IP_PROTO] = PROTO_ICMP;
+    store32(h + IP_SRC, dst);
+    store32(h + IP_DST, src);
+    store16(h + IP_CSUM, pl_csum_ipv4_header(h, IP_MIN_HEADER));
+    icmp[0] = ICMP_DEST_UNREACH;
+    icmp[1] = ICMP_PORT_UNREACH;
+    store16(icmp + ICMP_CSUM, 0);
+    store32(icmp + 4, 0); /* unused */
+    store16(icmp + ICMP_CSUM, (uint16_t)~sum16(icmp, ICMP_HEADER + quote));
+    *new_len = PL_ICMP_ERROR_HEADER + quote;
+    return PL_RW_OK;
+}
+
 static int rewrite_one(uint8_t *row, size_t stride, uint32_t *off, uint32_t *len,
                        const struct pl_rewrite_op *op)
 {
@@ -264,6 +298,15 @@ static int rewrite_one(uint8_t *row, size_t stride, uint32_t *off, uint32_t *len
     case PL_OP_ICMP_NAT_OUT:
         r = icmp_nat(ip, ihl, total, op, 1);
         break;
+    case PL_OP_ICMP_UNREACH: {
+        size_t new_len = 0;
+        r = icmp_unreach(ip, o, total, op, &new_len);
+        if (r == PL_RW_OK) {
+            *off = (uint32_t)(o - PL_ICMP_ERROR_HEADER);
+            *len = (uint32_t)new_len;
+        }
+        return r;
+    }
     default: /* PL_OP_TUNNEL */
         r = tunnel(ip, o, total, op);
         if (r == PL_RW_OK) {

@@ -49,6 +49,13 @@
  *                       copied only with PL_RWF_COPY_DF (pmtu_disc,
  *                       ip_vs_xmit.c), protocol 4.  The inner packet is
  *                       unchanged.
+ *   PL_OP_ICMP_UNREACH  the packet becomes the ICMP port unreachable the
+ *                       kernel sends when no real server is available
+ *                       (ip_vs_leave, reference 7.8 step 5): a new IPv4 header
+ *                       (src := the packet's dst, dst := its src, TTL 64, id
+ *                       := id, TOS 0xc0 as icmp_send) and ICMP type 3 code 3
+ *                       are written in the 28 bytes before it; the packet,
+ *                       cut to fit 576 bytes, is the quote.  off moves back 28.
  *
  * Validation, before any byte is written: off + len within the row; len >=
  * 20, version 4, IHL >= 5 (options are fine everywhere), IHL*4 <= total
@@ -56,7 +63,8 @@
  * padding); the TCP (20 bytes) or UDP (8) header present unless the packet is
  * a non-first fragment; for ICMP ops the ICMP header, the quoted IP header
  * and the quoted ports present; for PL_OP_TUNNEL 20 bytes of headroom and an
- * outer total length <= 65535.  PL_OP_NONE checks nothing.
+ * outer total length <= 65535; for PL_OP_ICMP_UNREACH 28 bytes of headroom.
+ * PL_OP_NONE checks nothing.
  *
  * Result codes: one per packet, PL_RW_OK or the first check that failed; the
  * engine turns them into named drop counters (RESULT_NAMES in rewrite.py).
@@ -68,8 +76,10 @@
 #include <stdint.h>
 
 enum {
-    PL_HEADROOM = 64,       /* >= PL_IPIP_HEADER; one cacheline */
-    PL_IPIP_HEADER = 20     /* outer IPv4 header without options */
+    PL_HEADROOM = 64,       /* >= PL_IPIP_HEADER and PL_ICMP_ERROR_HEADER; one cacheline */
+    PL_IPIP_HEADER = 20,    /* outer IPv4 header without options */
+    PL_ICMP_ERROR_HEADER = 28,  /* IPv4 header + ICMP header in front of the quote */
+    PL_ICMP_ERROR_MAX = 576     /* icmp_send: an error message fits 576 bytes (RFC 1812) */
 };
 
 enum {
@@ -79,7 +89,8 @@ enum {
     PL_OP_ICMP_NAT_IN = 3,
     PL_OP_ICMP_NAT_OUT = 4,
     PL_OP_TUNNEL = 5,
-    PL_OP_COUNT = 6
+    PL_OP_ICMP_UNREACH = 6,
+    PL_OP_COUNT = 7
 };
 
 enum {

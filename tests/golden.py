@@ -103,6 +103,7 @@ TWO_CF = HEAD.format(network="nat") + virtual(
     "www", VIP, VPORT, sched="wlc", servers=[("web1", RIP1, None, 1), ("web2", RIP2, None, 1)],
     extra="     quiesce_server = 1",
 )
+QUIESCED_CF = TWO_CF.replace("weight = 1", "weight = 0")
 WRR_CF = HEAD.format(network="nat") + virtual(
     "www", VIP, VPORT, sched="wrr",
     servers=[("a", RIP1, None, 1), ("b", RIP2, None, 2), ("c", RIP3, None, 3)],
@@ -254,6 +255,12 @@ CASES = [
         Step(tcp(CLIENT, VIP, CPORT, VPORT, "S"), None, en.V_DR, "dr"),
         Step(IP(src="198.51.100.1", dst=VIP) / ICMP(type=3, code=4) / tcp(VIP, CLIENT, VPORT, CPORT, "SA"), None,
              en.V_DR, "icmp_dr"),
+    ]),
+    Case("no real server available: ICMP port unreachable to the client, TCP too", QUIESCED_CF, [
+        Step(tcp(CLIENT, VIP, CPORT, VPORT, "S"),
+             IP(src=VIP, dst=CLIENT, id=0, ttl=64, tos=0xC0) / ICMP(type=3, code=3)
+             / tcp(CLIENT, VIP, CPORT, VPORT, "S"),
+             en.V_REJECT, "no_dest"),
     ]),
     Case("unknown VIP passes", NAT_CF, [
         Step(tcp(CLIENT, OTHER_VIP, CPORT, VPORT, "S"), None, en.V_PASS, "no_service"),

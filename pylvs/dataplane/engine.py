@@ -37,8 +37,7 @@ At a reconfiguration, ``swap`` moves the connection table to the new Tables (cou
 carried, entries' rows remapped through ``row_map``, lvs.cf timeouts applied) and
 ``adopt_counters`` carries the statistics.
 
-Not done yet: the ICMP port unreachable the kernel sends on ``no_dest``;
-``conn_reuse_mode`` (a new SYN on a TIME_WAIT entry is rescheduled in the kernel);
+Not done yet: ``conn_reuse_mode`` (a new SYN on a TIME_WAIT entry is rescheduled in the kernel);
 ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
 ``cache_bypass`` of fwmark services; the lblc/lblcr collector (``gc_kernel``) timer;
 rate estimators; feeding the sync daemon; errors about the IPIP packet itself (reference
@@ -108,8 +107,11 @@ from pylvs.sched._dispatch import NAMES as SCHED_NAMES
 from pylvs.sched._dispatch import schedule_kernel, update_kernel
 
 # --- Verdicts ------------------------------------------------------------------------
-V_PASS, V_DROP, V_NAT, V_DR, V_TUNNEL = range(5)
-VERDICT_NAMES = ("pass", "drop", "nat", "dr", "tunnel")
+# V_REJECT: the packet was turned into the ICMP port unreachable for its sender (no
+# real server, reference 7.8 step 5); the adapter sends it from the local stack (its
+# source is the VIP) and drops the original.
+V_PASS, V_DROP, V_NAT, V_DR, V_TUNNEL, V_REJECT = range(6)
+VERDICT_NAMES = ("pass", "drop", "nat", "dr", "tunnel", "reject")
 
 # --- Counter slots: every packet lands in exactly one --------------------------------
 _FORWARD = (
@@ -120,7 +122,7 @@ _OUTCOMES = (
     "fragment",        # DROP: a fragment (NFQUEUE delivers reassembled datagrams)
     "no_service",      # PASS: no virtual service for the new connection
     "not_syn",         # PASS: TCP without SYN (or with RST) and no entry (ip_vs_in accepts)
-    "no_dest",         # DROP: the scheduler found no server (kernel also sends ICMP unreach)
+    "no_dest",         # REJECT: no server: ICMP port unreachable to the client (ip_vs_leave)
     "table_full",      # DROP: the connection table refused the entry
     "nodest",          # DROP: the entry's server was deleted (expire_nodest_conn, 7.7)
     "icmp_unmatched",  # PASS: an ICMP error about no connection of ours
@@ -510,9 +512,10 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
         verdict[i] = V_DROP
         reason[i] = C_TABLE_FULL
         return
-    if d < 0:
-        verdict[i] = V_DROP
-        reason[i] = C_NO_DEST  # the kernel also answers ICMP port unreachable: not done
+    if d < 0:  # ip_vs_leave: ICMP port unreachable to the client, TCP included
+        verdict[i] = V_REJECT
+        reason[i] = C_NO_DEST
+        _emit(ops, i, rw.OP_ICMP_UNREACH, 0, 0, 0, _next_ip_id(ip_id), 0)
         return
     # The real port: the server's when the packet hit the service port; else (port-0
     # and firewall-mark services bundle ports) the packet's own.

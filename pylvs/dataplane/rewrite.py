@@ -28,6 +28,9 @@ Ops (``addr``, ``addr2``, ``port``, ``id`` in host byte order):
                          outer src := addr, quoted dst := addr, quoted dport := port.
     ``OP_TUNNEL``        prepend an IPIP header: dst := addr, src := addr2, id :=
                          id, TOS/TTL copied, DF copied with ``FLAG_COPY_DF``.
+    ``OP_ICMP_UNREACH``  the packet becomes the ICMP port unreachable for its
+                         sender (from its dst, id := id), quoting it (cut to
+                         576 bytes in all); ``offsets[i]`` moves back by 28.
 
 NAT updates the IP and TCP/UDP checksums incrementally (RFC 1624; a UDP
 checksum of 0 stays 0).  A non-first fragment only has its IP header rewritten;
@@ -50,6 +53,7 @@ from pylvs._native import ffi, lib
 
 HEADROOM: int = lib.PL_HEADROOM
 IPIP_HEADER: int = lib.PL_IPIP_HEADER
+ICMP_ERROR_HEADER: int = lib.PL_ICMP_ERROR_HEADER
 
 OP_NONE: int = lib.PL_OP_NONE
 OP_NAT_IN: int = lib.PL_OP_NAT_IN
@@ -57,6 +61,7 @@ OP_NAT_OUT: int = lib.PL_OP_NAT_OUT
 OP_ICMP_NAT_IN: int = lib.PL_OP_ICMP_NAT_IN
 OP_ICMP_NAT_OUT: int = lib.PL_OP_ICMP_NAT_OUT
 OP_TUNNEL: int = lib.PL_OP_TUNNEL
+OP_ICMP_UNREACH: int = lib.PL_OP_ICMP_UNREACH
 OP_COUNT: int = lib.PL_OP_COUNT
 
 FLAG_COPY_DF: int = lib.PL_RWF_COPY_DF

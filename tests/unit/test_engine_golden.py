@@ -190,10 +190,15 @@ def test_rewrite_failure_is_a_counted_drop():
     assert sum(en.reason_counts(d.counters).values()) == 2
 
 
-def test_no_dest_when_every_server_is_quiesced():
+def test_no_dest_rejects_with_an_icmp_quote_cut_to_576_bytes():
     d = Director(TWO_CF.replace("weight = 1", "weight = 0"))
-    [(v, c, row, out)] = d.send([tcp(CLIENT, VIP, 1111, VPORT)])
-    assert (v, c, row) == (en.V_DROP, "no_dest", -1)
+    [(v, c, row, out)] = d.send([tcp(CLIENT, VIP, 1111, VPORT, "S", b"y" * 1000)])
+    assert (v, c, row) == (en.V_REJECT, "no_dest", -1)
+    icmp = IP(out)
+    assert len(out) == 576 and icmp[ICMP].type == 3 and icmp[ICMP].code == 3
+    fresh = icmp.copy()
+    del fresh.chksum, fresh[ICMP].chksum  # scapy recomputes both
+    assert bytes(IP(bytes(fresh))) == out
 
 
 def test_expire_quiescent_template():
