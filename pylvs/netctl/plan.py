@@ -1,0 +1,424 @@
+"""What netctl installs for a config: a pure function from lvs.cf to a Plan.
+
+The Plan is everything the director's kernel side needs, as data: iptables-restore text
+for the ``raw`` and ``mangle`` tables (nfqueue capture), an nftables JSON batch for the
+``netdev pylvs`` table (afpacket capture), the addresses with their lvs.cf labels and the
+sysctls.  Nothing here touches the kernel; ``pylvs.netctl.kernel`` applies a Plan.  Why
+each rule sits where it does is explained in docs/netctl.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import NamedTuple
+
+from pylvs.config.model import ANY_ADDRESS, BoundAddress, Config, VirtualServer
+
+CAPTURE_NFQUEUE, CAPTURE_AFPACKET = "nfqueue", "afpacket"
+CAPTURES = (CAPTURE_NFQUEUE, CAPTURE_AFPACKET)
+
+# Our iptables chains: every chain netctl creates starts with this prefix, so a crashed
+# director's leftovers can be found (NetCtl.clean_stale) without a state file.
+CHAIN_PREFIX = "PYLVS-"
+CHAIN_RAW = "PYLVS-RAW"  # raw PREROUTING: CT --notrack
+CHAIN_IN = "PYLVS-IN"  # mangle PREROUTING: client -> VIP traffic to NFQUEUE
+CHAIN_OUT = "PYLVS-OUT"  # mangle FORWARD: NAT replies of the real servers to NFQUEUE
+TABLES = ("raw", "mangle")  # the iptables tables we touch, in install order
+FIRST, LAST = "first", "last"  # where our jump goes in the built-in chain
+
+# The nftables table of afpacket capture (family netdev: one ingress chain per device).
+NFT_FAMILY, NFT_TABLE = "netdev", "pylvs"
+NFT_INGRESS_PRIORITY = 0  # any: AF_PACKET taps run before the ingress hook whatever it is
+NFT_CHAIN_PREFIX = "in_"
+
+QUEUE_MAX = 65535  # NFQUEUE --queue-num is 16 bits
+FTP_CONTROL_PORT = 21  # ip_vs_ctl.c FTPPORT: a port-21 service also owns its VIP's data ports
+HOST_PREFIXLEN = 32  # an unset vip_nmask / nat_nmask: the address alone (see docs/netctl.md)
+IFNAMSIZ = 16  # kernel limit incl. NUL: labels and device names are at most 15 characters
+SYSCTL_IP_FORWARD = "net.ipv4.ip_forward"
+# Per-device sysctl names are written as sysctl(8) does: dots inside a device name (VLANs,
+# eth0.100) become "/", so the name still splits into path components on ".".
+SYSCTL_ACCEPT_LOCAL = "net.ipv4.conf.{dev}.accept_local"
+# ICMP errors that may concern a forwarded connection (reference 8: from the RS side only
+# these are translated); in afpacket mode the kernel's copy of these is dropped, echo kept.
+ICMP_ERROR_TYPES = ("destination-unreachable", "source-quench", "time-exceeded")
+PROTOCOLS = ("tcp", "udp")  # a firewall-mark service may carry either
+
+
+class NetCtlError(RuntimeError):
+    """Installing, changing or removing the director's kernel state failed, or a config
+    cannot be captured as asked; the message says where and what the kernel answered."""
+
+
+class PlanError(NetCtlError, ValueError):
+    """The config cannot be captured as asked (the message names the virtual service)."""
+
+
+class FrozenMap(dict):
+    """A read-only dict (Plan.sysctls): hashable, picklable, equal to a dict of its items."""
+
+    def _readonly(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a Plan's mappings are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+    __ior__ = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+
+class Address(NamedTuple):
+    """An address netctl brings up: ``ip addr add IP/PREFIXLEN dev DEV label LABEL``."""
+
+    ip: str
+    prefixlen: int
+    dev: str
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.ip}/{self.prefixlen} dev {self.dev} label {self.label}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One of our iptables chains: its rules (iptables-restore syntax without ``-A NAME``)
+    and the built-in chain that jumps to it, first or last."""
+
+    table: str
+    name: str
+    hook: str  # built-in chain holding our jump
+    position: str  # FIRST or LAST
+    rules: tuple[str, ...]
+
+    @property
+    def jump(self) -> str:
+        """The jump rule as ``iptables -S`` prints it."""
+        return f"-A {self.hook} -j {self.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to install for one config (see plan_for).  ``str(plan)`` lists it."""
+
+    capture: str
+    queue: int | tuple[int, int]
+    fail_open: bool
+    chains: tuple[Chain, ...] = ()  # nfqueue capture
+    nft: str | None = None  # afpacket capture: JSON batch that (re)creates `netdev pylvs`
+    addresses: tuple[Address, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=FrozenMap)
+
+    @property
+    def iptables(self) -> dict[str, str]:
+        """iptables-restore --noflush text per table for a fresh install."""
+        return {t: render_restore(t, self.chains, ()) for t in self.tables}
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(t for t in TABLES if any(c.table == t for c in self.chains))
+
+    def nft_commands(self) -> list[dict]:
+        return json.loads(self.nft)["nftables"] if self.nft else []
+
+    def __str__(self) -> str:
+        q = f"{self.queue[0]}:{self.queue[1]}" if isinstance(self.queue, tuple) else str(self.queue)
+        out = [f"netctl plan: capture {self.capture}"
+               + (f", queue {q}, {'fail-open' if self.fail_open else 'fail-closed'}"
+                  if self.capture == CAPTURE_NFQUEUE else "")]
+        out.append("addresses:")
+        out += [f"  {a}" for a in self.addresses] or ["  (none)"]
+        out.append("sysctls:")
+        out += [f"  {k} = {v}" for k, v in self.sysctls.items()] or ["  (none)"]
+        for c in self.chains:
+            out.append(f"iptables -t {c.table}: {c.hook} -> {c.name} ({c.position})")
+            out += [f"  -A {c.name} {r}" for r in c.rules]
+        if self.nft:
+            out.append(f"nft: table {NFT_FAMILY} {NFT_TABLE}")
+            for cmd in self.nft_commands():
+                obj = cmd.get("add", {})
+                if "chain" in obj:
+                    ch = obj["chain"]
+                    out.append(f"  chain {ch['name']}: hook {ch['hook']} device {ch['dev']}")
+                elif "rule" in obj:
+                    out.append(f"    {describe_nft_expr(obj['rule']['expr'])}")
+        return "\n".join(out)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def render_restore(table: str, new: Iterable[Chain], old: Iterable[Chain],
+                   present_jumps: Iterable[str] = (), existing: Iterable[str] | None = None) -> str:
+    """iptables-restore --noflush text that makes `table` hold exactly our `new` chains.
+
+    `old`: our chains installed before (those not in `new` are removed); `present_jumps`:
+    our jump rules already in the table (as ``-S`` prints them); `existing`: chain names
+    that exist now (None: assume the `old` ones do).  Declaring ``:NAME`` creates or
+    flushes a chain, so a table's whole change is one COMMIT, applied atomically.  Our
+    jump to a LAST chain is deleted and appended again, so it stays after rules the
+    operator appended since (their MARK rules must run before our queueing)."""
+    new = [c for c in new if c.table == table]
+    old = [c for c in old if c.table == table]
+    present = set(present_jumps)
+    names = {c.name for c in new}
+    exists = {c.name for c in old} if existing is None else set(existing)
+    lines = [f"*{table}"]
+    for c in new:
+        lines.append(f":{c.name} - [0:0]")
+    for c in new:
+        lines += [f"-A {c.name} {r}" for r in c.rules]
+    for c in new:
+        if c.position == FIRST:
+            if c.jump not in present:
+                lines.append(f"-I {c.hook} 1 -j {c.name}")
+        else:
+            if c.jump in present:
+                lines.append(f"-D {c.hook} -j {c.name}")
+            lines.append(f"-A {c.hook} -j {c.name}")
+    for c in old:
+        if c.name in names:
+            continue
+        if c.jump in present:
+            lines.append(f"-D {c.hook} -j {c.name}")
+        if c.name in exists:
+            lines += [f"-F {c.name}", f"-X {c.name}"]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def describe_nft_expr(expr: list[dict]) -> str:
+    """A short nft-like text of a rule's JSON expressions (for listings)."""
+    parts = []
+    for e in expr:
+        if "match" in e:
+            left, right = e["match"]["left"], e["match"]["right"]
+            if "payload" in left:
+                key = f"{left['payload']['protocol']} {left['payload']['field']}"
+            else:
+                key = f"meta {left['meta']['key']}"
+            if isinstance(right, dict) and "set" in right:
+                right = "{ " + ", ".join(str(x) for x in right["set"]) + " }"
+            parts.append(f"{key} {right}")
+        else:
+            parts.append(next(iter(e)))
+    return " ".join(parts)
+
+
+def nft_batch(chains: Mapping[str, list[list[dict]]]) -> dict:
+    """The JSON batch that atomically replaces `netdev pylvs` with one ingress chain per
+    device (`chains`: device -> list of rule expressions).  ``add`` before ``delete`` makes
+    the delete succeed whether or not the table exists."""
+    table = {"family": NFT_FAMILY, "name": NFT_TABLE}
+    cmds: list[dict] = [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}},
+                        {"add": {"table": dict(table)}}]
+    for dev, rules in chains.items():
+        name = NFT_CHAIN_PREFIX + dev
+        cmds.append({"add": {"chain": {"family": NFT_FAMILY, "table": NFT_TABLE, "name": name,
+                                       "type": "filter", "hook": "ingress", "dev": dev,
+                                       "prio": NFT_INGRESS_PRIORITY, "policy": "accept"}}})
+        for expr in rules:
+            cmds.append({"add": {"rule": {"family": NFT_FAMILY, "table": NFT_TABLE, "chain": name,
+                                          "expr": expr}}})
+    return {"nftables": cmds}
+
+
+def nft_delete_batch() -> dict:
+    """The JSON batch that removes `netdev pylvs` whether or not it exists."""
+    table = {"family": NFT_FAMILY, "name": NFT_TABLE}
+    return {"nftables": [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]}
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+def _prefixlen(mask: IPv4Address, what: str) -> int:
+    if mask == ANY_ADDRESS:
+        return HOST_PREFIXLEN
+    try:
+        return IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    except ValueError:
+        raise PlanError(f"{what}: netmask {mask} is not contiguous") from None
+
+
+def _address(bound: BoundAddress, mask: IPv4Address, what: str) -> Address:
+    label = bound.device
+    dev = label.split(":", 1)[0]
+    if not dev or not 0 < len(label) < IFNAMSIZ:
+        raise PlanError(f"{what}: device {label!r} is not a usable interface[:alias] name "
+                        f"(1..{IFNAMSIZ - 1} characters)")
+    return Address(str(bound.ip), _prefixlen(mask, what), dev, label)
+
+
+def _rport(config: Config, v: VirtualServer, port: int | None) -> int:
+    """The port a real server answers from (as pylvs.dataplane.tables.dest_port: DR and
+    tunnelling force the virtual port)."""
+    if config.network != "nat" or port is None:
+        return v.port
+    return port
+
+
+def _all_ports(v: VirtualServer) -> bool:
+    """Port 0, and FTP (port 21: its data connections use other ports of the VIP),
+    capture every port of the protocol."""
+    return v.port == 0 or (v.protocol == "tcp" and v.port == FTP_CONTROL_PORT)
+
+
+def _dedupe(items: Iterable) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def _l4(proto: str, port_opt: str, port: int | None) -> str:
+    s = f"-p {proto}"
+    if port is not None:
+        s += f" -m {proto} {port_opt} {port}"
+    return s
+
+
+def _rip_matches(config: Config, v: VirtualServer) -> list[tuple[str, str]]:
+    """(rip, match) for the real servers' replies of one NAT service."""
+    rips: list[tuple[str, int | None]] = []
+    for s in v.servers:
+        if s.active and s.address is not None:
+            rips.append((str(s.address), _rport(config, v, s.port)))
+    if v.sorry_server is not None:  # lvsd adds SORRY:VPORT when every server is down
+        rips.append((str(v.sorry_server), v.port))
+    out = []
+    for rip, port in rips:
+        if v.fwmark:  # marks may bundle any ports of either protocol
+            out += [(rip, _l4(p, "--sport", None)) for p in PROTOCOLS]
+        elif _all_ports(v):
+            out.append((rip, _l4(v.protocol, "--sport", None)))
+        else:
+            out.append((rip, _l4(v.protocol, "--sport", port)))
+    return out
+
+
+def _queue_target(queue: int | tuple[int, int], fail_open: bool) -> str:
+    if isinstance(queue, tuple):
+        lo, hi = queue
+        if not 0 <= lo < hi <= QUEUE_MAX:
+            raise PlanError(f"queue balance {lo}:{hi}: need 0 <= first < last <= {QUEUE_MAX}")
+        t = f"-j NFQUEUE --queue-balance {lo}:{hi}"
+    else:
+        if not 0 <= queue <= QUEUE_MAX:
+            raise PlanError(f"queue {queue}: NFQUEUE numbers are 0..{QUEUE_MAX}")
+        t = f"-j NFQUEUE --queue-num {queue}"
+    return t + (" --queue-bypass" if fail_open else "")
+
+
+def _nfqueue_chains(config: Config, virtuals: tuple[VirtualServer, ...], target: str) -> tuple[Chain, ...]:
+    vips = _dedupe(str(v.vip) for v in virtuals if v.vip is not None)
+    nat = config.network == "nat"
+    notrack = [f"-d {vip}/32 -j CT --notrack" for vip in vips]
+    queue_in: list[str] = []
+    for v in virtuals:
+        if v.fwmark:
+            queue_in.append(f"-m mark --mark {v.fwmark} {target}")
+        elif v.vip is not None:
+            port = None if _all_ports(v) else v.port
+            queue_in.append(f"-d {v.vip}/32 {_l4(v.protocol, '--dport', port)} {target}")
+    queue_in += [f"-d {vip}/32 -p icmp {target}" for vip in vips]
+    chains = []
+    if nat:
+        replies = [m for v in virtuals for m in _rip_matches(config, v)]
+        rips = _dedupe(rip for rip, _ in replies)
+        # Replies to the director itself (health checks) stay tracked: only forwarded ones.
+        notrack += [f"-s {rip}/32 {m} -m addrtype ! --dst-type LOCAL -j CT --notrack"
+                    for rip, m in _dedupe(replies)]
+        notrack += [f"-s {rip}/32 -p icmp -m addrtype ! --dst-type LOCAL -j CT --notrack" for rip in rips]
+        queue_out = [f"-s {rip}/32 {m} {target}" for rip, m in _dedupe(replies)]
+        queue_out += [f"-s {rip}/32 -p icmp {target}" for rip in rips]
+    chains.append(Chain("raw", CHAIN_RAW, "PREROUTING", FIRST, _dedupe(notrack)))
+    chains.append(Chain("mangle", CHAIN_IN, "PREROUTING", LAST, _dedupe(queue_in)))
+    if nat:
+        chains.append(Chain("mangle", CHAIN_OUT, "FORWARD", LAST, _dedupe(queue_out)))
+    return tuple(chains)
+
+
+def _m(left: dict, right: object) -> dict:
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+def _ingress_rules(v: VirtualServer) -> list[list[dict]]:
+    base = [_m({"meta": {"key": "protocol"}}, "ip"),
+            _m({"payload": {"protocol": "ip", "field": "daddr"}}, str(v.vip)),
+            _m({"meta": {"key": "l4proto"}}, v.protocol)]
+    if not _all_ports(v):
+        base.append(_m({"payload": {"protocol": "th", "field": "dport"}}, v.port))
+    return [base + [{"drop": None}]]
+
+
+def _icmp_rule(vip: str) -> list[dict]:
+    return [_m({"meta": {"key": "protocol"}}, "ip"),
+            _m({"payload": {"protocol": "ip", "field": "daddr"}}, vip),
+            _m({"meta": {"key": "l4proto"}}, "icmp"),
+            _m({"payload": {"protocol": "icmp", "field": "type"}}, {"set": list(ICMP_ERROR_TYPES)}),
+            {"drop": None}]
+
+
+def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str = CAPTURE_NFQUEUE,
+             fail_open: bool = True) -> Plan:
+    """The Plan for the active virtual services of `config` (a pure function).
+
+    queue: NFQUEUE number (or (first, last) for --queue-balance); fail_open: packets pass
+    to the kernel (--queue-bypass) when no program listens on the queue; capture:
+    "nfqueue" (all forwarding methods) or "afpacket" (direct routing and tunnelling)."""
+    if capture not in CAPTURES:
+        raise PlanError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
+    virtuals = config.active_virtuals()
+    nat = config.network == "nat"
+    if capture == CAPTURE_AFPACKET and nat:
+        raise PlanError("afpacket capture is for network = direct or tunnel; NAT needs nfqueue "
+                        "(the replies must be rewritten after routing)")
+
+    addresses: dict[str, Address] = {}
+    if nat and config.nat_router is not None:
+        a = _address(config.nat_router, config.nat_nmask, "nat_router")
+        addresses[a.ip] = a
+    for v in virtuals:
+        if v.address is not None and str(v.address.ip) not in addresses:  # pulse dedupes by address
+            a = _address(v.address, v.vip_nmask, f"virtual {v.name!r}")
+            addresses[a.ip] = a
+
+    sysctls: dict[str, str] = {}
+    chains: tuple[Chain, ...] = ()
+    nft = None
+    if capture == CAPTURE_NFQUEUE:
+        target = _queue_target(queue, fail_open)
+        if virtuals:
+            chains = _nfqueue_chains(config, virtuals, target)
+        if config.network in ("nat", "tunnel"):  # the kernel forwards the rewritten packet
+            sysctls[SYSCTL_IP_FORWARD] = "1"
+        if config.network == "tunnel":
+            # The verdict's outer header has the director's own address as its source, and it
+            # is routed as if received on the VIP's device: a martian there unless that
+            # device accepts local sources (docs/netctl.md).
+            for v in virtuals:
+                if v.address is not None:
+                    dev = v.address.device.split(":", 1)[0].replace(".", "/")
+                    sysctls[SYSCTL_ACCEPT_LOCAL.format(dev=dev)] = "1"
+    else:
+        per_dev: dict[str, list[list[dict]]] = {}
+        icmp_done: set[str] = set()
+        for v in virtuals:
+            if v.fwmark:
+                raise PlanError(
+                    f"virtual {v.name!r} is a firewall-mark service (fwmark = {v.fwmark}): marks are "
+                    "set by mangle rules after AF_PACKET has seen the frame, so afpacket capture "
+                    "cannot serve it; use capture nfqueue")
+            if v.address is None:
+                continue
+            dev = v.address.device.split(":", 1)[0]
+            rules = per_dev.setdefault(dev, [])
+            rules += [r for r in _ingress_rules(v) if r not in rules]
+            if str(v.vip) not in icmp_done:
+                icmp_done.add(str(v.vip))
+                rules.append(_icmp_rule(str(v.vip)))
+        if per_dev:
+            nft = json.dumps(nft_batch(per_dev), sort_keys=True)
+    return Plan(capture=capture, queue=queue, fail_open=fail_open, chains=chains, nft=nft,
+                addresses=tuple(addresses.values()), sysctls=FrozenMap(sysctls))
