@@ -55,6 +55,7 @@ ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
 ETH_P_IP = 0x0800
 ETH_HLEN = 14
 NEIGHBOUR_REFRESH = 30.0  # seconds between re-resolutions of real-server MACs
+NEIGHBOUR_RETRY = 2.0  # at most this often for a MAC a packet found missing
 UNREACHABLE_ADDR = ("192.0.2.0", 9)  # TEST-NET-1: only used for a route lookup, nothing is sent
 
 
@@ -81,16 +82,20 @@ def source_address_towards(addr: str) -> int:
 @dataclass
 class Neighbours:
     """Real-server MACs for DR/TUN frames: resolved in the control thread, read in the
-    dataplane thread (a dict swap is atomic under the GIL)."""
+    dataplane thread (a dict swap is atomic under the GIL).  Keyed by the real server's
+    address, which ``row_addr`` reads from the dest row (a DR packet's own destination
+    is the VIP; a tunnelled one's outer destination is the RIP)."""
 
     lookup: Callable[[str], Any]  # netctl.neighbour
+    row_addr: Callable[[int], int]  # dest row -> real-server address (host order)
     table: dict[int, tuple[int, bytes, bytes]] = field(default_factory=dict)
     missing: set[int] = field(default_factory=set)
 
-    def resolve(self, dest_row: int, dst_ip: int) -> tuple[int, bytes, bytes] | None:
-        got = self.table.get(int(dst_ip))
+    def resolve(self, dest_row: int, dst_ip: int = 0) -> tuple[int, bytes, bytes] | None:
+        addr = self.row_addr(int(dest_row))
+        got = self.table.get(addr)
         if got is None:
-            self.missing.add(int(dst_ip))
+            self.missing.add(addr)
         return got
 
     def refresh(self, addrs) -> None:
@@ -179,7 +184,7 @@ class Director:
         self.ctl.apply(plan)
         try:
             if config.network in ("direct", "tunnel"):
-                self.neighbours = Neighbours(self.ctl.neighbour)
+                self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
                 self.neighbours.refresh(dest_addresses(fwd.tables))
             self.adapter = self._make_adapter(config)
             self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
@@ -195,6 +200,9 @@ class Director:
         from pylvs.dataplane import tables as tb
 
         return tb.compile(config)
+
+    def _row_addr(self, row: int) -> int:
+        return int(self.fwd.tables.dest[row, ADDR])
 
     def _tunnel_src(self, config: Config) -> int:
         if config.network != "tunnel":
@@ -250,12 +258,11 @@ class Director:
     def _io_name(self, config: Config) -> str:
         if self.io != "auto":
             return self.io
-        try:
-            from pylvs.dataplane.io import nfq_native
-
-            return "nfq-native" if nfq_native.available() else "nfqueue"
-        except ImportError:
+        try:  # built with the package whenever libnetfilter_queue was there to link against
+            from pylvs.dataplane.io import nfq_native  # noqa: F401
+        except (ImportError, AttributeError):
             return "nfqueue"
+        return "nfq-native"
 
     def _make_adapter(self, config: Config) -> Any:
         name = self._io_name(config)
@@ -295,9 +302,8 @@ class Director:
         self.dr_unresolved = 0
 
         def on_dr(batch: en.Batch, idx: np.ndarray, dest_rows: np.ndarray) -> None:
-            dest = self.fwd.tables.dest
             for i, row in zip(idx.tolist(), dest_rows.tolist(), strict=True):
-                got = neighbours.resolve(row, int(dest[row, ADDR]))
+                got = neighbours.resolve(row)
                 if got is None:
                     self.dr_unresolved += 1
                     continue
@@ -322,6 +328,7 @@ class Director:
         """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1)."""
         next_est = next_status = next_neigh = self.clock()
         next_gc = next_est + GC_INTERVAL
+        next_miss = next_est
         code = 0
         while True:
             self.wake.wait(CONTROL_WAKEUP)
@@ -343,9 +350,10 @@ class Director:
             if now >= next_gc:
                 self.fwd.collect_garbage()
                 next_gc = now + GC_INTERVAL
-            if self.neighbours is not None and (now >= next_neigh or self.neighbours.missing):
-                self.neighbours.refresh(dest_addresses(self.fwd.tables))
+            if self.neighbours is not None and (now >= next_neigh or (self.neighbours.missing and now >= next_miss)):
+                self.neighbours.refresh(dest_addresses(self.fwd.tables))  # control thread: may wait
                 next_neigh = now + NEIGHBOUR_REFRESH
+                next_miss = now + NEIGHBOUR_RETRY
             if self.status_path and now >= next_status:
                 self.write_status()
                 next_status = now + STATUS_INTERVAL

@@ -143,8 +143,9 @@ def test_fos_mode_is_refused(tmp_path):
     cf = tmp_path / "lvs.cf"
     cf.write_text(HEAD.format(network="nat").replace("service = lvs", "service = fos"))
     d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter})
-    with pytest.raises(DirectorError, match="LVS mode only"):
+    with pytest.raises((dg.ConfigError, DirectorError), match="fos|FOS|LVS mode"):
         d.start()
+    assert d.ctl.actions == []
 
 
 def test_signals_drive_reload_and_stop(director, tmp_path):
