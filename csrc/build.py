@@ -4,7 +4,8 @@ Every ``csrc/*.c`` is compiled into the one extension module.  Every
 ``csrc/*.h`` is its public face: it holds only declarations that cffi's
 ``cdef`` can read, plus include guards.  Lines that start with ``#`` are
 dropped before ``cdef`` (cffi does not run the preprocessor), so adding a
-helper means adding a ``.c`` and a ``.h``; this file never changes.
+helper means adding a ``.c`` and a ``.h``; this file never changes, except
+for :data:`LIBRARIES` when a helper links a system library.
 """
 
 from pathlib import Path
@@ -14,6 +15,9 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 HEADERS = sorted(HERE.glob("*.h"))
 SOURCES = sorted(HERE.glob("*.c"))
+# System libraries the helpers link (Debian: libnetfilter-queue-dev, libmnl-dev).
+# nfq.c: the NFQUEUE socket (libmnl) and its config/verdict headers (libnetfilter_queue).
+LIBRARIES = ["netfilter_queue", "mnl"]
 
 
 def _cdef_text(header: Path) -> str:
@@ -29,6 +33,7 @@ ffibuilder.set_source(
     "\n".join(f'#include "{h.name}"' for h in HEADERS),
     sources=[str(s.relative_to(HERE.parent)) for s in SOURCES],
     include_dirs=[str(HERE)],
+    libraries=LIBRARIES,
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
 )
 
