@@ -15,7 +15,7 @@ APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
-.PHONY: test test-unit test-netns demo deps apt-deps bench lint clean
+.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward lint clean
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -33,6 +33,16 @@ demo: deps
 
 bench: deps
 	$(PY) -m pytest bench --benchmark-only $(PYTEST_ARGS)
+
+# The forwarding benchmark (bench/forward): kernel forwarding, nftables DNAT, HAProxy and
+# pylvs in one lab, interleaved runs, medians, ratios; its own load generators and
+# reference forwarders come from apt.  As root, e.g. BENCH_FORWARD_ARGS="--quick".
+BENCH_FORWARD_APT := wrk iperf3 haproxy nginx-light build-essential
+BENCH_FORWARD_ARGS ?=
+
+bench-forward: deps
+	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="$(BENCH_FORWARD_APT)"
+	$(PY) -m bench.forward $(BENCH_FORWARD_ARGS)
 
 lint: deps
 	$(PY) -m pip install -q ruff
