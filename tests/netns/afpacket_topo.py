@@ -1,0 +1,177 @@
+"""Helpers of tests/netns/test_io_afpacket.py: the lvs.cf texts for the lab, the netdev
+ingress drop rule, and (run as a script inside the director's namespace) a small director
+around AfPacketIO.
+
+    python tests/netns/afpacket_topo.py -c lvs.cf --in eth0 --out eth1 [--tunnel-src IP]
+                                        [--neigh IP=MAC ...] [--no-filter]
+
+prints ``ready`` once the engine is compiled and the socket is open, forwards until
+SIGTERM, then prints one JSON line: the adapter's stats, the engine's reason counters and
+the CPU seconds the process used.  Neighbours: ``--neigh`` entries, else the lab's
+deterministic MACs (10.77.S.H -> 02:77:00:00:SS:HH, pylvs.lab.topology).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+
+LAB_NET = ipaddress.IPv4Network("10.77.0.0/16")
+NO_SUCH_IFINDEX = 0x7FFFFFF0
+
+HEAD = """serial_no = 1
+primary = 10.77.1.1
+primary_private = 10.77.2.1
+service = lvs
+backup_active = 0
+backup = 0.0.0.0
+heartbeat_port = 539
+keepalive = 2
+deadtime = 6
+network = {network}
+"""
+
+
+def lab_cf(network: str, vip: str, rips: list[str], names: list[str], http_port: int = 80,
+           udp_port: int = 9000) -> str:
+    """An lvs.cf for the lab: HTTP (TCP) and the UDP echo on the VIP, rr over the servers."""
+    def virtual(name: str, port: int, proto: str) -> str:
+        servers = "".join(f"""     server {n} {{
+         address = {rip}
+         active = 1
+         weight = 1
+     }}
+""" for n, rip in zip(names, rips, strict=True))
+        return f"""virtual {name} {{
+     active = 1
+     address = {vip} eth0:1
+     vip_nmask = 255.255.255.255
+     port = {port}
+     protocol = {proto}
+     scheduler = rr
+{servers}}}
+"""
+    return HEAD.format(network=network) + virtual("www", http_port, "tcp") + virtual("echo", udp_port, "udp")
+
+
+def ingress_drop_commands(table: str, dev: str, matches: list[str]) -> list[list[str]]:
+    """nft commands dropping the kernel's copy of service traffic at netdev ingress (what
+    netctl installs for AF_PACKET directors; AF_PACKET taps see the frames before it).
+    ``matches``: one nft match per rule, e.g. ``"ip daddr 10.77.1.100 tcp dport 80"``."""
+    cmds = [["nft", "add", "table", "netdev", table],
+            ["nft", "add", "chain", "netdev", table, "in",
+             f"{{ type filter hook ingress device {dev} priority 0; }}"]]
+    for m in matches:
+        cmds.append(["nft", "add", "rule", "netdev", table, "in", *m.split(), "drop"])
+    return cmds
+
+
+def lab_mac(ip: int) -> bytes | None:
+    addr = ipaddress.IPv4Address(ip)
+    if addr not in LAB_NET:
+        return None
+    return bytes([0x02, 0x77, 0, 0]) + addr.packed[2:]
+
+
+def frame_sender_probe(ifname: str, frames: list[bytes]) -> dict:
+    """Run inside a namespace (``lab.call``): FrameSender.send for the first frame,
+    send_batch for the rest, one send to an interface that does not exist."""
+    from pylvs.dataplane.io.afpacket import FrameSender
+
+    index = socket.if_nametoindex(ifname)
+    with FrameSender() as sender:
+        first = sender.send(index, frames[0])
+        sent, errors = sender.send_batch([(index, memoryview(f)) for f in frames[1:]])
+        missing = sender.send(NO_SUCH_IFINDEX, frames[0])
+        return {"first": first, "sent": sent, "errors": errors, "missing": missing,
+                "mac": sender.mac(index).hex(":"), "mtu": sender.mtu(index)}
+
+
+def dr_sender_probe(ifname: str, packets: list[bytes], dst_mac: str) -> dict:
+    """Run inside a namespace: the packets as one engine batch, all handed to DrSender as
+    V_DR rows (row 0 unresolvable), as an NFQUEUE adapter's on_dr would."""
+    import numpy as np
+
+    from pylvs.dataplane import engine as en
+    from pylvs.dataplane.io.afpacket import DrSender
+
+    index = socket.if_nametoindex(ifname)
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        own = bytes.fromhex(f.read().strip().replace(":", ""))
+    mac = bytes.fromhex(dst_mac.replace(":", ""))
+    dr = DrSender(lambda row, dst: None if row == 0 else (index, own, mac))
+    batch = en.batch_from_packets(packets)
+    dr(batch, np.arange(batch.n), np.arange(batch.n, dtype=np.int64))
+    dr.close()
+    return dr.stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pylvs.config import load
+    from pylvs.dataplane import conntab
+    from pylvs.dataplane import engine as en
+    from pylvs.dataplane import tables as tb
+    from pylvs.dataplane.io.afpacket import AfPacketIO
+    from pylvs.dataplane.io.replay import engine_handle
+    from pylvs.sched import ADDR
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-c", "--config", required=True)
+    ap.add_argument("--in", dest="in_if", default="eth0")
+    ap.add_argument("--out", dest="out_if", default="eth1")
+    ap.add_argument("--tunnel-src", default=None)
+    ap.add_argument("--neigh", action="append", default=[], help="IP=MAC")
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--no-filter", action="store_true", help="no BPF VIP filter: sort frames in Python")
+    args = ap.parse_args(argv)
+
+    config = load(args.config)
+    tables = tb.compile(config)
+    ct = en.attach(conntab.create(1 << 16, 1), tables)
+    counters = en.new_counters(tables)
+    tunnel_src = int(ipaddress.IPv4Address(args.tunnel_src or config.primary_private_address))
+    handle = engine_handle(tables, ct, counters, tunnel_src=tunnel_src)
+    # Compile the numba kernels before reporting ready (an empty batch runs them).
+    handle(en.batch_from_packets([], rows=1))
+    neigh = {}
+    for item in args.neigh:
+        ip, _, mac = item.partition("=")
+        neigh[int(ipaddress.IPv4Address(ip))] = bytes.fromhex(mac.replace(":", ""))
+    out_index = socket.if_nametoindex(args.out_if)
+    with open(f"/sys/class/net/{args.out_if}/address") as f:
+        out_mac = bytes.fromhex(f.read().strip().replace(":", ""))
+
+    def resolve(row: int, dst: int):
+        # On-link real servers: the next hop is the RIP itself (DR, and TUN in the lab).
+        rip = int(tables.dest[row, ADDR]) if row >= 0 else dst
+        mac = neigh.get(rip) or lab_mac(rip)
+        return None if mac is None else (out_index, out_mac, mac)
+
+    vips = {int(v.address.ip) for v in config.virtuals if v.address is not None}
+    stop = threading.Event()
+    io = AfPacketIO(args.in_if, handle, resolve, rows=args.rows, vips=None if args.no_filter else vips)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+
+    def report(*_: object) -> None:
+        print(json.dumps({"io": io.stats(), "reasons": en.reason_counts(counters),
+                          "cpu": time.process_time() - cpu0, "wall": time.monotonic() - wall0}), flush=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, report)  # a snapshot while running
+    print("ready", flush=True)
+    try:
+        io.run(stop, poll=0.1)
+    finally:
+        io.close()
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
