@@ -36,12 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import adjusted, check_file
 from pylvs.config.model import Config
-from pylvs.dataplane import engine as en
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.sched import ADDR
@@ -52,8 +49,6 @@ IO_CHOICES = ("auto", "nfq-native", "nfqueue", "afpacket")
 STATUS_INTERVAL = 1.0  # seconds between status-file writes
 CONTROL_WAKEUP = 0.25  # control loop granularity (signals are noticed within this)
 ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
-ETH_P_IP = 0x0800
-ETH_HLEN = 14
 NEIGHBOUR_REFRESH = 30.0  # seconds between re-resolutions of real-server MACs
 NEIGHBOUR_RETRY = 2.0  # at most this often for a MAC a packet found missing
 UNREACHABLE_ADDR = ("192.0.2.0", 9)  # TEST-NET-1: only used for a route lookup, nothing is sent
@@ -147,6 +142,7 @@ class Director:
         self.pending: set[str] = set()  # signals noticed, handled by the control loop
         self.reloads = 0
         self.failed_reloads = 0
+        self.senders: list[Any] = []  # DR and reject senders beside an NFQUEUE adapter
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
@@ -238,6 +234,8 @@ class Director:
                 log.error("the dataplane thread did not stop within %.0f s", ADAPTER_JOIN_TIMEOUT)
         if self.adapter is not None and hasattr(self.adapter, "close"):
             self.adapter.close()
+        for sender in self.senders:
+            sender.close()
         if self.ctl is not None:
             self.ctl.teardown()
         if self.status_path:
@@ -281,39 +279,23 @@ class Director:
                 raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
             vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
-        on_dr = self._dr_sender() if config.network == "direct" else None
+        from pylvs.dataplane.io.afpacket import DrSender
+        from pylvs.dataplane.io.rawip import RejectSender
+
+        # DR packets leave as frames (AF_PACKET): they must fit the link, so the queue
+        # hands them over segmented (no GSO); NAT and tunnel verdicts go back whole.
+        on_dr = DrSender(self.neighbours.resolve) if config.network == "direct" else None
+        on_reject = RejectSender()
+        self.senders = [x for x in (on_dr, on_reject) if x is not None]
+        gso = config.network != "direct"
         if name == "nfq-native":
             from pylvs.dataplane.io.nfq_native import NativeQueue
 
-            return NativeQueue(self.queue, handle, fail_open=self.fail_open, on_dr=on_dr)
+            return NativeQueue(self.queue, handle, fail_open=self.fail_open, gso=gso, on_dr=on_dr,
+                               on_reject=on_reject)  # fmt: skip
         from pylvs.dataplane.io.nfqueue import PacketQueue
 
-        return PacketQueue(self.queue, handle, on_dr=on_dr)
-
-    def _dr_sender(self) -> Callable[..., None]:
-        """on_dr for the NFQUEUE adapters: each packet becomes a frame to its real
-        server's MAC, built in the headroom in front of it, sent on the server's link."""
-        from pylvs.dataplane.io.afpacket import FrameSender
-
-        sender = FrameSender()
-        neighbours = self.neighbours
-        assert neighbours is not None
-        ethertype = struct.pack("!H", ETH_P_IP)
-        self.dr_unresolved = 0
-
-        def on_dr(batch: en.Batch, idx: np.ndarray, dest_rows: np.ndarray) -> None:
-            for i, row in zip(idx.tolist(), dest_rows.tolist(), strict=True):
-                got = neighbours.resolve(row)
-                if got is None:
-                    self.dr_unresolved += 1
-                    continue
-                ifindex, src, dst = got
-                off, n = int(batch.off[i]), int(batch.lens[i])
-                start = off - ETH_HLEN
-                batch.buf[i, start:off] = np.frombuffer(dst + src + ethertype, dtype=np.uint8)
-                sender.send(ifindex, batch.buf[i, start:off + n])
-
-        return on_dr
+        return PacketQueue(self.queue, handle, fail_open=self.fail_open, on_dr=on_dr, on_reject=on_reject)
 
     # -- the control thread ----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -364,7 +346,8 @@ class Director:
         snap = self.fwd.snapshot()
         snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,
                     reloads=self.reloads, failed_reloads=self.failed_reloads,
-                    adapter=self.adapter.stats() if hasattr(self.adapter, "stats") else {})  # fmt: skip
+                    adapter=self.adapter.stats() if hasattr(self.adapter, "stats") else {},
+                    senders={type(x).__name__: dict(x.stats) for x in self.senders})  # fmt: skip
         return snap
 
     def write_status(self) -> None:

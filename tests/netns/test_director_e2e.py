@@ -53,6 +53,16 @@ def echo_from(lab, host="client1", port=UDP_PORT) -> str:
     return lab.udp_echo(host, topo.VIP, b"ping", port=port).decode().split()[0]
 
 
+def settled_status(d: LabDirector, check, timeout: float = 5.0) -> dict:
+    """The status once ``check(status)`` holds (the file is rewritten every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = d.status()
+        if check(s) or time.monotonic() > deadline:
+            return s
+        time.sleep(0.1)
+
+
 def http_and_udp(lab) -> list[Service]:
     return [Service(scheduler="rr"), Service(name="echo", port=UDP_PORT, protocol="udp", scheduler="rr")]
 
@@ -138,8 +148,10 @@ def test_wlc_balances_long_lived_connections(make_lab, director):
     try:
         got = Counter(ask(s) for s in held)
         assert [got[rs.name] for rs in lab.real_servers] == [2, 2, 4]
-        [svc] = d.status()["services"]
-        assert sorted(x["active"] for x in svc["dests"]) == [2, 2, 4]
+        def active(s):
+            return sorted(x["active"] for x in s["services"][0]["dests"])
+
+        assert active(settled_status(d, lambda s: active(s) == [2, 2, 4])) == [2, 2, 4]
     finally:
         for s in held:
             s.close()
@@ -232,3 +244,15 @@ def test_100_mb_through_nat_arrives_intact(make_lab, director):
             got.update(chunk)
             n += len(chunk)
     assert n == size and got.hexdigest() == want.hexdigest()
+
+
+def test_no_server_left_answers_port_unreachable(make_lab, director):
+    """Every server at weight 0: the director answers the SYN with ICMP port unreachable
+    (ip_vs_leave), so the client's connect fails at once instead of timing out."""
+    lab = make_lab("nat", real_servers=2)
+    director(lab, lvs_cf(lab, [Service(scheduler="wlc", weights=[0, 0])]))
+    s = lab.socket("client1")
+    with s:
+        s.settimeout(3)
+        with pytest.raises(ConnectionRefusedError):
+            s.connect((topo.VIP, topo.HTTP_PORT))

@@ -12,6 +12,8 @@ V_TUNNEL    the same, 20 bytes longer (the IPIP header): nfqnl_mangle grows the 
             tests/netns/test_io_nfqueue.py captures the encapsulated packet
 V_DR        ``on_dr(batch, idx, dest_rows)`` sends it (AF_PACKET), then NF_DROP; without
             ``on_dr``: NF_DROP, counted in ``dr_without_sender``
+V_REJECT    ``on_reject(batch, idx)`` sends the ICMP error the packet became (rawip), then
+            NF_DROP; without ``on_reject``: NF_DROP, counted in ``reject_without_sender``
 other       NF_DROP (no engine verdict has another value; never forward the unknown)
 =========== ============================================================================
 """
@@ -35,6 +37,7 @@ _ACTION_OF[en.V_DROP] = DROP
 _ACTION_OF[en.V_NAT] = ACCEPT_PAYLOAD
 _ACTION_OF[en.V_TUNNEL] = ACCEPT_PAYLOAD
 _ACTION_OF[en.V_DR] = DROP
+_ACTION_OF[en.V_REJECT] = DROP
 
 # Row stride.  Without GSO the kernel hands over packets of at most the MTU (veth and
 # Ethernet: 1500), so the engine's 2 KiB rows hold them with headroom.  With
@@ -50,6 +53,7 @@ STRIDE_GSO = -(-(rw.HEADROOM + IPV4_MAX + NETLINK_META) // PAGE) * PAGE
 STRIDE_PLAIN = en.STRIDE_DEFAULT
 
 OnDr = Callable[[en.Batch, np.ndarray, np.ndarray], None]
+OnReject = Callable[[en.Batch, np.ndarray], None]
 Handle = Callable[[en.Batch], en.Verdicts]
 
 STAT_KEYS = (
@@ -60,6 +64,8 @@ STAT_KEYS = (
     "mangled",            # NF_ACCEPT with a payload (NAT, TUNNEL)
     "dr_sent",            # DR packets handed to on_dr
     "dr_without_sender",  # DR packets dropped: no on_dr
+    "rejected",           # V_REJECT packets handed to on_reject (ICMP port unreachable)
+    "reject_without_sender",  # V_REJECT packets dropped: no on_reject
     "recv_errors",        # receive errors, ENOBUFS (socket buffer overflow) included
     "gso_packets",        # GSO super-packets received whole
     "csum_fixed",         # partial L4 checksums completed before the engine
@@ -109,6 +115,19 @@ def hand_off_dr(batch: en.Batch, verdicts: en.Verdicts, on_dr: OnDr | None, stat
         return
     on_dr(batch, idx, verdicts.dest_row[idx])
     stats["dr_sent"] += int(idx.size)
+
+
+def hand_off_reject(batch: en.Batch, verdicts: en.Verdicts, on_reject: OnReject | None,
+                    stats: dict[str, int]) -> None:  # fmt: skip
+    """Give the batch's V_REJECT packets (now ICMP errors) to ``on_reject``."""
+    idx = np.flatnonzero(verdicts.verdict[: batch.n] == en.V_REJECT)
+    if idx.size == 0:
+        return
+    if on_reject is None:
+        stats["reject_without_sender"] += int(idx.size)
+        return
+    on_reject(batch, idx)
+    stats["rejected"] += int(idx.size)
 
 
 def check_verdicts(verdicts: en.Verdicts, n: int) -> None:

@@ -64,9 +64,11 @@ class NativeQueue:
     """One NFQUEUE queue, batched (see the module docstring)."""
 
     def __init__(self, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
-                 gso: bool = True, on_dr: vd.OnDr | None = None, rcvbuf: int = 64 << 20, maxlen: int = 8192,
+                 gso: bool = True, on_dr: vd.OnDr | None = None, on_reject: vd.OnReject | None = None,
+                 rcvbuf: int = 64 << 20, maxlen: int = 8192,
                  stride: int | None = None) -> None:
         self._setup(queue_num, handle, rows, fail_open, gso, on_dr, stride)
+        self.on_reject = on_reject
         flags = (lib.PL_NFQ_F_FAIL_OPEN if fail_open else 0) | (lib.PL_NFQ_F_GSO if gso else 0)
         err = ffi.new("int *")
         q = lib.pl_nfq_open(queue_num, flags, maxlen, rcvbuf, rows, err)
@@ -102,6 +104,7 @@ class NativeQueue:
         self.queue_num = queue_num
         self.handle = handle
         self.on_dr = on_dr
+        self.on_reject: vd.OnReject | None = None  # set by __init__ (the director's RejectSender)
         self.fail_open = fail_open
         self.gso = gso
         self.rows = rows
@@ -162,6 +165,7 @@ class NativeQueue:
                 verdicts = self.handle(batch)
                 vd.check_verdicts(verdicts, batch.n)
                 vd.hand_off_dr(batch, verdicts, self.on_dr, self._stats)
+                vd.hand_off_reject(batch, verdicts, self.on_reject, self._stats)
             except BaseException:
                 self._stats["handler_errors"] += 1
                 self.send(batch, None)

@@ -73,9 +73,11 @@ class PacketQueue:
     """One NFQUEUE queue, one packet at a time (see the module docstring)."""
 
     def __init__(self, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
-                 gso: bool = True, on_dr: vd.OnDr | None = None, rcvbuf: int = 64 << 20,
+                 gso: bool = True, on_dr: vd.OnDr | None = None, on_reject: vd.OnReject | None = None,
+                 rcvbuf: int = 64 << 20,
                  maxlen: int = 8192) -> None:
         self._setup(queue_num, handle, rows, fail_open, on_dr)
+        self.on_reject = on_reject
         self._nfq = NetfilterQueue()
         try:
             self._nfq.bind(queue_num, self._on_packet, max_len=maxlen, sock_len=rcvbuf)
@@ -96,6 +98,7 @@ class PacketQueue:
         self.queue_num = queue_num
         self.handle = handle
         self.on_dr = on_dr
+        self.on_reject: vd.OnReject | None = None  # set by __init__ (the director's RejectSender)
         self.fail_open = fail_open
         self.gso = False  # not offered by the binding (module docstring)
         self.rows = rows
@@ -130,6 +133,7 @@ class PacketQueue:
             verdicts = self.handle(batch)
             vd.check_verdicts(verdicts, 1)
             vd.hand_off_dr(batch, verdicts, self.on_dr, st)
+            vd.hand_off_reject(batch, verdicts, self.on_reject, st)
             act = int(vd.actions(verdicts.verdict[:1])[0])
         except BaseException as exc:  # noqa: BLE001 -- re-raised by run(); the packet needs a verdict now
             st["handler_errors"] += 1
