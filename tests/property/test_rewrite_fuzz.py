@@ -119,7 +119,7 @@ def fuzz_rows(draw) -> tuple[bytes, tuple, int, int]:
     else:
         valid = bytes(draw(tcp_udp_packets())) if source == "tcp_udp" else draw(icmp_errors())
         raw = _mangle(draw, valid)[:MAX_PACKET]
-        suits = (NAT_KINDS if source == "tcp_udp" else ICMP_KINDS) + [rw.OP_TUNNEL]
+        suits = (NAT_KINDS if source == "tcp_udp" else ICMP_KINDS) + [rw.OP_TUNNEL, rw.OP_ICMP_UNREACH]
     kind = draw(st.one_of(st.sampled_from(suits), st.sampled_from(ANY_KIND)))
     op = (kind, draw(st.integers(0, 255)), draw(ports), draw(ports), draw(ports), draw(addresses), draw(addresses))
     offset = draw(st.one_of(st.just(rw.HEADROOM), st.just(rw.HEADROOM), st.integers(0, 24), st.integers(0, STRIDE)))
@@ -197,6 +197,9 @@ def _check_icmp(old: bytes, new: bytes, kind: int, addr: int, port: int) -> None
     assert changed <= allowed, f"ICMP translation changed bytes {sorted(changed - allowed)}"
 
 
+ICMP_ERROR_MAX = 576  # icmp_send: the whole error message fits 576 bytes
+
+
 def _apply_and_verify(rows: list[tuple[bytes, tuple, int, int]]) -> np.ndarray:
     """Run one batch of (bytes, op, offset, claimed length) rows and check every row's invariants."""
     n = len(rows)
@@ -234,6 +237,15 @@ def _apply_and_verify(rows: list[tuple[bytes, tuple, int, int]]) -> np.ndarray:
             outer = bytes(buf[i, off - 20 : off])
             assert _ip_header_valid(outer) and outer[9] == 4 and _u16(outer, 2) == total + 20
             assert (_u32(outer, 16), _u32(outer, 12), _u16(outer, 4)) == (addr, int(ops[i]["addr2"]), ops[i]["id"])
+        elif kind == rw.OP_ICMP_UNREACH:
+            h = rw.ICMP_ERROR_HEADER
+            quote = min(total, ICMP_ERROR_MAX - h)
+            assert (offsets[i], lens[i]) == (off - h, h + quote)
+            may_change[off - h : off] = True  # the quote itself is the packet, untouched
+            msg = bytes(buf[i, off - h : off + quote])
+            assert _ip_header_valid(msg[:20]) and msg[9] == 1 and _u16(msg, 2) == h + quote
+            assert (msg[12:16], msg[16:20]) == (old[16:20], old[12:16])  # back to the sender, from its dst
+            assert msg[20:22] == b"\x03\x03" and _valid(_words_sum(msg[20:]))  # port unreachable, sum right
         else:
             assert (offsets[i], lens[i]) == (off, total)
             may_change[off : off + total] = True
