@@ -46,6 +46,7 @@ rate estimators; feeding the sync daemon; errors about the IPIP packet itself (r
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -163,6 +164,7 @@ assert PACKET_TOUCH_MAX < ctm.TOUCHED_CAP
 
 FTP_PORT = 21  # a port-21 persistent service keys its templates on port 0 (7.6)
 STRIDE_DEFAULT = 2048
+SCRATCH_ROWS = 256  # parse fields and rewrite ops kept per thread; grown for bigger batches
 U16 = 0xFFFF
 
 
@@ -667,6 +669,56 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
 # =========================================================================================
 
 
+class _Scratch(threading.local):
+    """Per-thread arrays and arguments ``process`` reuses between batches: the parse
+    fields and rewrite ops (never handed out), and the argument tuple of the last
+    (tables, ct, counters), checked once when they change."""
+
+    def __init__(self) -> None:
+        self.key: tuple = ()
+        self.rest: tuple = ()
+        self.objects: tuple = ()
+        self._grow(SCRATCH_ROWS)
+        self.batch_arrays: tuple = ()
+        self.batch_ptrs: tuple = ()
+
+    def _grow(self, rows: int) -> None:
+        self.fields = hd.new_fields(rows)
+        self.ops = np.zeros(rows, dtype=rw.OP_DTYPE)
+        self.results = np.zeros(rows, dtype=np.uint8)
+        self.ops_c = rw.pointer(self.ops, rw.OP_CTYPE)
+        self.results_c = rw.pointer(self.results, rw.U8_CTYPE)
+
+    def arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n > self.ops.shape[0]:
+            self._grow(n)
+        return self.fields, self.ops
+
+    def pointers(self, batch: Batch) -> tuple:
+        """C pointers to the batch's buf, off and lens; adapters reuse their arrays, so
+        they are made once per array set."""
+        arrays = (batch.buf, batch.off, batch.lens)
+        if len(self.batch_arrays) != 3 or any(a is not b for a, b in zip(arrays, self.batch_arrays, strict=True)):
+            self.batch_arrays = arrays
+            self.batch_ptrs = (rw.pointer(batch.buf, rw.U8_CTYPE), rw.pointer(batch.off, rw.U32_CTYPE),
+                               rw.pointer(batch.lens, rw.U32_CTYPE))  # fmt: skip
+        return self.batch_ptrs
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch() -> _Scratch:
+    return _SCRATCH
+
+
+def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
+    if ct.dest is not tables.dest or ct.persist is not tables.persist:
+        raise ValueError("the connection table counts on other arrays: conntab.attach(ct, tables.dest, tables.persist)")
+    if counters.svc.shape[0] != tables.svc.shape[0] or counters.dest.shape[0] != tables.dest.shape[0]:
+        raise ValueError("counters are sized for other tables: new_counters(tables)")
+
+
 def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counters: Counters, *,
             tunnel_src: int = 0, expire_nodest_conn: bool = False,
             expire_quiescent_template: bool = False) -> Verdicts:  # fmt: skip
@@ -679,32 +731,33 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     """
     n = int(batch.n)
     buf = batch.buf
+    key = (id(tables), id(ct), id(counters))
+    scratch = _scratch()
+    if scratch.key != key:  # a new (tables, ct, counters): check them once, keep the arguments
+        _check_state(tables, ct, counters)
+        scratch.key = key
+        scratch.rest = (ct, tables.svc, tables.dest, tables.state, tables.dest_svc, tables.svc_keys,
+                        tables.svc_keys_idx, tables.fwm_keys, tables.fwm_idx, counters.reasons, counters.svc,
+                        counters.dest, counters.ip_id)  # fmt: skip
+        scratch.objects = (tables, ct, counters)  # keeps the ids meaningful
     if buf.dtype != np.uint8 or buf.ndim != 2 or not buf.flags.c_contiguous:
         raise ValueError("batch.buf must be a C-contiguous uint8 array of shape (rows, stride)")
-    rows = buf.shape[0]
-    for name in ("off", "lens", "marks"):
-        a = getattr(batch, name)
+    if not 0 <= n <= buf.shape[0]:
+        raise ValueError(f"batch.n={n} does not fit {buf.shape[0]} rows")
+    for a in (batch.off, batch.lens, batch.marks):
         if a.dtype != np.uint32 or a.ndim != 1 or a.shape[0] < n:
-            raise ValueError(f"batch.{name} must be uint32 with at least {n} entries")
-    if not 0 <= n <= rows:
-        raise ValueError(f"batch.n={n} does not fit {rows} rows")
-    if ct.dest is not tables.dest or ct.persist is not tables.persist:
-        raise ValueError("the connection table counts on other arrays: conntab.attach(ct, tables.dest, tables.persist)")
-    if counters.svc.shape[0] != tables.svc.shape[0] or counters.dest.shape[0] != tables.dest.shape[0]:
-        raise ValueError("counters are sized for other tables: new_counters(tables)")
+            raise ValueError(f"batch.off, .lens and .marks must be uint32 with at least {n} entries")
     opts = (OPT_EXPIRE_NODEST_CONN if expire_nodest_conn else 0) | (
         OPT_EXPIRE_QUIESCENT_TEMPLATE if expire_quiescent_template else 0)
-    fields = hd.new_fields(max(n, 1))
-    ops = np.zeros(n, dtype=rw.OP_DTYPE)
-    verdict = np.full(n, V_DROP, dtype=np.uint8)
-    reason = np.zeros(n, dtype=np.int16)
-    dest_row = np.full(n, -1, dtype=np.int64)
+    fields, ops = scratch.arrays(n)
+    # The kernel writes every packet's verdict, reason and dest row: no need to clear them.
+    verdict = np.empty(n, dtype=np.uint8)
+    reason = np.empty(n, dtype=np.int16)
+    dest_row = np.empty(n, dtype=np.int64)
     off = batch.off[:n]
     lens = batch.lens[:n]
     args = (buf, off, lens, batch.marks[:n], n, fields, float(now), int(now * 1000), opts)
-    rest = (ct, tables.svc, tables.dest, tables.state, tables.dest_svc, tables.svc_keys,
-            tables.svc_keys_idx, tables.fwm_keys, tables.fwm_idx, counters.reasons, counters.svc,
-            counters.dest, counters.ip_id, np.int64(tunnel_src), ops, verdict, reason, dest_row)
+    rest = scratch.rest + (np.int64(tunnel_src), ops, verdict, reason, dest_row)
     n_ops = _process_kernel(*args, SWEEP_PER_PACKET * n + SWEEP_BASE, *rest)
     if n_ops < 0:  # the sweep overflowed `touched`: rebuild the trees, then the packets
         _refresh_trees(tables)
@@ -713,16 +766,20 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     if ct.meta[M_TOUCHED] > TOUCHED_CAP:  # cannot happen while PACKET_TOUCH_MAX < TOUCHED_CAP
         _refresh_trees(tables)
         ct.meta[M_TOUCHED] = 0
-    results = np.zeros(n, dtype=np.uint8)
-    # The arrays were made above, so the C call goes without apply()'s checks.  Only when
-    # it rewrote fewer packets than there were ops did one fail: that packet is dropped
-    # under the rewrite's reason.
-    if n and rw._apply_checked_arrays(buf[:n], lens, ops, off, results) != n_ops:
-        bad = (results != rw.RW_OK) & (ops["kind"] != rw.OP_NONE)
+    # The arrays were checked above, so the C call goes without apply()'s checks.  Only
+    # when it rewrote fewer packets than there were ops did one fail: that packet is
+    # dropped under the rewrite's reason.  A batch without ops (pass, drop, DR) skips it.
+    results = scratch.results[:n]
+    results[:] = rw.RW_OK
+    if n_ops:
+        buf_c, off_c, lens_c = scratch.pointers(batch)
+        done = rw._apply_pointers(buf_c, n, buf.shape[1], off_c, lens_c, scratch.ops_c, scratch.results_c)
+    if n_ops and done != n_ops:
+        bad = (results != rw.RW_OK) & (ops[:n]["kind"] != rw.OP_NONE)
         if bad.any():
             np.subtract.at(counters.reasons, reason[bad].astype(np.int64), 1)
             new_reason = (C_REWRITE_BASE + results[bad].astype(np.int64))
             np.add.at(counters.reasons, new_reason, 1)
             reason[bad] = new_reason
             verdict[bad] = V_DROP
-    return Verdicts(verdict, reason, dest_row, off, lens, results)
+    return Verdicts(verdict, reason, dest_row, off, lens, results.copy())

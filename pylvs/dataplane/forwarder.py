@@ -12,6 +12,7 @@ No I/O here: the clock is injected (``clock``: seconds, monotonic) so tests repl
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ class Forwarder:
         self.svc_est = Estimator(tables.svc.shape[0])
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
+        self.busy = 0.0  # seconds spent in engine.process (the status shows it per batch)
 
     def warm_up(self) -> None:
         """Compile the engine's numba kernels now (from the on-disk cache when warm), so
@@ -67,9 +69,12 @@ class Forwarder:
     # -- dataplane thread ------------------------------------------------------------------
     def handle(self, batch: en.Batch) -> en.Verdicts:
         with self.lock:
+            t = time.perf_counter()
             self.batches += 1
-            return en.process(batch, self.clock(), self.tables, self.ct, self.counters,
-                              tunnel_src=self.tunnel_src, **self.opts)  # fmt: skip
+            v = en.process(batch, self.clock(), self.tables, self.ct, self.counters,
+                           tunnel_src=self.tunnel_src, **self.opts)  # fmt: skip
+            self.busy += time.perf_counter() - t
+            return v
 
     # -- control thread --------------------------------------------------------------------
     def compile(self, config: Config, health=None) -> tb.Tables:
@@ -145,7 +150,8 @@ class Forwarder:
                 "dests": dests,
             })  # fmt: skip
         return {"generation": generation, "size": capacity, "connections": n_conns,
-                "batches": self.batches, "reasons": reasons, "services": services}  # fmt: skip
+                "batches": self.batches, "engine_us_per_batch": round(1e6 * self.busy / max(self.batches, 1), 1),
+                "reasons": reasons, "services": services}  # fmt: skip
 
 
 def dest_addresses(tables: tb.Tables) -> np.ndarray:

@@ -183,6 +183,20 @@ def _apply_checked_arrays(buf: np.ndarray, lens: np.ndarray, ops: np.ndarray, of
     )
 
 
+def pointer(a: np.ndarray, ctype: str):
+    """The cdata a C call takes for array ``a`` (made once by callers that reuse arrays:
+    ``ffi.from_buffer`` costs about a microsecond)."""
+    return ffi.from_buffer(ctype + "[]", a, require_writable=ctype != _C_OP)
+
+
+OP_CTYPE, U8_CTYPE, U32_CTYPE = _C_OP, "uint8_t", "uint32_t"
+
+
+def _apply_pointers(buf_c, n: int, stride: int, off_c, lens_c, ops_c, res_c) -> int:
+    """``pl_rewrite_batch`` on pointers made with ``pointer`` (the engine's hot path)."""
+    return lib.pl_rewrite_batch(buf_c, n, stride, off_c, lens_c, ops_c, res_c)
+
+
 def packet(buf: np.ndarray, offsets: np.ndarray, lens: np.ndarray, i: int) -> np.ndarray:
     """A view of packet ``i`` as it now stands in its row (no copy)."""
     start = int(offsets[i])
