@@ -35,6 +35,7 @@ MAX_SECONDS = 120.0  # a demo never runs away
 MAX_CONNECTIONS = 100_000  # per run, whatever the duration
 DEFAULT_WORKERS = 4
 PROGRESS_EVERY = 0.25
+PROGRESS_EVERY_LOG = 1.0
 
 
 def drive(lab, seconds: float, workers: int, counts: Counter, errors: Counter, stop: threading.Event) -> None:
@@ -60,14 +61,17 @@ def drive(lab, seconds: float, workers: int, counts: Counter, errors: Counter, s
     for t in threads:
         t.start()
     start = time.monotonic()
+    live = sys.stdout.isatty()  # one line redrawn on a terminal; a line a second in a log
+    every = PROGRESS_EVERY if live else PROGRESS_EVERY_LOG
     while any(t.is_alive() for t in threads):
-        time.sleep(PROGRESS_EVERY)
+        time.sleep(every)
         done = sum(counts.values())
         elapsed = max(time.monotonic() - start, 1e-9)
         shown = "  ".join(f"{k} {v:5d}" for k, v in sorted(counts.items()))
-        print(f"\r  {elapsed:5.1f} s  {done:6d} connections  {done / elapsed:6.0f}/s   {shown}   ",
-              end="", flush=True)  # fmt: skip
-    print()
+        line = f"  {elapsed:5.1f} s  {done:6d} connections  {done / elapsed:6.0f}/s   {shown}"
+        print(f"\r{line}   " if live else line, end="" if live else "\n", flush=True)
+    if live:
+        print()
 
 
 def main(argv: list[str] | None = None) -> int:

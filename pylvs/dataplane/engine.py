@@ -37,11 +37,15 @@ At a reconfiguration, ``swap`` moves the connection table to the new Tables (cou
 carried, entries' rows remapped through ``row_map``, lvs.cf timeouts applied) and
 ``adopt_counters`` carries the statistics.
 
-Not done yet: ``conn_reuse_mode`` (a new SYN on a TIME_WAIT entry is rescheduled in the kernel);
-``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
-``cache_bypass`` of fwmark services; the lblc/lblcr collector (``gc_kernel``) timer;
-rate estimators; feeding the sync daemon; errors about the IPIP packet itself (reference
-8, tunnel column).
+``conn_reuse_mode`` (default 1) as ip_vs_in since 5.9: a SYN that finds an entry in
+TIME_WAIT or CLOSE (mode bit 2: also FIN_WAIT without replies) ends that entry and is
+scheduled as a new connection, so a client port reused quickly is balanced and counted.
+Rate estimators (``estimator``) and the lblc/lblcr collector run from the director's
+control thread (``forwarder``).
+
+Not done yet: ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
+``cache_bypass`` of fwmark services; feeding the sync daemon; errors about the IPIP
+packet itself (reference 8, tunnel column).
 """
 
 from __future__ import annotations
@@ -151,6 +155,12 @@ STAT_NAMES = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 # --- Engine options (bit flags passed to the kernel) ------------------------------------
 OPT_EXPIRE_NODEST_CONN = 0x1  # sysctl expire_nodest_conn (default 0, reference 7.7)
 OPT_EXPIRE_QUIESCENT_TEMPLATE = 0x2  # sysctl expire_quiescent_template (default 0, 7.6)
+# sysctl conn_reuse_mode (default 1, reference 7.7), shifted into the option bits:
+# bit 1 reschedules a new SYN that hits a TIME_WAIT/CLOSE entry, bit 2 also FIN_WAIT
+# entries that never saw a reply (DR/TUN).
+OPT_CONN_REUSE_SHIFT = 2
+CONN_REUSE_MODE_DEFAULT = 1
+CONN_REUSE_FIN_WAIT = 2
 
 # Sweep budget per batch: entries visited = SWEEP_PER_PACKET * n + SWEEP_BASE, so the
 # sweep outruns the creation rate (at most one entry and one template per packet).
@@ -605,6 +615,9 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
         return
     # ip_vs_in: the client's side of an entry.
     n = _lookup_in(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now)
+    if n >= 0 and proto == IPPROTO_TCP and (f[F_TCP_FLAGS] & TCP_SYN) != 0 and _reuse_resched(ct, n, dest, opts):
+        _release(ct, n)  # ip_vs_conn_expire_now: the SYN starts a new connection below
+        n = -1
     if n >= 0:
         _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, dest, dest_svc,
                          svc_stats, dest_stats, tunnel_src, ip_id)
@@ -624,6 +637,25 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
     _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest, state,
                 dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats, dest_stats,
                 tunnel_src, ip_id)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _reuse_resched(ct, n, dest, opts):
+    """ip_vs_in's conn_reuse_mode test for a SYN that found entry ``n`` (kernel 5.9+,
+    no conntrack): reschedule when the old connection is over (is_new_conn_expected),
+    or, with expire_nodest_conn, when its server now has weight 0.  Entries under a
+    template or controlling others are kept, as the kernel keeps them."""
+    mode = opts >> OPT_CONN_REUSE_SHIFT
+    e = ct.entries[n]
+    if mode == 0 or e.n_control > 0:
+        return False
+    if (opts & OPT_EXPIRE_NODEST_CONN) and e.dest >= 0 and dest[e.dest, W] == 0:
+        return True
+    if e.control >= 0:
+        return False
+    st = e.state
+    return st == ctm.S_TIME_WAIT or st == ctm.S_CLOSE or (
+        (mode & CONN_REUSE_FIN_WAIT) != 0 and st == ctm.S_FIN_WAIT and (e.flags & F_NOOUTPUT) != 0)
 
 
 @njit(cache=True, _nrt=False)
@@ -721,7 +753,8 @@ def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
 
 def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counters: Counters, *,
             tunnel_src: int = 0, expire_nodest_conn: bool = False,
-            expire_quiescent_template: bool = False) -> Verdicts:  # fmt: skip
+            expire_quiescent_template: bool = False,
+            conn_reuse_mode: int = CONN_REUSE_MODE_DEFAULT) -> Verdicts:  # fmt: skip
     """Decide, rewrite and count one batch.  ``now``: seconds (float).
 
     ``ct`` must count on ``tables``' arrays (``conntab.attach(ct, tables.dest,
@@ -747,8 +780,9 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     for a in (batch.off, batch.lens, batch.marks):
         if a.dtype != np.uint32 or a.ndim != 1 or a.shape[0] < n:
             raise ValueError(f"batch.off, .lens and .marks must be uint32 with at least {n} entries")
-    opts = (OPT_EXPIRE_NODEST_CONN if expire_nodest_conn else 0) | (
-        OPT_EXPIRE_QUIESCENT_TEMPLATE if expire_quiescent_template else 0)
+    opts = ((OPT_EXPIRE_NODEST_CONN if expire_nodest_conn else 0)
+            | (OPT_EXPIRE_QUIESCENT_TEMPLATE if expire_quiescent_template else 0)
+            | (conn_reuse_mode & 3) << OPT_CONN_REUSE_SHIFT)
     fields, ops = scratch.arrays(n)
     # The kernel writes every packet's verdict, reason and dest row: no need to clear them.
     verdict = np.empty(n, dtype=np.uint8)

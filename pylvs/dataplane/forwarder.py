@@ -11,6 +11,7 @@ No I/O here: the clock is injected (``clock``: seconds, monotonic) so tests repl
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +53,13 @@ class Forwarder:
         self.clock = clock
         self.opts = {"expire_nodest_conn": expire_nodest_conn,
                      "expire_quiescent_template": expire_quiescent_template}  # fmt: skip
+        # One lock per batch, and a turnstile so the control thread is never starved:
+        # a thread that releases a plain Lock and takes it again at once (the dataplane
+        # under load) keeps it; with `waiting` set, the dataplane queues behind the
+        # control thread instead.
         self.lock = threading.Lock()
+        self.turnstile = threading.Lock()
+        self.waiting = 0
         self.svc_est = Estimator(tables.svc.shape[0])
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
@@ -68,6 +75,9 @@ class Forwarder:
 
     # -- dataplane thread ------------------------------------------------------------------
     def handle(self, batch: en.Batch) -> en.Verdicts:
+        if self.waiting:  # the control thread wants in: let it go first
+            with self.turnstile:
+                pass
         with self.lock:
             t = time.perf_counter()
             self.batches += 1
@@ -77,13 +87,23 @@ class Forwarder:
             return v
 
     # -- control thread --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """The forwarding state to itself, between two batches, without starving."""
+        self.waiting += 1
+        try:
+            with self.turnstile, self.lock:
+                yield
+        finally:
+            self.waiting -= 1
+
     def compile(self, config: Config, health=None) -> tb.Tables:
         """New tables for ``config`` (outside the lock: reads only the current tables)."""
         return tb.compile(config, health=health, previous=self.tables)
 
     def swap(self, new: tb.Tables) -> None:
         """Install tables compiled with ``previous=`` the current ones; connections kept."""
-        with self.lock:
+        with self._exclusive():
             old = self.tables
             self.ct = en.swap(self.ct, new, old)
             self.counters = en.adopt_counters(new, self.counters)
@@ -94,7 +114,7 @@ class Forwarder:
     def collect_garbage(self) -> None:
         """One run of the lblc/lblcr collectors (ip_vs_lblc(r)_check_expire); the caller
         runs it every ``_loctab.CHECK_EXPIRE_INTERVAL_MS``.  No-op for other schedulers."""
-        with self.lock:
+        with self._exclusive():
             now_ms = int(self.clock() * 1000)
             t = self.tables
             for i, s in enumerate(t.svc):
@@ -103,7 +123,7 @@ class Forwarder:
                     gc_kernel(int(s["alg_id"]), dest, state, now_ms)
 
     def tick_estimators(self) -> None:
-        with self.lock:
+        with self._exclusive():
             svc, dest = self.counters.svc.copy(), self.counters.dest.copy()
             svc_est, dest_est = self.svc_est, self.dest_est
         svc_est.tick(svc)
@@ -111,7 +131,7 @@ class Forwarder:
 
     def snapshot(self) -> dict[str, Any]:
         """The virtual-server table with counters and rates, as plain data (JSON-able)."""
-        with self.lock:
+        with self._exclusive():
             t = self.tables
             svc = t.svc.copy()
             dest = t.dest.copy()

@@ -13,6 +13,7 @@ from golden import (
     CLIENT,
     CLIENT2,
     CLIENT3,
+    CPORT,
     FWM_CF,
     FWM_VIP,
     FWMARK,
@@ -291,3 +292,19 @@ def test_attach_applies_lvs_cf_timeouts():
     assert d.ct.timeouts[ctm.STATE_NAMES.index("ESTABLISHED")] == 600
     assert d.ct.timeouts[ctm.STATE_NAMES.index("UDP")] == 30
     assert d.ct.timeouts[ctm.STATE_NAMES.index("FIN_WAIT")] == ctm.DEFAULT_TIMEOUTS["FIN_WAIT"]
+
+
+@pytest.mark.parametrize(("mode", "rescheduled"), [(1, True), (0, False)])
+def test_conn_reuse_mode_reschedules_a_syn_on_a_time_wait_entry(mode, rescheduled):
+    """ip_vs_in (5.9+): a client port reused while the old entry is in TIME_WAIT starts a
+    new connection (scheduled, counted) with conn_reuse_mode 1; mode 0 reuses the entry."""
+    d = Director(NAT_CF)
+    d.send([s.packet for s in HANDSHAKE])
+    assert d.entry(6, CLIENT, CPORT, VIP, VPORT).state == "TIME_WAIT"
+    b = en.batch_from_packets([bytes(tcp(CLIENT, VIP, CPORT, VPORT, "S", seq=9000))])
+    v = en.process(b, NOW + 1, d.tables, d.ct, d.counters, conn_reuse_mode=mode)
+    assert en.VERDICT_NAMES[v.verdict[0]] == "nat"
+    svc = tb.lookup_service(d.tables, 6, ip2int(VIP), VPORT)
+    assert d.counters.svc[svc, en.S_CONNS] == (2 if rescheduled else 1)
+    assert d.entry(6, CLIENT, CPORT, VIP, VPORT).state == "SYN_RECV"  # mode 0: TIME_WAIT + SYN, same entry
+    assert ctm.count(d.ct) == 1
