@@ -25,41 +25,6 @@ import time
 LAB_NET = ipaddress.IPv4Network("10.77.0.0/16")
 NO_SUCH_IFINDEX = 0x7FFFFFF0
 
-HEAD = """serial_no = 1
-primary = 10.77.1.1
-primary_private = 10.77.2.1
-service = lvs
-backup_active = 0
-backup = 0.0.0.0
-heartbeat_port = 539
-keepalive = 2
-deadtime = 6
-network = {network}
-"""
-
-
-def lab_cf(network: str, vip: str, rips: list[str], names: list[str], http_port: int = 80,
-           udp_port: int = 9000) -> str:
-    """An lvs.cf for the lab: HTTP (TCP) and the UDP echo on the VIP, rr over the servers."""
-    def virtual(name: str, port: int, proto: str) -> str:
-        servers = "".join(f"""     server {n} {{
-         address = {rip}
-         active = 1
-         weight = 1
-     }}
-""" for n, rip in zip(names, rips, strict=True))
-        return f"""virtual {name} {{
-     active = 1
-     address = {vip} eth0:1
-     vip_nmask = 255.255.255.255
-     port = {port}
-     protocol = {proto}
-     scheduler = rr
-{servers}}}
-"""
-    return HEAD.format(network=network) + virtual("www", http_port, "tcp") + virtual("echo", udp_port, "udp")
-
-
 def ingress_drop_commands(table: str, dev: str, matches: list[str]) -> list[list[str]]:
     """nft commands dropping the kernel's copy of service traffic at netdev ingress (what
     netctl installs for AF_PACKET directors; AF_PACKET taps see the frames before it).

@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 import pytest
-from afpacket_topo import dr_sender_probe, frame_sender_probe, ingress_drop_commands, lab_cf
+from afpacket_topo import dr_sender_probe, frame_sender_probe, ingress_drop_commands
 from golden import CASES, CLIENT, DIRECTOR, DR_CF, RIP1, RIP2, TUN_CF, VIP
 from scapy.layers.l2 import Ether
 
 from pylvs.dataplane import engine as en
 from pylvs.dataplane.io import afpacket as afp
 from pylvs.lab import probes, topology
+from pylvs.lab.lvscf import Service, lvs_cf
 from pylvs.lab.topology import DIRECT, TUNNEL
 
 HERE = Path(__file__).parent
@@ -201,6 +202,12 @@ def _http_and_udp_through(lab, d: DirectorProcess) -> dict:
     return d.snapshot()
 
 
+def lab_cf(lab) -> str:
+    """HTTP and the UDP echo on the lab's VIP, rr over its real servers (lab.kind's method)."""
+    return lvs_cf(lab, [Service(scheduler="rr", port=lab.http_port),
+                        Service(name="echo", port=lab.udp_port, protocol="udp", scheduler="rr")])
+
+
 PAD_HEADERS, PAD_BYTES = 40, 8000  # a 320 KB request: the client's TCP sends GSO super-packets
 
 
@@ -240,7 +247,7 @@ def _udp_burst(lab) -> tuple[int, float]:
 
 def test_dr_http_round_robin_udp_echo_and_rate(make_lab, afp_director):
     lab = make_lab(DIRECT, real_servers=2, vip_on_director=True)
-    cf = lab_cf("direct", lab.vip, lab.rips, [rs.name for rs in lab.real_servers], lab.http_port, lab.udp_port)
+    cf = lab_cf(lab)
     d = afp_director(lab, cf, _service_drops(lab))
     snap = _http_and_udp_through(lab, d)
     io = snap["io"]
@@ -274,7 +281,7 @@ def test_dr_http_round_robin_udp_echo_and_rate(make_lab, afp_director):
 
 def test_tunnel_http_round_robin_and_udp_echo(make_lab, afp_director):
     lab = make_lab(TUNNEL, real_servers=2, vip_on_director=True)
-    cf = lab_cf("tunnel", lab.vip, lab.rips, [rs.name for rs in lab.real_servers], lab.http_port, lab.udp_port)
+    cf = lab_cf(lab)
     d = afp_director(lab, cf, _service_drops(lab))
     snap = _http_and_udp_through(lab, d)
     io = snap["io"]
