@@ -39,6 +39,7 @@ from typing import Any
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import adjusted, check_file
 from pylvs.config.model import Config
+from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.sched import ADDR
@@ -173,7 +174,7 @@ class Director:
             NetCtl.clean_stale()
             self.ctl = NetCtl()
         plan = self._plan(config)  # before touching anything: a plan error leaves no trace
-        fwd = Forwarder(self._compile_first(config), capacity=self.capacity,
+        fwd = Forwarder(tb.compile(config), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
@@ -191,11 +192,6 @@ class Director:
         n = sum(1 for v in config.virtuals if v.active)
         log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d", n, self.path,
                  config.network, self.adapter_name, fwd.tables.generation)  # fmt: skip
-
-    def _compile_first(self, config: Config):
-        from pylvs.dataplane import tables as tb
-
-        return tb.compile(config)
 
     def _row_addr(self, row: int) -> int:
         return int(self.fwd.tables.dest[row, ADDR])

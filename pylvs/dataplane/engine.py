@@ -737,11 +737,7 @@ class _Scratch(threading.local):
         return self.batch_ptrs
 
 
-_SCRATCH = _Scratch()
-
-
-def _scratch() -> _Scratch:
-    return _SCRATCH
+_SCRATCH = _Scratch()  # threading.local: each thread sees its own attributes
 
 
 def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
@@ -765,7 +761,7 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     n = int(batch.n)
     buf = batch.buf
     key = (id(tables), id(ct), id(counters))
-    scratch = _scratch()
+    scratch = _SCRATCH
     if scratch.key != key:  # a new (tables, ct, counters): check them once, keep the arguments
         _check_state(tables, ct, counters)
         scratch.key = key
