@@ -213,7 +213,13 @@ class Director:
             self.failed_reloads += 1
             log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
             return False
-        self.ctl.update(plan)
+        try:
+            self.ctl.update(plan)
+        except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
+            self.failed_reloads += 1
+            log.error("reload: the kernel side could not be updated (%s); still running generation %d",
+                      exc, self.fwd.tables.generation)  # fmt: skip
+            return False
         self.fwd.swap(new)
         if self.neighbours is not None:
             self.neighbours.refresh(dest_addresses(new))
@@ -303,7 +309,14 @@ class Director:
             signal.signal(sig, self._on_signal)
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1)."""
+        """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1); whatever
+        happens, the rules and addresses go with the director."""
+        try:
+            return self._serve()
+        finally:
+            self.stop()
+
+    def _serve(self) -> int:
         next_est = next_status = next_neigh = self.clock()
         next_gc = next_est + GC_INTERVAL
         next_miss = next_est
@@ -335,7 +348,6 @@ class Director:
             if self.status_path and now >= next_status:
                 self.write_status()
                 next_status = now + STATUS_INTERVAL
-        self.stop()
         return code
 
     def status(self) -> dict[str, Any]:

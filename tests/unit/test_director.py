@@ -174,3 +174,17 @@ def test_dataplane_failure_stops_the_director(director):
     feed.inbox.put(["not a packet list"])  # batch_from_packets raises in the dataplane thread
     code = d.run()
     assert code == 1 and d.ctl.actions[-1][0] == "teardown"
+
+
+def test_reload_whose_kernel_update_fails_keeps_the_running_tables(director, tmp_path, monkeypatch):
+    d, feed = director(two_servers())
+
+    def refuse(plan):
+        raise NETCTL.NetCtlError("iptables-nft-restore: exit 1")
+
+    monkeypatch.setattr(d.ctl, "update", refuse)
+    (tmp_path / "lvs.cf").write_text(two_servers(2, 1))
+    assert not d.reload()
+    assert d.failed_reloads == 1 and d.fwd.tables.generation == 1
+    [(v, _)] = feed.send([syn(44000)])
+    assert v == "nat"
