@@ -26,6 +26,12 @@ class Service:
     fwmark: int = 0
     quiesce_server: bool = False
     rport: int | None = None  # real servers' port (NAT only); None: the virtual's
+    send: str | None = None  # health check (nanny): send / expect / send_program, as written
+    expect: str | None = None
+    send_program: str | None = None
+    timeout: int | None = None  # check interval and probe limit, seconds
+    reentry: int | None = None
+    sorry_server: str | None = None
 
 
 def lvs_cf(lab: topo.Lab | None = None, services: Sequence[Service] = (Service(),), *,
@@ -70,6 +76,12 @@ def lvs_cf(lab: topo.Lab | None = None, services: Sequence[Service] = (Service()
             lines.append(f"     pmask = {s.pmask}")
         if s.quiesce_server:
             lines.append("     quiesce_server = 1")
+        for word in ("send", "expect", "send_program"):
+            if getattr(s, word) is not None:
+                lines.append(f'     {word} = "{getattr(s, word)}"')
+        for word in ("timeout", "reentry", "sorry_server"):
+            if getattr(s, word) is not None:
+                lines.append(f"     {word} = {getattr(s, word)}")
         for k, (rip, w) in enumerate(zip(rips, weights, strict=True), start=1):
             lines += [f"     server rs{k} {{", f"         address = {rip}", "         active = 1",
                       f"         weight = {w}"]  # fmt: skip

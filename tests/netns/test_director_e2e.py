@@ -211,7 +211,9 @@ def test_reload_with_new_weights_keeps_every_connection(make_lab, director):
 
 def test_icmp_port_unreachable_reaches_the_client(make_lab, director):
     lab = make_lab("nat", real_servers=1)
-    director(lab, lvs_cf(lab, [Service(name="nothing", port=9100, protocol="udp", scheduler="rr")]))
+    # The health check must keep the server in although nothing listens on 9100: a program check.
+    director(lab, lvs_cf(lab, [Service(name="nothing", port=9100, protocol="udp", scheduler="rr",
+                                       send_program="/bin/echo OK", expect="OK")]))
     s = lab.socket("client1", socket.AF_INET, socket.SOCK_DGRAM)
     with s:
         s.settimeout(3)
