@@ -107,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             code = d.stop()
         total = sum(counts.values())
         wsum = sum(weights.values())
-        print("\nreal server   weight  expected  answered  share")
+        in_table = {d["addr"]: d["weight"] for svc in snap["services"] for d in svc["dests"]}
+        addr_of = {srv.name: str(srv.address) for srv in www.servers}
+        print("\nreal server   weight  in table  expected  answered  share")
         for name, w in weights.items():
             share = counts[name] / total if total else 0.0
-            print(f"{name:12s}  {w:6d}  {w / wsum:8.1%}  {counts[name]:8d}  {share:5.1%}")
+            print(f"{name:12s}  {w:6d}  {in_table.get(addr_of[name], 0):8d}  {w / wsum:8.1%}  "
+                  f"{counts[name]:8d}  {share:5.1%}")  # fmt: skip
+        print("(in table: the weight now; health checks enter a server at weight >> 5 and double it: slow start)")
         if errors:
             print("errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
         print("\n# ipvsadm -L -n\n" + format_list(snap))

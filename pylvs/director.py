@@ -42,6 +42,7 @@ from pylvs.config.model import Config
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
+from pylvs.health.runner import HealthRunner
 from pylvs.sched import ADDR
 
 log = logging.getLogger("pylvs.lvs")
@@ -119,7 +120,8 @@ class Director:
     def __init__(self, path: str, *, io: str = "auto", queue: int = 0, fail_open: bool = True,
                  status_path: str | None = None, capacity: int = CONN_TABLE_CAPACITY,
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 make_health: Callable[..., Any] = HealthRunner) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         self.path = path
@@ -131,6 +133,7 @@ class Director:
         self.ctl = ctl
         self.adapters = adapters or {}
         self.clock = clock
+        self.make_health = make_health  # (config, on_change) -> HealthRunner; tests give fake probes
         self.config: Config | None = None
         self.fwd: Forwarder | None = None
         self.adapter: Any = None
@@ -144,6 +147,9 @@ class Director:
         self.reloads = 0
         self.failed_reloads = 0
         self.senders: list[Any] = []  # DR and reject senders beside an NFQUEUE adapter
+        self.health: HealthRunner | None = None  # the nanny role: one check per real server
+        self.pending_health: dict | None = None  # handed over from the health thread
+        self.health_swaps = 0
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
@@ -174,7 +180,10 @@ class Director:
             NetCtl.clean_stale()
             self.ctl = NetCtl()
         plan = self._plan(config)  # before touching anything: a plan error leaves no trace
-        fwd = Forwarder(tb.compile(config), capacity=self.capacity,
+        self.health = self.make_health(config, self._on_health)
+        self.health.first_round()  # the first tables hold the servers that answer now
+        self.pending_health = None
+        fwd = Forwarder(tb.compile(config, self.health.health()), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
@@ -186,6 +195,7 @@ class Director:
             self.adapter = self._make_adapter(config)
             self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
             self.thread.start()
+            self.health.start()
         except BaseException:
             self.ctl.teardown()
             raise
@@ -208,7 +218,9 @@ class Director:
         try:
             config = self._read()
             plan = self._plan(config)
-            new = self.fwd.compile(config)
+            self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
+            self.health.update_config(config)  # servers that stay keep their state
+            new = self.fwd.compile(config, self.health.health())
         except (dg.ConfigError, DirectorError, ValueError) as exc:
             self.failed_reloads += 1
             log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
@@ -229,6 +241,8 @@ class Director:
         return True
 
     def stop(self) -> None:
+        if self.health is not None:
+            self.health.stop()
         self.stop_event.set()
         if self.thread is not None:
             self.thread.join(ADAPTER_JOIN_TIMEOUT)
@@ -299,6 +313,23 @@ class Director:
 
         return PacketQueue(self.queue, handle, fail_open=self.fail_open, on_dr=on_dr, on_reject=on_reject)
 
+    # -- health --------------------------------------------------------------------------
+    def _on_health(self, health: dict) -> None:
+        """From the health thread: hand the new mapping to the control thread."""
+        self.pending_health = health
+        self.wake.set()
+
+    def apply_health(self) -> None:
+        """Recompile with the latest health mapping and swap (control thread)."""
+        health, self.pending_health = self.pending_health, None
+        if health is None or self.config is None:
+            return
+        new = self.fwd.compile(self.config, health)
+        self.fwd.swap(new)
+        self.health_swaps += 1
+        if self.neighbours is not None:
+            self.neighbours.refresh(dest_addresses(new))  # a sorry server may be new
+
     # -- the control thread ----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.pending.add(signal.Signals(signum).name)
@@ -330,6 +361,8 @@ class Director:
             if "SIGHUP" in self.pending:
                 self.pending.discard("SIGHUP")
                 self.reload()
+            if self.pending_health is not None:
+                self.apply_health()
             if self.thread is not None and not self.thread.is_alive():
                 log.error("the dataplane stopped: %s", self.thread_error)
                 code = 1
@@ -355,7 +388,9 @@ class Director:
         snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,
                     reloads=self.reloads, failed_reloads=self.failed_reloads,
                     adapter=self.adapter.stats() if hasattr(self.adapter, "stats") else {},
-                    senders={type(x).__name__: dict(x.stats) for x in self.senders})  # fmt: skip
+                    senders={type(x).__name__: dict(x.stats) for x in self.senders},
+                    health=self.health.snapshot() if self.health is not None else [],
+                    health_swaps=self.health_swaps)  # fmt: skip
         return snap
 
     def write_status(self) -> None:
@@ -363,7 +398,7 @@ class Director:
         path = Path(self.status_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True, default=str))  # addresses as text
         os.replace(tmp, path)
 
 

@@ -83,6 +83,7 @@ class _Check:
     offset: float
     task: asyncio.Task | None = None
     last_at: float | None = None  # wall-clock time of the last result
+    checked: bool = False  # first_round checked it: its next check is an interval away
 
 
 def _default_probe():
@@ -189,6 +190,22 @@ class HealthRunner:
             })
         return out
 
+    def first_round(self) -> None:
+        """Before ``start``: every check once, all at the same time, so the director's
+        first tables hold the servers that answer (nanny adds a server at its first
+        passing check).  Bounded by the longest probe time limit."""
+        if self._thread is not None:
+            raise RuntimeError("first_round runs before start()")
+        with self._lock:
+            checks = list(self._checks.values())
+
+        async def all_once() -> None:
+            await asyncio.gather(*(self.check_once(c) for c in checks))
+
+        asyncio.run(all_once())
+        for c in checks:
+            c.checked = True
+
     # -- one check ------------------------------------------------------------------------------
     async def check_once(self, c: _Check) -> bool:
         """Probe once, step the monitor, sample the load when due; True if up/weight changed."""
@@ -213,7 +230,9 @@ class HealthRunner:
         return changed
 
     async def _run(self, c: _Check) -> None:
-        await self._sleep(c.offset)
+        # After the start-up round every server was just checked, as nanny checks at its
+        # start: the next check is one interval later, the spread offset on top of it.
+        await self._sleep(c.offset + (c.monitor.params.interval if c.checked else 0.0))
         while True:
             await self.check_once(c)
             await self._sleep(c.monitor.params.interval)  # nanny: sleep interval after the probe (4.4)

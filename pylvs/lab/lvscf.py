@@ -29,6 +29,7 @@ class Service:
     send: str | None = None  # health check (nanny): send / expect / send_program, as written
     expect: str | None = None
     send_program: str | None = None
+    use_regex: bool = False
     timeout: int | None = None  # check interval and probe limit, seconds
     reentry: int | None = None
     sorry_server: str | None = None
@@ -79,6 +80,8 @@ def lvs_cf(lab: topo.Lab | None = None, services: Sequence[Service] = (Service()
         for word in ("send", "expect", "send_program"):
             if getattr(s, word) is not None:
                 lines.append(f'     {word} = "{getattr(s, word)}"')
+        if s.use_regex:
+            lines.append("     use_regex = 1")
         for word in ("timeout", "reentry", "sorry_server"):
             if getattr(s, word) is not None:
                 lines.append(f"     {word} = {getattr(s, word)}")

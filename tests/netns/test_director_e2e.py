@@ -64,7 +64,8 @@ def settled_status(d: LabDirector, check, timeout: float = 5.0) -> dict:
 
 
 def http_and_udp(lab) -> list[Service]:
-    return [Service(scheduler="rr"), Service(name="echo", port=UDP_PORT, protocol="udp", scheduler="rr")]
+    # The echo's health check sends a datagram (a UDP check that sends nothing never passes).
+    return [Service(scheduler="rr"), Service(name="echo", port=UDP_PORT, protocol="udp", scheduler="rr", send="hc")]
 
 
 # --- every method, TCP and UDP ---------------------------------------------------------
@@ -114,7 +115,8 @@ def test_direct_routing_and_tunnelling(make_lab, director, kind, io):
 
 def test_wrr_1_2_3_over_600_connections(make_lab, director):
     lab = make_lab("nat", real_servers=3)
-    director(lab, lvs_cf(lab, [Service(scheduler="wrr", weights=[1, 2, 3])]))
+    # nanny's slow start enters each server at W >> 5 and doubles: 32:64:96 starts at 1:2:3.
+    director(lab, lvs_cf(lab, [Service(scheduler="wrr", weights=[32, 64, 96])]))
     counts = Counter(served_by(lab) for _ in range(600))
     for rs, share in zip(lab.real_servers, (1 / 6, 2 / 6, 3 / 6), strict=True):
         assert abs(counts[rs.name] / 600 - share) <= 0.05 * share, counts
@@ -143,7 +145,7 @@ def ask(s: socket.socket) -> str:
 
 def test_wlc_balances_long_lived_connections(make_lab, director):
     lab = make_lab("nat", real_servers=3)
-    d = director(lab, lvs_cf(lab, [Service(scheduler="wlc", weights=[1, 1, 2])]))
+    d = director(lab, lvs_cf(lab, [Service(scheduler="wlc", weights=[32, 32, 64])]))  # slow start: 1, 1, 2
     held = [keepalive(lab) for _ in range(8)]
     try:
         got = Counter(ask(s) for s in held)

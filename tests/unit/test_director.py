@@ -20,6 +20,8 @@ from scapy.layers.inet import IP
 from pylvs.config import diagnostics as dg
 from pylvs.dataplane import engine as en
 from pylvs.director import Director, DirectorError
+from pylvs.health.probes import CheckResult
+from pylvs.health.runner import HealthRunner
 from pylvs.ipvsadm import format_list
 
 NETCTL = pytest.importorskip("pylvs.netctl", reason="pylvs.netctl not built yet")
@@ -55,6 +57,15 @@ class FeedAdapter:
         self.closed = True
 
 
+async def always_up(spec, *, clock=time.monotonic):
+    """A probe that never touches the network: every server answers."""
+    return CheckResult(True, "ok", 0.0)
+
+
+def healthy(config, on_change):
+    return HealthRunner(config, on_change, probe=always_up)
+
+
 def two_servers(w1=1, w2=1, sched="wlc"):
     return HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched=sched,
                                                 servers=[("web1", RIP1, None, w1), ("web2", RIP2, None, w2)])
@@ -73,6 +84,7 @@ def director(tmp_path):
             feed["a"] = FeedAdapter(handle)
             return feed["a"]
 
+        kw.setdefault("make_health", healthy)
         d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
                      status_path=str(tmp_path / "status.json"), capacity=1024, **kw)
         d.start()
@@ -133,7 +145,7 @@ def test_bad_reload_keeps_the_running_config(director, tmp_path):
 def test_bad_config_does_not_start(tmp_path):
     cf = tmp_path / "lvs.cf"
     cf.write_text("serial_no = 1\nnetwork = nosuch\n")
-    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter})
+    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter}, make_health=healthy)
     with pytest.raises(dg.ConfigError):
         d.start()
     assert d.ctl.actions == []  # nothing touched
@@ -142,7 +154,7 @@ def test_bad_config_does_not_start(tmp_path):
 def test_fos_mode_is_refused(tmp_path):
     cf = tmp_path / "lvs.cf"
     cf.write_text(HEAD.format(network="nat").replace("service = lvs", "service = fos"))
-    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter})
+    d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": FeedAdapter}, make_health=healthy)
     with pytest.raises((dg.ConfigError, DirectorError), match="fos|FOS|LVS mode"):
         d.start()
     assert d.ctl.actions == []

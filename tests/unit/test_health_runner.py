@@ -312,3 +312,23 @@ def test_thread_start_force_reload_stop():
     finally:
         r.stop()
     assert not r.running
+
+
+def test_first_round_checks_everyone_once_and_defers_the_next_check_by_an_interval():
+    """Start-up as nanny: all servers checked at once (the first tables hold those that
+    answer), then each task's next check waits its interval plus its spread offset."""
+    sleeps: list[float] = []
+
+    async def sleep(delay):
+        sleeps.append(delay)
+        await asyncio.Event().wait()  # park the task until stop() cancels it
+
+    c = config(3, timeout=6)
+    probe = FakeProbe()
+    r, _ = runner(c, probe, sleep=sleep)
+    r.first_round()
+    assert sorted(probe.calls) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    assert all(h.up for h in r.health().values())
+    r.start()
+    r.stop()
+    assert len(sleeps) == 3 and all(6 <= d < 12 for d in sleeps)
