@@ -39,6 +39,7 @@ from typing import Any
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import adjusted, check_file
 from pylvs.config.model import Config
+from pylvs.control import FORCE_STATES, ControlSocket
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
@@ -118,7 +119,8 @@ def _base_device(dev: str) -> str:
 
 class Director:
     def __init__(self, path: str, *, io: str = "auto", queue: int = 0, fail_open: bool = True,
-                 status_path: str | None = None, capacity: int = CONN_TABLE_CAPACITY,
+                 status_path: str | None = None, control_path: str | None = None,
+                 capacity: int = CONN_TABLE_CAPACITY,
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  make_health: Callable[..., Any] = HealthRunner) -> None:  # fmt: skip
@@ -129,6 +131,8 @@ class Director:
         self.queue = queue
         self.fail_open = fail_open
         self.status_path = status_path
+        self.control_path = control_path
+        self.control: ControlSocket | None = None
         self.capacity = capacity
         self.ctl = ctl
         self.adapters = adapters or {}
@@ -196,6 +200,8 @@ class Director:
             self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
             self.thread.start()
             self.health.start()
+            if self.control_path:
+                self.control = ControlSocket(self.control_path)
         except BaseException:
             self.ctl.teardown()
             raise
@@ -241,6 +247,9 @@ class Director:
         return True
 
     def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         if self.health is not None:
             self.health.stop()
         self.stop_event.set()
@@ -330,6 +339,21 @@ class Director:
         if self.neighbours is not None:
             self.neighbours.refresh(dest_addresses(new))  # a sorry server may be new
 
+    def handle_control(self, req: dict) -> dict:
+        """One control request (``pylvs.control``); answered in the control thread."""
+        if req.get("cmd") != "force":
+            return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
+        state = req["state"]
+        if state not in FORCE_STATES:
+            return {"ok": False, "error": f"state must be one of {', '.join(FORCE_STATES)}"}
+        keys = self.health.find(str(req["address"]), req.get("port"))
+        if not keys:
+            return {"ok": False, "error": f"no health check for {req['address']}:{req.get('port') or '*'}"}
+        for key in keys:
+            self.health.force(key, FORCE_STATES[state])
+        log.info("health of %s:%s forced %s from the control socket", req["address"], req.get("port") or "*", state)
+        return {"ok": True, "checks": len(keys)}
+
     # -- the control thread ----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.pending.add(signal.Signals(signum).name)
@@ -361,6 +385,8 @@ class Director:
             if "SIGHUP" in self.pending:
                 self.pending.discard("SIGHUP")
                 self.reload()
+            if self.control is not None:
+                self.control.poll(self.handle_control)
             if self.pending_health is not None:
                 self.apply_health()
             if self.thread is not None and not self.thread.is_alive():

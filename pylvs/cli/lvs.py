@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pylvs.config import diagnostics as dg
 from pylvs.config.model import DEFAULT_CONFIG_PATH
+from pylvs.control import DEFAULT_CONTROL
 
 DEFAULT_STATUS = "/run/pylvs/lvs.status.json"
 DEFAULT_PIDFILE = "/run/pylvs/lvs.pid"
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "(default: fail open, the kernel accepts it)")
     p.add_argument("--status", default=DEFAULT_STATUS, metavar="PATH",
                    help=f"status file, JSON, rewritten every second (default {DEFAULT_STATUS})")
+    p.add_argument("--control", default=DEFAULT_CONTROL, metavar="PATH",
+                   help=f"control socket for `pylvs health force` (default {DEFAULT_CONTROL})")
     p.add_argument("--pidfile", default=DEFAULT_PIDFILE, metavar="PATH", help="PID file when daemonized")
     p.add_argument("--capacity", type=int, default=None, metavar="N",
                    help="connection table entries, a power of two (default 1048576)")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     setup_logging(args.verbose, foreground=args.nodaemon)
     d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
-                 status_path=args.status, capacity=args.capacity or CONN_TABLE_CAPACITY)  # fmt: skip
+                 status_path=args.status, control_path=args.control,
+                 capacity=args.capacity or CONN_TABLE_CAPACITY)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     d.install_signals()

@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from pylvs import __version__
-from pylvs.cli import check, lab, lvs
+from pylvs.cli import check, health, lab, lvs
 
-SUBCOMMANDS = (check, lab, lvs)
+SUBCOMMANDS = (check, lab, lvs, health)
 
 
 def build_parser() -> argparse.ArgumentParser:

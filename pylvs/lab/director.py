@@ -34,8 +34,10 @@ class LabDirector:
         self.status_path = workdir / "lvs.status.json"
         self.status_path.unlink(missing_ok=True)
         self.log_path = workdir / "lvs.log"
+        self.control_path = workdir / "lvs.ctl"  # per director: two labs never share one
         argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", io,
-                "--status", str(self.status_path), "--capacity", str(capacity), *extra]  # fmt: skip
+                "--status", str(self.status_path), "--control", str(self.control_path),
+                "--capacity", str(capacity), *extra]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(host, argv, what="lvs", stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT

@@ -194,3 +194,24 @@ def ask(s: socket.socket) -> str:
     while len(body) < length:
         body += s.recv(4096)
     return body.decode().strip()
+
+
+def test_forced_down_and_back_from_the_control_side(make_lab, director):
+    """nanny's SIGUSR1/SIGHUP per server, here `pylvs health force` on the control socket."""
+    lab = make_lab("nat", real_servers=2)
+    d = director(lab, lvs_cf(lab, [Service(scheduler="rr", timeout=INTERVAL, reentry=INTERVAL)]))
+    rs1 = lab.rips[0]
+
+    def force(state: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pylvs", "health", "force", f"{rs1}:80", state,
+                               "--control", str(d.control_path)], capture_output=True, text=True, timeout=30)
+
+    out = force("down")
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: check_of(d, rs1)["up"] is False, SLACK, "forced down")
+    wait_for(lambda: {served_by(lab) for _ in range(4)} == {"rs2"}, SLACK, "traffic off rs1")
+    assert force("auto").returncode == 0
+    wait_for(lambda: "rs1" in {served_by(lab) for _ in range(4)}, 2 * INTERVAL + 2 * SLACK, "rs1 back")
+    bad = subprocess.run([sys.executable, "-m", "pylvs", "health", "force", "10.77.2.99", "down",
+                          "--control", str(d.control_path)], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "no health check" in bad.stderr
