@@ -153,6 +153,7 @@ class Director:
         self.senders: list[Any] = []  # DR and reject senders beside an NFQUEUE adapter
         self.health: HealthRunner | None = None  # the nanny role: one check per real server
         self.pending_health: dict | None = None  # handed over from the health thread
+        self.last_health: dict = {}  # the mapping the running tables were compiled with
         self.health_swaps = 0
 
     # -- configuration ---------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Director:
         self.health = self.make_health(config, self._on_health)
         self.health.first_round()  # the first tables hold the servers that answer now
         self.pending_health = None
+        self.last_health = self.health.health()
         fwd = Forwarder(tb.compile(config, self.health.health()), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
@@ -226,7 +228,8 @@ class Director:
             plan = self._plan(config)
             self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
             self.health.update_config(config)  # servers that stay keep their state
-            new = self.fwd.compile(config, self.health.health())
+            self.last_health = self.health.health()
+            new = self.fwd.compile(config, self.last_health)
         except (dg.ConfigError, DirectorError, ValueError) as exc:
             self.failed_reloads += 1
             log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
@@ -333,9 +336,20 @@ class Director:
         health, self.pending_health = self.pending_health, None
         if health is None or self.config is None:
             return
+        before = self.last_health
         new = self.fwd.compile(self.config, health)
         self.fwd.swap(new)
+        self.last_health = health
         self.health_swaps += 1
+        # quiesce_server: a server coming (back) online resets the service's least-
+        # connection counts, so it is not flooded as the emptiest server (reference 1.7).
+        quiesce = {tb.health_key(self.config, v, s)[0] for v in self.config.virtuals if v.quiesce_server
+                   for s in v.servers}  # fmt: skip
+        for skey in {k[0] for k, h in health.items() if h.up and not before.get(k, h).up} & quiesce:
+            i = tb.service_index(new, skey)
+            if i >= 0:
+                n = self.fwd.reset_counts(i)
+                log.info("quiesce_server: least-connection counts of %s reset (%d connections)", skey, n)
         if self.neighbours is not None:
             self.neighbours.refresh(dest_addresses(new))  # a sorry server may be new
 

@@ -40,7 +40,16 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from pylvs.sched._common import ACT, INACT, _bind_kernel, _set_active_kernel, _unbind_kernel, new_dests
+from pylvs.sched._common import (
+    ACT,
+    F_OVERLOAD,
+    FLAGS,
+    INACT,
+    _bind_kernel,
+    _set_active_kernel,
+    _unbind_kernel,
+    new_dests,
+)
 
 # --- Connection flags: uapi values, reference 7.2 (include/uapi/linux/ip_vs.h) -------
 F_FWD_MASK = 0x0007
@@ -53,6 +62,10 @@ F_NOOUTPUT = 0x0080  # DR/TUN: no reply traffic is seen, so INPUT_ONLY transitio
 F_INACTIVE = 0x0100
 F_TEMPLATE = 0x1000
 F_ONE_PACKET = 0x2000
+# pylvs's own bit (unused by the uapi, and outside IP_VS_CONN_F_BACKUP_MASK, so never
+# synced): an entry counted before a quiesce_server reset of its server's ActiveConn /
+# InActConn (reset_counts); it no longer moves those counters.
+F_UNCOUNTED = 0x8000
 
 IPPROTO_IP = 0  # firewall-mark templates (reference 7.6)
 IPPROTO_TCP = 6
@@ -325,7 +338,7 @@ def _release(t, n):
     if d >= 0:
         if e.flags & F_TEMPLATE:
             t.persist[d] -= 1
-        else:
+        elif not (e.flags & F_UNCOUNTED):
             _unbind_kernel(t.dest, d, (e.flags & F_INACTIVE) == 0)
         _touch_row(t, d)
     if e.control >= 0:
@@ -494,12 +507,15 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
     new_state = S_CLOSE if event < 0 else TRANSITIONS[table_dir, event, e.state]
     d = e.dest
     if new_state != e.state and d >= 0:
+        counted = (e.flags & F_UNCOUNTED) == 0
         if not (e.flags & F_INACTIVE) and new_state != S_ESTABLISHED:
-            _set_active_kernel(t.dest, d, False)
+            if counted:
+                _set_active_kernel(t.dest, d, False)
             e.flags |= F_INACTIVE
             _touch_row(t, d)
         elif (e.flags & F_INACTIVE) and new_state == S_ESTABLISHED:
-            _set_active_kernel(t.dest, d, True)
+            if counted:
+                _set_active_kernel(t.dest, d, True)
             e.flags &= ~F_INACTIVE
             _touch_row(t, d)
     e.state = new_state
@@ -578,6 +594,21 @@ def expire_step(t: ConnTable, now: float, budget: int) -> int:
 
 def count(t: ConnTable) -> int:
     return int(t.meta[M_COUNT])
+
+
+def reset_counts(t: ConnTable, rows: np.ndarray) -> int:
+    """Zero ActiveConn/InActConn of dest ``rows`` (the least-connection table reset of
+    lvs.cf ``quiesce_server`` when a server comes back, reference 1.7): their live
+    connections stay and are forwarded as before, but no longer move the counters.
+    The caller refreshes the schedulers' trees.  Returns how many entries it marked."""
+    e = t.entries
+    rows = np.asarray(rows, dtype=np.int64)
+    hit = (e["live"] == 1) & ((e["flags"] & F_TEMPLATE) == 0) & np.isin(e["dest"], rows)
+    e["flags"][hit] |= F_UNCOUNTED
+    t.dest[rows, ACT] = 0
+    t.dest[rows, INACT] = 0
+    t.dest[rows, FLAGS] &= ~F_OVERLOAD  # no connections: under any threshold again
+    return int(hit.sum())
 
 
 def drain_touched(t: ConnTable) -> np.ndarray | None:

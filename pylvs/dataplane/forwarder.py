@@ -122,6 +122,15 @@ class Forwarder:
                     dest, state = t.block(i)
                     gc_kernel(int(s["alg_id"]), dest, state, now_ms)
 
+    def reset_counts(self, service: int) -> int:
+        """quiesce_server's least-connection reset for one service (its rows' ActiveConn
+        and InActConn to 0, connections kept); returns the entries it stopped counting."""
+        with self._exclusive():
+            rows = np.array(tb.list_rows(self.tables, service), dtype=np.int64)
+            n = ctm.reset_counts(self.ct, rows)
+            en._refresh_trees(self.tables)
+            return n
+
     def tick_estimators(self) -> None:
         with self._exclusive():
             svc, dest = self.counters.svc.copy(), self.counters.dest.copy()

@@ -154,6 +154,11 @@ def test_quiesce_keeps_established_connections_and_slow_start_climbs(make_lab, d
         flags.set(rip, True)
         first = wait_for(lambda: (w := dest_of(d, rip)["weight"]) > 0 and w, INTERVAL + SLACK, "back")
         assert first == 64 >> 5  # slow start: W >> 5 ...
+        # ... and the service's least-connection counts restart at 0 (the held connection
+        # and the finished ones no longer count), so the returning server is not flooded.
+        wait_for(lambda: all(x["active"] == x["inactive"] == 0 for svc in d.status()["services"]
+                             for x in svc["dests"]), SLACK, "counts reset")  # fmt: skip
+        assert ask(conn) == owner  # still served
         wait_for(lambda: dest_of(d, rip)["weight"] > first, 20 + 2 * INTERVAL + SLACK, "a doubling")
         assert dest_of(d, rip)["weight"] == 2 * first  # ... then doubling every 20 s
     finally:

@@ -69,3 +69,24 @@ def test_lblc_collector_runs_from_the_forwarder():
     for _ in range(COUNT_FOR_FULL_EXPIRATION):  # a full sweep every 30th run
         f.collect_garbage()
     assert state[H_ENTRIES] == 0
+
+
+def test_quiesce_reset_zeroes_counts_and_old_connections_stop_moving_them():
+    """lvs.cf quiesce_server: when a server comes back, the service's least-connection
+    counts restart at 0; connections made before keep being forwarded but never move
+    the counters again (so they cannot go negative), new ones count as usual."""
+    f, _, clock = make()
+    send(f, [tcp(CLIENT, VIP, 40000 + k, VPORT, "S") for k in range(4)])
+    send(f, [tcp(CLIENT, VIP, 40000 + k, VPORT, "A", seq=1001, ack=1) for k in range(2)])  # 2 ESTABLISHED
+    [svc] = f.snapshot()["services"]
+    assert sum(d["active"] for d in svc["dests"]) == 2 and sum(d["inactive"] for d in svc["dests"]) == 2
+    assert f.reset_counts(0) == 4
+    [svc] = f.snapshot()["services"]
+    assert all(d["active"] == d["inactive"] == 0 for d in svc["dests"])
+    v = send(f, [tcp(CLIENT, VIP, 40000, VPORT, "F", seq=1001, ack=1)])  # an old one closes
+    assert v.verdict[0] == en.V_NAT
+    [svc] = f.snapshot()["services"]
+    assert all(d["active"] == d["inactive"] == 0 for d in svc["dests"])
+    send(f, [tcp(CLIENT, VIP, 50000, VPORT, "S")])  # a new one counts
+    [svc] = f.snapshot()["services"]
+    assert sum(d["inactive"] for d in svc["dests"]) == 1
