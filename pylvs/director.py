@@ -189,7 +189,7 @@ class Director:
         self.health.first_round()  # the first tables hold the servers that answer now
         self.pending_health = None
         self.last_health = self.health.health()
-        fwd = Forwarder(tb.compile(config, self.health.health()), capacity=self.capacity,
+        fwd = Forwarder(tb.compile(config, self.last_health), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
@@ -205,6 +205,7 @@ class Director:
             if self.control_path:
                 self.control = ControlSocket(self.control_path)
         except BaseException:
+            self.health.stop()
             self.ctl.teardown()
             raise
         n = sum(1 for v in config.virtuals if v.active)
