@@ -40,12 +40,33 @@ def http_get(sock: socket.socket, ip: str, port: int = 80, path: str = "/",
         while chunk := sock.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
+    status, headers = _head(head)
+    return HttpReply(status, headers, body)
+
+
+def _head(head: bytes) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
     headers = {}
     for line in lines[1:]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers
+
+
+def http_keepalive_get(sock: socket.socket, host: str, path: str = "/") -> HttpReply:
+    """One GET on an open keep-alive connection (the body framed by Content-Length); the
+    connection stays open for the next one."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed the keep-alive connection")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, headers = _head(head)
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(4096)
     return HttpReply(status, headers, body)
 
 

@@ -22,6 +22,7 @@ import pytest
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
 from pylvs.lab.lvscf import Service, lvs_cf
+from pylvs.lab.probes import http_keepalive_get
 from pylvs.lab.servers import BULK_PATH, bulk_chunks
 from pylvs.sched import ALGORITHMS
 
@@ -131,16 +132,7 @@ def keepalive(lab, host="client1", port=topo.HTTP_PORT) -> socket.socket:
 
 def ask(s: socket.socket) -> str:
     """One keep-alive GET on an open connection; the answering server's name."""
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {topo.VIP}\r\n\r\n".encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
-    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
-    length = int(next(v for k, v in fields.items() if k.lower() == b"content-length"))
-    while len(body) < length:
-        body += s.recv(4096)
-    return body.decode().strip()
+    return http_keepalive_get(s, topo.VIP).body.decode().strip()
 
 
 def test_wlc_balances_long_lived_connections(make_lab, director):

@@ -23,6 +23,7 @@ import pytest
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
 from pylvs.lab.lvscf import Service, lvs_cf
+from pylvs.lab.probes import http_keepalive_get
 
 PROGRAMS = Path(__file__).resolve().parents[1] / "health_programs"
 INTERVAL = 2  # lvs.cf timeout: the check interval and the probe limit, seconds
@@ -189,16 +190,8 @@ def dest_of(d: LabDirector, rip: str) -> dict | None:
 
 
 def ask(s: socket.socket) -> str:
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {topo.VIP}\r\n\r\n".encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
-    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
-    length = int(next(v for k, v in fields.items() if k.lower() == b"content-length"))
-    while len(body) < length:
-        body += s.recv(4096)
-    return body.decode().strip()
+    """One keep-alive GET on an open connection; the answering server's name."""
+    return http_keepalive_get(s, topo.VIP).body.decode().strip()
 
 
 def test_forced_down_and_back_from_the_control_side(make_lab, director):
