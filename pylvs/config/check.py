@@ -259,6 +259,14 @@ class _Checker:
             self.warning(_line(v, "send"), f"{where}: send is ignored because send_program is set")
         if v.use_regex and v.expect is None:
             self.warning(_line(v, "use_regex"), f"{where}: use_regex = 1 has no effect without expect")
+        elif v.use_regex and v.expect != "*":
+            problem = _regex_problem(v.expect)
+            if problem:
+                self.error(_line(v, "expect"), f"{where}: {problem}: the health check could never pass")
+        if v.send_program is not None and v.expect is None:
+            self.warning(_line(v, "send_program"),
+                         f"{where}: send_program without expect: nanny compares the program's output "
+                         "with expect, so the check can never pass; add expect")
         if (v.protocol == "udp" and v.send is None and v.send_program is None):
             self.warning(_line(v, "protocol"),
                          f"{where}: udp service without send or send_program: the health check "
@@ -359,6 +367,18 @@ def check_text(text: str, filename: str = "lvs.cf", resolver: Resolver | None = 
 def check_file(path: str, resolver: Resolver | None = None) -> CheckResult:
     """Read, parse and check an lvs.cf file."""
     return _combine(parse_file(path, resolver), path)
+
+
+def _regex_problem(expect: str) -> str | None:
+    """Why an expect string is not a valid POSIX extended regex (as the health probe
+    compiles it, escapes applied), or None."""
+    from pylvs.health.probes import apply_escapes, compile_expect  # the probe is the judge
+
+    try:
+        compile_expect(apply_escapes(expect).encode("utf-8", "surrogateescape"))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def adjusted(config: Config) -> Config:

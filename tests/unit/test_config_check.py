@@ -159,7 +159,7 @@ def test_duplicate_service_inactive_is_a_warning():
 
 
 def test_same_vip_other_protocol_is_fine():
-    text = BASE + second("     protocol = udp\n     send_program = \"/bin/true\"\n").replace(
+    text = BASE + second("     protocol = udp\n     send_program = \"/bin/echo up\"\n     expect = up\n").replace(
         "192.0.2.11 eth0:2", "192.0.2.10 eth0:1")
     assert run(text).diagnostics == ()
 
@@ -377,3 +377,15 @@ def test_load_missing_file(tmp_path):
 def test_dump_of_checked_file_checks_clean():
     result = run(BASE)
     assert run(dump(result.config)).diagnostics == ()
+
+
+def test_use_regex_with_an_invalid_regex_is_an_error():
+    text = BASE.replace("     port = 80\n", '     port = 80\n     use_regex = 1\n     expect = "HTTP/1\\.(0"\n')
+    assert found(text, E, "not a valid extended regular expression") == [9]
+    ok = BASE.replace("     port = 80\n", '     port = 80\n     use_regex = 1\n     expect = "HTTP/1\\.[01] 200"\n')
+    assert found(ok, E, "regular expression") == []
+
+
+def test_send_program_without_expect_warns():
+    text = BASE.replace("     port = 80\n", '     port = 80\n     send_program = "/bin/echo %h"\n')
+    assert found(text, W, "send_program without expect") == [8]
