@@ -128,12 +128,17 @@ def test_posix_ere_errors(ere: str) -> None:
 HEAD = "serial_no = 1\nprimary = 10.0.0.1\nservice = lvs\nnetwork = nat\nnat_router = 10.0.0.254 eth1:1\n"
 
 
-def _spec(virtual_body: str, server_body: str = "", index: int = 0) -> CheckSpec:
+def _spec(virtual_body: str, server_body: str = "", index: int = 0, *, refused: str | None = None) -> CheckSpec:
+    """The spec of a server of a one-virtual config; ``refused``: the config check must
+    reject the text with this message fragment (spec_for still has to cope with it)."""
     text = (HEAD + "virtual v {\n  active = 1\n  address = 192.0.2.10 eth0:1\n" + virtual_body
             + "  server rs1 {\n    address = 10.0.0.11\n    active = 1\n" + server_body + "  }\n"
             + "  server rs2 {\n    address = 10.0.0.12\n    active = 1\n    port = 8080\n  }\n}\n")
     result = check_text(text)
-    assert result.ok, result.diagnostics
+    if refused is None:
+        assert result.ok, result.diagnostics
+    else:
+        assert not result.ok and any(refused in d.message for d in result.diagnostics), result.diagnostics
     v = result.config.virtuals[0]
     return spec_for(result.config, v, v.servers[index])
 
@@ -169,7 +174,7 @@ def test_regex_expect() -> None:
 
 
 def test_bad_regex_is_a_problem_not_an_exception() -> None:
-    s = _spec('  port = 81\n  expect = "(oops"\n  use_regex = 1\n')
+    s = _spec('  port = 81\n  expect = "(oops"\n  use_regex = 1\n', refused="not a valid extended regular expression")
     assert s.problem and "(oops" in s.problem
     result = asyncio.run(run_check(s, transport=_never_called))
     assert (result.ok, result.reason) == (False, pr.BAD_CHECK)
