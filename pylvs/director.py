@@ -178,7 +178,8 @@ class Director:
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
         config = self._read()
-        self.capture = "afpacket" if self._io_name(config) == "afpacket" else "nfqueue"
+        self.adapter_name = self._io_name(config)  # "auto" resolved once
+        self.capture = "afpacket" if self.adapter_name == "afpacket" else "nfqueue"
         if self.ctl is None:
             from pylvs.netctl import NetCtl
 
@@ -292,8 +293,7 @@ class Director:
         return "nfq-native"
 
     def _make_adapter(self, config: Config) -> Any:
-        name = self._io_name(config)
-        self.adapter_name = name
+        name = self.adapter_name
         assert self.fwd is not None
         handle = self.fwd.handle
         if name in self.adapters:

@@ -60,10 +60,10 @@ def test_dr_hand_off() -> None:
     v = en.process(b, NOW, d.tables, d.ct, d.counters)
     calls = []
     s = vd.new_stats()
-    vd.hand_off_dr(b, v, lambda batch, idx, rows: calls.append((idx.tolist(), rows.tolist())), s)
+    vd.hand_off(b, v, lambda batch, idx, rows: calls.append((idx.tolist(), rows.tolist())), None, s)
     assert calls == [([0], [int(v.dest_row[0])])] and d.rip(calls[0][1][0]) == RIP1
     assert s["dr_sent"] == 1
-    vd.hand_off_dr(b, v, None, s)
+    vd.hand_off(b, v, None, None, s)
     assert s["dr_without_sender"] == 1
 
 

@@ -12,7 +12,7 @@ V_TUNNEL    the same, 20 bytes longer (the IPIP header): nfqnl_mangle grows the 
             tests/netns/test_io_nfqueue.py captures the encapsulated packet
 V_DR        ``on_dr(batch, idx, dest_rows)`` sends it (AF_PACKET), then NF_DROP; without
             ``on_dr``: NF_DROP, counted in ``dr_without_sender``
-V_REJECT    ``on_reject(batch, idx)`` sends the ICMP error the packet became (rawip), then
+V_REJECT    ``on_reject(batch, idx, dest_rows)`` sends the ICMP error the packet became (rawip), then
             NF_DROP; without ``on_reject``: NF_DROP, counted in ``reject_without_sender``
 other       NF_DROP (no engine verdict has another value; never forward the unknown)
 =========== ============================================================================
@@ -52,8 +52,7 @@ PAGE = 4096
 STRIDE_GSO = -(-(rw.HEADROOM + IPV4_MAX + NETLINK_META) // PAGE) * PAGE
 STRIDE_PLAIN = en.STRIDE_DEFAULT
 
-OnDr = Callable[[en.Batch, np.ndarray, np.ndarray], None]
-OnReject = Callable[[en.Batch, np.ndarray], None]
+OnSend = Callable[[en.Batch, np.ndarray, np.ndarray], None]  # (batch, idx, dest_rows): on_dr, on_reject
 Handle = Callable[[en.Batch], en.Verdicts]
 
 STAT_KEYS = (
@@ -105,29 +104,25 @@ def count_actions(stats: dict[str, int], acts: np.ndarray) -> None:
     stats["mangled"] += int(c[ACCEPT_PAYLOAD])
 
 
-def hand_off_dr(batch: en.Batch, verdicts: en.Verdicts, on_dr: OnDr | None, stats: dict[str, int]) -> None:
-    """Give the batch's V_DR packets to ``on_dr`` (their NFQUEUE verdict is DROP)."""
-    idx = np.flatnonzero(verdicts.verdict[: batch.n] == en.V_DR)
-    if idx.size == 0:
-        return
-    if on_dr is None:
-        stats["dr_without_sender"] += int(idx.size)
-        return
-    on_dr(batch, idx, verdicts.dest_row[idx])
-    stats["dr_sent"] += int(idx.size)
+# What each sending verdict is handed to, and its two counters (sent, no sender).
+_HAND_OFFS = ((en.V_DR, "dr_sent", "dr_without_sender"), (en.V_REJECT, "rejected", "reject_without_sender"))
 
 
-def hand_off_reject(batch: en.Batch, verdicts: en.Verdicts, on_reject: OnReject | None,
-                    stats: dict[str, int]) -> None:  # fmt: skip
-    """Give the batch's V_REJECT packets (now ICMP errors) to ``on_reject``."""
-    idx = np.flatnonzero(verdicts.verdict[: batch.n] == en.V_REJECT)
-    if idx.size == 0:
-        return
-    if on_reject is None:
-        stats["reject_without_sender"] += int(idx.size)
-        return
-    on_reject(batch, idx)
-    stats["rejected"] += int(idx.size)
+def hand_off(batch: en.Batch, verdicts: en.Verdicts, on_dr: OnSend | None, on_reject: OnSend | None,
+             stats: dict[str, int]) -> None:  # fmt: skip
+    """Give the batch's V_DR packets to ``on_dr`` and its V_REJECT packets (now ICMP
+    errors) to ``on_reject``, each as ``(batch, idx, dest_rows)``; their NFQUEUE verdict
+    is DROP either way.  Without a sender they are counted and dropped."""
+    v = verdicts.verdict[: batch.n]
+    for (kind, sent, missing), send in zip(_HAND_OFFS, (on_dr, on_reject), strict=True):
+        idx = np.flatnonzero(v == kind)
+        if idx.size == 0:
+            continue
+        if send is None:
+            stats[missing] += int(idx.size)
+            continue
+        send(batch, idx, verdicts.dest_row[idx])
+        stats[sent] += int(idx.size)
 
 
 def check_verdicts(verdicts: en.Verdicts, n: int) -> None:

@@ -64,11 +64,10 @@ class NativeQueue:
     """One NFQUEUE queue, batched (see the module docstring)."""
 
     def __init__(self, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
-                 gso: bool = True, on_dr: vd.OnDr | None = None, on_reject: vd.OnReject | None = None,
+                 gso: bool = True, on_dr: vd.OnSend | None = None, on_reject: vd.OnSend | None = None,
                  rcvbuf: int = 64 << 20, maxlen: int = 8192,
                  stride: int | None = None) -> None:
-        self._setup(queue_num, handle, rows, fail_open, gso, on_dr, stride)
-        self.on_reject = on_reject
+        self._setup(queue_num, handle, rows, fail_open, gso, on_dr, on_reject, stride)
         flags = (lib.PL_NFQ_F_FAIL_OPEN if fail_open else 0) | (lib.PL_NFQ_F_GSO if gso else 0)
         err = ffi.new("int *")
         q = lib.pl_nfq_open(queue_num, flags, maxlen, rcvbuf, rows, err)
@@ -80,11 +79,12 @@ class NativeQueue:
 
     @classmethod
     def over_socket(cls, fd: int, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
-                    gso: bool = True, on_dr: vd.OnDr | None = None, stride: int | None = None) -> NativeQueue:
+                    gso: bool = True, on_dr: vd.OnSend | None = None, on_reject: vd.OnSend | None = None,
+                    stride: int | None = None) -> NativeQueue:
         """For unprivileged tests: the adapter over an open datagram socket (one end of a
         socketpair) that stands for the kernel; nothing is bound, ``fd`` stays the caller's."""
         self = cls.__new__(cls)
-        self._setup(queue_num, handle, rows, fail_open, gso, on_dr, stride)
+        self._setup(queue_num, handle, rows, fail_open, gso, on_dr, on_reject, stride)
         err = ffi.new("int *")
         q = lib.pl_nfq_wrap_fd(fd, queue_num, rows, err)
         if q == ffi.NULL:
@@ -93,7 +93,7 @@ class NativeQueue:
         return self
 
     def _setup(self, queue_num: int, handle: vd.Handle, rows: int, fail_open: bool, gso: bool,
-               on_dr: vd.OnDr | None, stride: int | None) -> None:
+               on_dr: vd.OnSend | None, on_reject: vd.OnSend | None, stride: int | None) -> None:
         if not 0 <= queue_num <= 0xFFFF:
             raise ValueError(f"queue_num {queue_num} is not 0..65535")
         if rows < 1:
@@ -104,7 +104,7 @@ class NativeQueue:
         self.queue_num = queue_num
         self.handle = handle
         self.on_dr = on_dr
-        self.on_reject: vd.OnReject | None = None  # set by __init__ (the director's RejectSender)
+        self.on_reject = on_reject
         self.fail_open = fail_open
         self.gso = gso
         self.rows = rows
@@ -164,8 +164,7 @@ class NativeQueue:
             try:
                 verdicts = self.handle(batch)
                 vd.check_verdicts(verdicts, batch.n)
-                vd.hand_off_dr(batch, verdicts, self.on_dr, self._stats)
-                vd.hand_off_reject(batch, verdicts, self.on_reject, self._stats)
+                vd.hand_off(batch, verdicts, self.on_dr, self.on_reject, self._stats)
             except BaseException:
                 self._stats["handler_errors"] += 1
                 self.send(batch, None)

@@ -73,11 +73,10 @@ class PacketQueue:
     """One NFQUEUE queue, one packet at a time (see the module docstring)."""
 
     def __init__(self, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
-                 gso: bool = True, on_dr: vd.OnDr | None = None, on_reject: vd.OnReject | None = None,
+                 gso: bool = True, on_dr: vd.OnSend | None = None, on_reject: vd.OnSend | None = None,
                  rcvbuf: int = 64 << 20,
                  maxlen: int = 8192) -> None:
-        self._setup(queue_num, handle, rows, fail_open, on_dr)
-        self.on_reject = on_reject
+        self._setup(queue_num, handle, rows, fail_open, on_dr, on_reject)
         self._nfq = NetfilterQueue()
         try:
             self._nfq.bind(queue_num, self._on_packet, max_len=maxlen, sock_len=rcvbuf)
@@ -91,14 +90,14 @@ class PacketQueue:
         self._closed = False
 
     def _setup(self, queue_num: int, handle: vd.Handle, rows: int, fail_open: bool,
-               on_dr: vd.OnDr | None) -> None:
+               on_dr: vd.OnSend | None, on_reject: vd.OnSend | None = None) -> None:
         """Everything but the binding (unit tests call ``_on_packet`` without root)."""
         if rows < 1:
             raise ValueError(f"rows must be >= 1, not {rows}")
         self.queue_num = queue_num
         self.handle = handle
         self.on_dr = on_dr
-        self.on_reject: vd.OnReject | None = None  # set by __init__ (the director's RejectSender)
+        self.on_reject = on_reject
         self.fail_open = fail_open
         self.gso = False  # not offered by the binding (module docstring)
         self.rows = rows
@@ -132,8 +131,7 @@ class PacketQueue:
             st["batches"] += 1
             verdicts = self.handle(batch)
             vd.check_verdicts(verdicts, 1)
-            vd.hand_off_dr(batch, verdicts, self.on_dr, st)
-            vd.hand_off_reject(batch, verdicts, self.on_reject, st)
+            vd.hand_off(batch, verdicts, self.on_dr, self.on_reject, st)
             act = int(vd.actions(verdicts.verdict[:1])[0])
         except BaseException as exc:  # noqa: BLE001 -- re-raised by run(); the packet needs a verdict now
             st["handler_errors"] += 1

@@ -19,13 +19,14 @@ IP_DST = slice(16, 20)
 
 
 class RejectSender:
-    """``on_reject(batch, idx)`` for the NFQUEUE adapters; counters in ``stats``."""
+    """``on_reject(batch, idx, dest_rows)`` for the NFQUEUE adapters (the rows are not
+    needed: the ICMP error carries its own destination); counters in ``stats``."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
         self.stats = dict.fromkeys(("rejected_sent", "send_errors"), 0)
 
-    def __call__(self, batch: en.Batch, idx: np.ndarray) -> None:
+    def __call__(self, batch: en.Batch, idx: np.ndarray, dest_rows: np.ndarray | None = None) -> None:
         for i in idx.tolist():
             off, n = int(batch.off[i]), int(batch.lens[i])
             pkt = memoryview(batch.buf[i])[off:off + n]
