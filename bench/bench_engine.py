@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 import pytest
+from golden import HEAD, virtual
 
 from pylvs.config import check_text
 from pylvs.dataplane import conntab as ctm
@@ -62,35 +63,11 @@ ROUNDS = {1: 2000, 32: 500, 256: 200}
 WARMUP = 20
 TCP_ACK_PSH, TCP_SYN = 0x18, 0x02
 
-_HEAD = """serial_no = 1
-primary = 192.0.2.2
-service = lvs
-backup_active = 0
-backup = 0.0.0.0
-heartbeat_port = 539
-keepalive = 2
-deadtime = 6
-network = {network}
-nat_router = 10.0.0.254 eth1:1
-nat_nmask = 255.255.255.0
-virtual www {{
-     active = 1
-     address = 192.0.2.10 eth0:1
-     vip_nmask = 255.255.255.0
-     port = 80
-     protocol = tcp
-     scheduler = wlc
-{servers}}}
-"""
-
-
 def _cf(network: str) -> str:
-    port = f"         port = {RPORT}\n" if network == "nat" else ""
-    servers = "".join(
-        f"     server rs{i} {{\n         address = 10.0.0.{i + 2}\n{port}"
-        f"         active = 1\n         weight = {1 + i % 4}\n     }}\n"
-        for i in range(N_SERVERS))
-    return _HEAD.format(network=network, servers=servers)
+    """The lvs.cf text: golden.py's globals, one wlc service, N_SERVERS weights 1-4."""
+    rport = RPORT if network == "nat" else None
+    servers = [(f"rs{i}", f"10.0.0.{i + 2}", rport, 1 + i % 4) for i in range(N_SERVERS)]
+    return HEAD.format(network=network) + virtual("www", "192.0.2.10", 80, sched="wlc", servers=servers)
 
 
 # --- packets, built with numpy (checked against scapy once) --------------------------
