@@ -20,6 +20,7 @@ from pylvs.config.model import (
     ANY_ADDRESS,
     FWMARK_MAX,
     KEYWORDS_BY_SCOPE,
+    MIN_HEARTBEAT_INTERVAL,
     PERSISTENT_MAX,
     PORT_MAX,
     PORT_MIN,
@@ -138,16 +139,36 @@ class _Checker:
         if not 1 <= c.heartbeat_port <= PORT_MAX:
             self.error(_line(c, "heartbeat_port"),
                        f"heartbeat_port {c.heartbeat_port} is not a UDP port (1-{PORT_MAX})")
-        if c.keepalive < 1:
-            self.error(_line(c, "keepalive"),
-                       f"keepalive = {c.keepalive}: the heartbeat interval must be at least 1 second")
-        if c.deadtime < 1:
-            self.error(_line(c, "deadtime"), f"deadtime = {c.deadtime}: must be at least 1 second")
-        elif c.keepalive >= 1 and c.keepalive >= c.deadtime:
+        if c.keepalive < MIN_HEARTBEAT_INTERVAL:
+            self.error(_line(c, "keepalive"), f"keepalive = {c.keepalive}: the heartbeat interval must be "
+                                              f"at least {MIN_HEARTBEAT_INTERVAL} s")
+        if c.deadtime < MIN_HEARTBEAT_INTERVAL:
+            self.error(_line(c, "deadtime"), f"deadtime = {c.deadtime}: must be at least {MIN_HEARTBEAT_INTERVAL} s")
+        elif c.keepalive >= MIN_HEARTBEAT_INTERVAL and c.keepalive >= c.deadtime:
             self.warning(_line(c, "deadtime"),
                          f"deadtime ({c.deadtime} s) is not longer than keepalive ({c.keepalive} s): "
                          "the peer is declared dead between two heartbeats and the routers will "
                          "flap; make deadtime a few keepalive intervals")
+        if c.garp_count < 1:
+            self.error(_line(c, "garp_count"), f"garp_count = {c.garp_count}: send at least one gratuitous ARP")
+        for key in ("garp_interval", "garp_refresh"):
+            if getattr(c, key) < 0:
+                self.error(_line(c, key), f"{key} = {getattr(c, key)}: must not be negative")
+        if c.config_sync:
+            if not c.config_sync_secret:
+                self.error(_line(c, "config_sync"), "config_sync = 1 needs config_sync_secret "
+                                                    "(a file holding the shared secret, on both routers)")
+            if c.config_sync_interval <= 0:
+                self.error(_line(c, "config_sync_interval"),
+                           f"config_sync_interval = {c.config_sync_interval}: must be positive")
+            if not c.backup_active:
+                self.warning(_line(c, "config_sync"), "config_sync = 1 without backup_active = 1: "
+                                                      "there is no backup to send lvs.cf to")
+        if not 1 <= c.syncd_port <= PORT_MAX:
+            self.error(_line(c, "syncd_port"), f"syncd_port {c.syncd_port} is not a UDP port (1-{PORT_MAX})")
+        if c.syncd_unicast and c.syncdaemon and not c.backup_active:
+            self.warning(_line(c, "syncd_unicast"), "syncd_unicast = 1 sends to the peer, but "
+                                                    "backup_active = 0: there is no peer")
         if c.nat_router is not None and c.network != "nat":
             self.warning(_line(c, "nat_router"),
                          f"nat_router is only used with network = nat (network is {c.network})")

@@ -32,11 +32,19 @@ SERVICE_DEFAULT = "lvs"
 HEARTBEAT_PORT_DEFAULT = 539  # pulse's UDP heartbeat port, reference 1.2
 KEEPALIVE_DEFAULT = 2  # seconds between heartbeats, reference 1.2
 DEADTIME_DEFAULT = 5  # seconds of silence before the peer is dead, reference 1.2
+MIN_HEARTBEAT_INTERVAL = 0.05  # pylvs allows fractions; below 50 ms a busy box would flap
 NETWORK_DEFAULT = "nat"  # LVS_REDIRECT_NAT, reference 1.2
 DEBUG_LEVEL_DEFAULT = "NONE"
 RSH_COMMAND_DEFAULT = "rsh"
 IPVSADM_DEFAULT = "/sbin/ipvsadm"  # piranha globals.h IPVSADM
 SYNCD_IFACE_DEFAULT = "eth0"  # ipvsadm --mcast-interface default, reference 1.2 / 9.2
+SYNCD_PORT_DEFAULT = 8848  # IP_VS_SYNC_PORT, reference 10
+# pylvs extensions (not in piranha), docs/ha.md:
+GARP_COUNT_DEFAULT = 5  # send_arp frames per address on takeover, reference 2.5/2.6
+GARP_INTERVAL_DEFAULT = 1  # seconds between them (send_arp's sleep(1))
+GARP_REFRESH_DEFAULT = 10  # seconds between re-announcements while active (0: never)
+CONFIG_SYNC_PORT_DEFAULT = 539  # TCP, the heartbeat's number (the heartbeat is UDP)
+CONFIG_SYNC_INTERVAL_DEFAULT = 10  # seconds between the backup's fetches
 HARD_SHUTDOWN_DEFAULT = True  # lvsd shuts everything down when a nanny dies
 
 # Virtual-server defaults, as set by lvsInitVirtualServer (reference 1.3).
@@ -168,8 +176,8 @@ class Config:
     backup_shared: str | None = None
     heartbeat: bool = False
     heartbeat_port: int = HEARTBEAT_PORT_DEFAULT
-    keepalive: int = KEEPALIVE_DEFAULT
-    deadtime: int = DEADTIME_DEFAULT
+    keepalive: float = KEEPALIVE_DEFAULT  # pylvs takes fractions of a second too
+    deadtime: float = DEADTIME_DEFAULT
     network: str = NETWORK_DEFAULT
     nat_router: BoundAddress | None = None
     nat_nmask: IPv4Address = ANY_ADDRESS
@@ -184,6 +192,15 @@ class Config:
     syncdaemon: bool = False
     syncd_iface: str = SYNCD_IFACE_DEFAULT
     syncd_id: int = 0
+    syncd_port: int = SYNCD_PORT_DEFAULT
+    syncd_unicast: bool = False
+    garp_count: int = GARP_COUNT_DEFAULT
+    garp_interval: float = GARP_INTERVAL_DEFAULT
+    garp_refresh: float = GARP_REFRESH_DEFAULT
+    config_sync: bool = False
+    config_sync_secret: str | None = None
+    config_sync_port: int = CONFIG_SYNC_PORT_DEFAULT
+    config_sync_interval: float = CONFIG_SYNC_INTERVAL_DEFAULT
     tcp_timeout: int = 0
     tcpfin_timeout: int = 0
     udp_timeout: int = 0
@@ -217,6 +234,7 @@ class Kind(enum.Enum):
     """How a keyword's value tokens are read."""
 
     INT = "int"  # C strtol base 0: 10, 0x0a, 012 (octal)
+    SECONDS = "seconds"  # a whole number as INT, or a decimal fraction (0.5): pylvs only
     BOOL = "bool"  # 0 or 1 (read as an integer first, as piranha does)
     PORT = "port"  # integer or /etc/services name (tcp)
     HOST = "host"  # dotted quad or resolvable host name
@@ -306,8 +324,10 @@ KEYWORDS: tuple[Keyword, ...] = (
     _kw("backup_shared", G, Kind.STRING, "FOS shared-SCSI device of the backup (parsed, unused by pylvs)."),
     _kw("heartbeat", G, Kind.BOOL, "Parsed but not read: heartbeats run whenever backup_active = 1 (as pulse)."),
     _kw("heartbeat_port", G, Kind.PORT, "UDP port heartbeats are sent to and received on.", always=True),
-    _kw("keepalive", G, Kind.INT, "Seconds between heartbeats.", always=True),
-    _kw("deadtime", G, Kind.INT, "Seconds without a heartbeat before the peer is declared dead.", always=True),
+    _kw("keepalive", G, Kind.SECONDS, "Seconds between heartbeats (pylvs: fractions allowed, e.g. 0.2).",
+        always=True),
+    _kw("deadtime", G, Kind.SECONDS,
+        "Seconds without a heartbeat before the peer is declared dead (pylvs: fractions allowed).", always=True),
     _kw("network", G, Kind.ENUM, "Forwarding method for every real server: nat, direct (routing) or tunnel (IPIP).",
         choices=NETWORKS, always=True),
     _kw("nat_router", G, Kind.HOST_DEV, "NAT gateway address and interface the real servers route back through."),
@@ -325,6 +345,17 @@ KEYWORDS: tuple[Keyword, ...] = (
     _kw("syncdaemon", G, Kind.BOOL, "1: run the IPVS connection-sync daemon."),
     _kw("syncd_iface", G, Kind.STRING, "Interface the connection-sync multicast uses."),
     _kw("syncd_id", G, Kind.INT, "Connection-sync id (0-255)."),
+    _kw("syncd_port", G, Kind.PORT, "pylvs: UDP port of the connection sync (default 8848)."),
+    _kw("syncd_unicast", G, Kind.BOOL,
+        "pylvs: 1 sends connection sync to the peer's private address instead of multicast 224.0.0.81."),
+    _kw("garp_count", G, Kind.INT, "pylvs: gratuitous ARP frames per address on takeover (send_arp: 5)."),
+    _kw("garp_interval", G, Kind.SECONDS, "pylvs: seconds between those frames (send_arp: 1)."),
+    _kw("garp_refresh", G, Kind.SECONDS,
+        "pylvs: seconds between re-announcements of the addresses while active (0: never)."),
+    _kw("config_sync", G, Kind.BOOL, "pylvs: 1 makes the backup fetch the primary's lvs.cf (HMAC-authenticated)."),
+    _kw("config_sync_secret", G, Kind.STRING, "pylvs: file holding the shared secret of config sync."),
+    _kw("config_sync_port", G, Kind.PORT, "pylvs: TCP port the primary serves lvs.cf on (default 539)."),
+    _kw("config_sync_interval", G, Kind.SECONDS, "pylvs: seconds between the backup's fetches."),
     _kw("tcp_timeout", G, Kind.INT, "IPVS TCP established timeout in seconds (0: keep the current value)."),
     _kw("tcpfin_timeout", G, Kind.INT, "IPVS TCP FIN_WAIT timeout in seconds (0: keep the current value)."),
     _kw("udp_timeout", G, Kind.INT, "IPVS UDP timeout in seconds (0: keep the current value)."),

@@ -203,6 +203,12 @@ class _Values:
             self.notes.append(note)
         return value
 
+    def seconds(self, tok: Token) -> int | float:
+        """A whole number as ``integer`` reads it, or a plain decimal such as 0.5."""
+        if re.fullmatch(r"[0-9]*\.[0-9]+|[0-9]+\.", tok.text):
+            return float(tok.text)
+        return self.integer(tok)
+
     def boolean(self, tok: Token) -> bool:
         value = self.integer(tok)  # piranha getBoolean() reads a number first
         if value not in (0, 1):
@@ -259,6 +265,8 @@ class _Values:
         tok = values[0]
         if kw.kind is Kind.INT:
             return self.integer(tok)
+        if kw.kind is Kind.SECONDS:
+            return self.seconds(tok)
         if kw.kind is Kind.BOOL:
             return self.boolean(tok)
         if kw.kind is Kind.PORT:

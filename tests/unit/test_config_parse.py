@@ -48,6 +48,13 @@ REFERENCE_GLOBAL = {
     "monitor_links": 0, "syncdaemon": False, "syncd_iface": "eth0", "syncd_id": 0,
     "tcp_timeout": 0, "tcpfin_timeout": 0, "udp_timeout": 0, "hard_shutdown": True,
 }
+# pylvs's own global keywords (HA extensions, docs/ha.md): not in piranha, so not in the
+# reference; listed here so a new keyword is still a deliberate change of this test.
+EXTENSIONS_GLOBAL = {
+    "syncd_port": 8848, "syncd_unicast": False, "garp_count": 5, "garp_interval": 1,
+    "garp_refresh": 10, "config_sync": False, "config_sync_secret": None,
+    "config_sync_port": 539, "config_sync_interval": 10,
+}
 REFERENCE_VIRTUAL = {
     "active": False, "address": None, "vip_nmask": ANY, "port": 80, "protocol": "tcp",
     "fwmark": 0, "scheduler": "wlc", "persistent": 0, "pmask": ANY, "send": None,
@@ -65,7 +72,7 @@ REFERENCE_BLOCKS = {Scope.GLOBAL: {"virtual", "failover"}, Scope.VIRTUAL: {"serv
 
 
 @pytest.mark.parametrize("scope,reference", [
-    (Scope.GLOBAL, REFERENCE_GLOBAL), (Scope.VIRTUAL, REFERENCE_VIRTUAL),
+    (Scope.GLOBAL, REFERENCE_GLOBAL | EXTENSIONS_GLOBAL), (Scope.VIRTUAL, REFERENCE_VIRTUAL),
     (Scope.SERVER, REFERENCE_SERVER), (Scope.FAILOVER, REFERENCE_FAILOVER),
 ])
 def test_keyword_table_matches_reference(scope, reference):
@@ -111,6 +118,10 @@ GLOBAL_SAMPLES = {
     "active_cmd": ('"/usr/local/bin/up now"', "/usr/local/bin/up now"),
     "inactive_cmd": ("/usr/local/bin/down", "/usr/local/bin/down"), "monitor_links": ("1", 1),
     "syncdaemon": ("1", True), "syncd_iface": ("eth2", "eth2"), "syncd_id": ("7", 7),
+    "syncd_port": ("8849", 8849), "syncd_unicast": ("1", True), "garp_count": ("3", 3),
+    "garp_interval": ("0.5", 0.5), "garp_refresh": ("30", 30), "config_sync": ("1", True),
+    "config_sync_secret": ("/etc/sysconfig/ha/sync.key", "/etc/sysconfig/ha/sync.key"),
+    "config_sync_port": ("5390", 5390), "config_sync_interval": ("2.5", 2.5),
     "tcp_timeout": ("900", 900), "tcpfin_timeout": ("120", 120), "udp_timeout": ("300", 300),
     "hard_shutdown": ("0", False),
 }
@@ -461,3 +472,18 @@ def test_line_numbers_do_not_affect_equality():
     a = p("primary = 192.0.2.2\nvirtual v {\n active = 1\n}\n").config
     b = p("\n\n\nprimary = 192.0.2.2\n\nvirtual v {\n\n active = 1\n}\n").config
     assert a == b and a.virtuals[0].line != b.virtuals[0].line
+
+
+@pytest.mark.parametrize("text,value", [("0.2", 0.2), ("2", 2), (".5", 0.5), ("3.", 3.0)])
+def test_keepalive_takes_fractions(text, value):
+    result = parse(f"keepalive = {text}\n", "lvs.cf")
+    assert result.ok and result.config.keepalive == value
+
+
+def test_heartbeat_below_minimum_is_an_error():
+    from pylvs.config.check import check_text
+
+    result = check_text("primary = 10.0.0.1\nkeepalive = 0.01\ndeadtime = 0.02\n", "lvs.cf")
+    errors = [str(d) for d in result.diagnostics if d.severity is Severity.ERROR]
+    assert any("lvs.cf:2" in e and "keepalive" in e for e in errors)
+    assert any("lvs.cf:3" in e and "deadtime" in e for e in errors)
