@@ -1,0 +1,1 @@
+"""The pulse role: heartbeat, failover, gratuitous ARP, config sync and connection sync."""
