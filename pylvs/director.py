@@ -12,6 +12,10 @@
   keeps forwarding; a good one is compiled outside the dataplane lock and swapped in
   (``Forwarder.swap``): established connections keep their real server;
 * ``SIGTERM``/``SIGINT``: stop the adapter, remove rules and addresses, exit 0.
+* ``--standby`` (how ``pylvs pulse`` runs it, docs/ha.md): everything above is ready
+  (tables compiled, JIT warm, health checks and connection sync running) but nothing is
+  captured until ``SIGUSR1``; ``SIGUSR2`` goes back to standby.  The connection table
+  stays across both, so synced connections survive a takeover.
 
 Adapters (``--io``): ``nfq-native`` (batched C over libnetfilter_queue, the default
 when it is built), ``nfqueue`` (the ``netfilterqueue`` package, per packet), ``afpacket``
@@ -123,7 +127,8 @@ class Director:
                  capacity: int = CONN_TABLE_CAPACITY,
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 make_health: Callable[..., Any] = HealthRunner) -> None:  # fmt: skip
+                 make_health: Callable[..., Any] = HealthRunner,
+                 standby: bool = False, notify_fd: int | None = None) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         self.path = path
@@ -155,6 +160,16 @@ class Director:
         self.pending_health: dict | None = None  # handed over from the health thread
         self.last_health: dict = {}  # the mapping the running tables were compiled with
         self.health_swaps = 0
+        # Managed by pulse (docs/ha.md): start standby, forward only between SIGUSR1
+        # ("become active") and SIGUSR2 ("become standby"); report each role reached on
+        # notify_fd as a line, so pulse announces the addresses once they are up.
+        self.managed = standby
+        self.want_active = not standby
+        self.active = False
+        self.notify_fd = notify_fd
+        self.activations = 0
+        self.plan: Any = None
+        self.syncd: Any = None  # the connection-sync daemon (lvs.cf syncdaemon = 1)
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
@@ -194,24 +209,91 @@ class Director:
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
-        self.ctl.apply(plan)
+        self.plan = plan
         try:
-            if config.network in ("direct", "tunnel"):
-                self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
-                self.neighbours.refresh(dest_addresses(fwd.tables))
-            self.adapter = self._make_adapter(config)
-            self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
-            self.thread.start()
+            self.syncd = self._make_syncd(config)
+            if self.want_active:
+                self.activate()
+            elif self.syncd is not None:
+                self.syncd.start_backup()
             self.health.start()
             if self.control_path:
                 self.control = ControlSocket(self.control_path)
         except BaseException:
             self.health.stop()
-            self.ctl.teardown()
+            if self.syncd is not None:
+                self.syncd.stop()
+            self.deactivate()
             raise
         n = sum(1 for v in config.virtuals if v.active)
-        log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d", n, self.path,
-                 config.network, self.adapter_name, fwd.tables.generation)  # fmt: skip
+        log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d%s", n, self.path,
+                 config.network, self.adapter_name, fwd.tables.generation,
+                 "" if self.active else ", standby")  # fmt: skip
+        if not self.active:
+            self._notify("standby")
+
+    def activate(self) -> None:
+        """Take the addresses, install the capture rules and forward (pulse: become active)."""
+        assert self.fwd is not None and self.config is not None
+        if self.active:
+            return
+        config = self.config
+        self.stop_event = threading.Event()  # one per activation: the last one stays set
+        self.ctl.apply(self.plan)
+        self.active = True
+        if config.network in ("direct", "tunnel"):
+            self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
+            self.neighbours.refresh(dest_addresses(self.fwd.tables))
+        self.adapter = self._make_adapter(config)
+        self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
+        self.thread.start()
+        if self.syncd is not None:
+            self.syncd.start_master()
+        self.activations += 1
+        log.info("active: forwarding, addresses %s", ", ".join(str(a) for a in self.plan.addresses) or "none")
+        self._notify("active")
+
+    def deactivate(self) -> None:
+        """Stop forwarding, remove rules and addresses (pulse: become standby).  The
+        connection table, the health checks and the compiled tables stay."""
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(ADAPTER_JOIN_TIMEOUT)
+            if self.thread.is_alive():
+                log.error("the dataplane thread did not stop within %.0f s", ADAPTER_JOIN_TIMEOUT)
+            self.thread = None
+        if self.adapter is not None and hasattr(self.adapter, "close"):
+            self.adapter.close()
+        self.adapter = None
+        for sender in self.senders:
+            sender.close()
+        self.senders = []
+        if self.ctl is not None:
+            self.ctl.teardown()
+        was, self.active = self.active, False
+        if was:
+            if self.syncd is not None:
+                self.syncd.start_backup()
+            log.info("standby: addresses and rules removed")
+            self._notify("standby")
+
+    def _make_syncd(self, config: Config) -> Any:
+        if not config.syncdaemon:
+            return None
+        from pylvs.ha.roles import peer_private_address
+        from pylvs.ha.syncd import SyncDaemon, iface_address
+
+        peer = peer_private_address(config) if config.syncd_unicast else None
+        return SyncDaemon(self.fwd, syncid=config.syncd_id & 0xFF, port=config.syncd_port,
+                          iface_addr=iface_address(config.syncd_iface), unicast_peer=peer)
+
+    def _notify(self, line: str) -> None:
+        if self.notify_fd is None:
+            return
+        try:
+            os.write(self.notify_fd, (line + "\n").encode())
+        except OSError as exc:  # pulse is gone: it will not read any more (PDEATHSIG follows)
+            log.warning("cannot tell pulse %r: %s", line, exc)
 
     def _row_addr(self, row: int) -> int:
         return int(self.fwd.tables.dest[row, ADDR])
@@ -237,7 +319,8 @@ class Director:
             log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
             return False
         try:
-            self.ctl.update(plan)
+            if self.active:
+                self.ctl.update(plan)
         except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
             self.failed_reloads += 1
             log.error("reload: the kernel side could not be updated (%s); still running generation %d",
@@ -246,7 +329,7 @@ class Director:
         self.fwd.swap(new)
         if self.neighbours is not None:
             self.neighbours.refresh(dest_addresses(new))
-        self.config = config
+        self.config, self.plan = config, plan
         self.reloads += 1
         log.info("reloaded %s: generation %d", self.path, new.generation)
         return True
@@ -257,17 +340,9 @@ class Director:
             self.control = None
         if self.health is not None:
             self.health.stop()
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(ADAPTER_JOIN_TIMEOUT)
-            if self.thread.is_alive():
-                log.error("the dataplane thread did not stop within %.0f s", ADAPTER_JOIN_TIMEOUT)
-        if self.adapter is not None and hasattr(self.adapter, "close"):
-            self.adapter.close()
-        for sender in self.senders:
-            sender.close()
-        if self.ctl is not None:
-            self.ctl.teardown()
+        if self.syncd is not None:
+            self.syncd.stop()
+        self.deactivate()
         if self.status_path:
             Path(self.status_path).unlink(missing_ok=True)
         log.info("stopped")
@@ -374,9 +449,17 @@ class Director:
         self.pending.add(signal.Signals(signum).name)
         self.wake.set()
 
+    def _on_role_signal(self, signum: int, _frame: Any) -> None:
+        # Level-triggered: the last signal says what pulse wants; the loop gets there.
+        self.want_active = signum == signal.SIGUSR1
+        self.wake.set()
+
     def install_signals(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if self.managed:
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, self._on_role_signal)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (exit 0) or a dataplane failure (exit 1); whatever
@@ -400,6 +483,13 @@ class Director:
             if "SIGHUP" in self.pending:
                 self.pending.discard("SIGHUP")
                 self.reload()
+            if self.want_active != self.active:
+                try:
+                    self.activate() if self.want_active else self.deactivate()
+                except Exception as exc:  # noqa: BLE001 - pulse sees the exit (CHILDFAIL), the peer takes over
+                    log.error("cannot become %s: %s", "active" if self.want_active else "standby", exc)
+                    code = 1
+                    break
             if self.control is not None:
                 self.control.poll(self.handle_control)
             if self.pending_health is not None:
@@ -427,6 +517,8 @@ class Director:
     def status(self) -> dict[str, Any]:
         snap = self.fwd.snapshot()
         snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,
+                    role="active" if self.active else "standby", activations=self.activations,
+                    sync=self.syncd.stats() if self.syncd is not None else None,
                     reloads=self.reloads, failed_reloads=self.failed_reloads,
                     adapter=self.adapter.stats() if hasattr(self.adapter, "stats") else {},
                     senders={type(x).__name__: dict(x.stats) for x in self.senders},

@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--pidfile", default=DEFAULT_PIDFILE, metavar="PATH", help="PID file when daemonized")
     p.add_argument("--capacity", type=int, default=None, metavar="N",
                    help="connection table entries, a power of two (default 1048576)")
+    p.add_argument("--standby", action="store_true",
+                   help="start standby, as `pylvs pulse` runs it: forward after SIGUSR1, stop after SIGUSR2")
+    p.add_argument("--notify-fd", type=int, default=None, metavar="FD",
+                   help="write the role reached (standby, active) as a line to this descriptor (pulse's pipe)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run)
 
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, foreground=args.nodaemon)
     d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                  status_path=args.status, control_path=args.control,
-                 capacity=args.capacity or CONN_TABLE_CAPACITY)  # fmt: skip
+                 capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
+                 notify_fd=args.notify_fd)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     d.install_signals()

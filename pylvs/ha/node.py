@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the rule table is read across, one row per line)
 """The pulse node as a step function: events and a clock in, actions out.
 
 Rules (reference 2.3-2.5 and 2.7, pulse.c walked line by line):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import os
 import threading
 import time
 
@@ -89,7 +90,7 @@ def director(tmp_path):
                      status_path=str(tmp_path / "status.json"), capacity=1024, **kw)
         d.start()
         made.append(d)
-        return d, feed["a"]
+        return d, feed.get("a")
 
     yield make
     for d in made:
@@ -200,3 +201,41 @@ def test_reload_whose_kernel_update_fails_keeps_the_running_tables(director, tmp
     assert d.failed_reloads == 1 and d.fwd.tables.generation == 1
     [(v, _)] = feed.send([syn(44000)])
     assert v == "nat"
+
+
+def test_standby_forwards_only_between_usr1_and_usr2(director, tmp_path):
+    r, w = os.pipe()
+    adapters = []
+    d, feed = director(two_servers(), standby=True, notify_fd=w)
+    assert not d.active and d.adapter is None and [a[0] for a in d.ctl.actions] == []
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("code", d.run()))
+    t.start()
+
+    def wait_for(cond):
+        deadline = time.monotonic() + 10
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cond()
+
+    try:
+        d._on_role_signal(signal.SIGUSR1, None)
+        wait_for(lambda: d.active)
+        adapters.append(d.adapter)
+        [(verdict, _)] = d.adapter.send([syn(CPORT)])
+        assert verdict == "nat"
+        assert [a[0] for a in d.ctl.actions][-1] == "apply"
+        d._on_role_signal(signal.SIGUSR2, None)
+        wait_for(lambda: not d.active)
+        assert d.ctl.actions[-1][0] == "teardown" and adapters[0].closed
+        assert d.fwd.snapshot()["connections"] == 1  # the table stays: a takeover keeps it
+        d._on_role_signal(signal.SIGUSR1, None)
+        wait_for(lambda: d.active)
+        assert d.activations == 2
+    finally:
+        d._on_signal(signal.SIGTERM, None)
+        t.join(10)
+    assert result["code"] == 0
+    assert os.read(r, 100).decode().split() == ["standby", "active", "standby", "active", "standby"]
+    os.close(r)
+    os.close(w)

@@ -128,7 +128,7 @@ class Pair:
         self.nodes = [nd.Node(master=True, keepalive=KEEPALIVE, deadtime=DEADTIME),
                       nd.Node(master=False, keepalive=KEEPALIVE, deadtime=DEADTIME)]
         self.alive = [False, False]
-        self.pending_start = list(zip(start, forceactive))
+        self.pending_start = list(zip(start, forceactive, strict=True))
         self.cut = False
         self.now = 0.0
         self.logs: list[tuple[int, str]] = []
@@ -173,7 +173,7 @@ class Pair:
 
     @property
     def active(self) -> list[bool]:
-        return [n.active and a for n, a in zip(self.nodes, self.alive)]
+        return [n.active and a for n, a in zip(self.nodes, self.alive, strict=True)]
 
 
 def test_cold_start_master_wins():
