@@ -54,16 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
-def setup_logging(verbose: bool, foreground: bool) -> None:
+def setup_logging(verbose: bool, foreground: bool, ident: str = "lvs") -> None:
     root = logging.getLogger("pylvs")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if foreground:
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(asctime)s lvs[%(process)d]: %(message)s"))
+        h.setFormatter(logging.Formatter(f"%(asctime)s {ident}[%(process)d]: %(message)s"))
         root.addHandler(h)
     if os.path.exists(SYSLOG_SOCKET):
         s = logging.handlers.SysLogHandler(SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-        s.setFormatter(logging.Formatter("lvs[%(process)d]: %(message)s"))
+        s.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
         root.addHandler(s)
 
 

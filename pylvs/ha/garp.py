@@ -118,13 +118,16 @@ class GarpSender:
 
     def __init__(self, device: str = DEFAULT_DEVICE, sock: socket.socket | None = None):
         self.device = base_device(device)
-        # Protocol 0: this socket only sends; it never queues the frames it would receive.
-        self.sock = sock if sock is not None else socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            self.sock.bind((self.device, 0))
-            self.mac = device_mac(self.sock, self.device)
+            # Protocol 0: this socket only sends; it never queues the frames it would receive.
+            self.sock = sock if sock is not None else socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                self.sock.bind((self.device, 0))
+                self.mac = device_mac(self.sock, self.device)
+            except OSError:
+                self.sock.close()
+                raise
         except OSError as exc:
-            self.sock.close()
             reason = exc.strerror or str(exc)
             raise OSError(exc.errno, f"gratuitous ARP on {self.device}: {reason}") from exc
 

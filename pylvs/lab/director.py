@@ -1,8 +1,9 @@
-"""``pylvs lvs`` running in a lab director's namespace, started and stopped by PID.
+"""``pylvs lvs`` and ``pylvs pulse`` running in a lab director's namespace, started and
+stopped by PID.
 
-Shared by the end-to-end tests, ``make demo`` and the forwarding benchmark: start it as
-an operator would (``python -m pylvs lvs -c FILE --nodaemon``), wait for its status file,
-send it real SIGHUPs and SIGTERMs.
+Shared by the end-to-end tests, ``make demo`` and the benchmarks: start them as an
+operator would (``python -m pylvs lvs|pulse -c FILE --nodaemon``), wait for the status
+file, send real SIGHUPs, SIGTERMs and (a box that fails) SIGKILLs.
 """
 
 from __future__ import annotations
@@ -82,4 +83,80 @@ class LabDirector:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        return self.proc.returncode
+
+
+class LabPulse:
+    """``pylvs pulse`` on one lab router (dir1 or dir2), with its director as its child.
+    Files live in ``workdir/<host>/``: lvs.cf, pulse.log (pulse and director), the status
+    files of both and the director's control socket."""
+
+    def __init__(self, lab: Any, workdir: Path, text: str, *, host: str, io: str = "auto",
+                 forceactive: bool = False, wait: bool = True) -> None:  # fmt: skip
+        self.lab, self.host = lab, host
+        self.dir = workdir / host
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cf = self.dir / "lvs.cf"
+        if text:
+            self.cf.write_text(text)
+        self.status_path = self.dir / "pulse.status.json"
+        self.lvs_status_path = self.dir / "lvs.status.json"
+        for p in (self.status_path, self.lvs_status_path):
+            p.unlink(missing_ok=True)
+        self.log_path = self.dir / "pulse.log"
+        argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", io,
+                "--status", str(self.status_path), "--lvs-status", str(self.lvs_status_path),
+                "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else [])]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = lab.popen(host, argv, what="pulse", stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_for(lambda s: s["director"]["role"] in ("standby", "active"), START_TIMEOUT,
+                          "its director ready")  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def status(self) -> dict[str, Any]:
+        return read_status(str(self.status_path))
+
+    def lvs_status(self) -> dict[str, Any]:
+        return read_status(str(self.lvs_status_path))
+
+    def wait_for(self, cond: Any, timeout: float, what: str) -> dict[str, Any]:
+        """Poll pulse's status until ``cond(status)``; the status, or RuntimeError saying what."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                s = self.status()
+                if cond(s):
+                    return s
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pulse on {self.host} exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pulse on {self.host}: not {what} after {timeout:.0f} s:\n{self.log()}")
+            time.sleep(POLL)
+
+    def kill(self) -> None:
+        """The box fails: SIGKILL pulse and its director at once (nothing cleans up)."""
+        child = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            child = self.status()["director"]["pid"]
+        for pid in (self.proc.pid, child):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc.wait()  # the director, orphaned, is reaped by init
+
+    def stop(self) -> int:
+        """SIGTERM (SIGKILL after STOP_TIMEOUT); the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
         return self.proc.returncode

@@ -37,8 +37,9 @@ class Service:
 
 def lvs_cf(lab: topo.Lab | None = None, services: Sequence[Service] = (Service(),), *,
            kind: str | None = None, rips: Sequence[str] | None = None, serial_no: int = 1,
-           extra_globals: str = "") -> str:  # fmt: skip
-    """The file text.  Pass a Lab, or ``kind`` and ``rips`` for a lab not built yet."""
+           extra_globals: str = "", backup: bool = False) -> str:  # fmt: skip
+    """The file text.  Pass a Lab, or ``kind`` and ``rips`` for a lab not built yet.
+    backup: the guide's two routers (dir1 primary, dir2 backup, heartbeats on both segments)."""
     kind = kind or lab.kind
     rips = list(rips if rips is not None else lab.rips)
     network = {"nat": "nat", "direct": "direct", "tunnel": "tunnel"}[kind]
@@ -46,11 +47,13 @@ def lvs_cf(lab: topo.Lab | None = None, services: Sequence[Service] = (Service()
         f"serial_no = {serial_no}",
         f"primary = {topo.DIRECTOR_PUBLIC[0]}",
         "service = lvs",
-        "backup_active = 0",
-        "backup = 0.0.0.0",
-        "heartbeat = 0",
+        f"backup_active = {int(backup)}",
+        f"backup = {topo.DIRECTOR_PUBLIC[1] if backup else '0.0.0.0'}",
+        f"heartbeat = {int(backup)}",
         f"network = {network}",
     ]
+    if backup:
+        head += [f"primary_private = {topo.DIRECTOR_PRIVATE[0]}", f"backup_private = {topo.DIRECTOR_PRIVATE[1]}"]
     if network == "nat":
         head += [f"nat_router = {topo.NAT_ROUTER} {topo.PRIVATE_IF}:1", "nat_nmask = 255.255.255.0"]
     if extra_globals:
