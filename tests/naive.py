@@ -620,3 +620,25 @@ class ConnRecord:
     def dead(self, now: float, model) -> bool:
         """Reference 7.7: past its time and controlling nothing (``model.n_control``)."""
         return self.expires <= now and model.n_control(self) == 0
+
+
+# ------------------------------------------------------------------ connection sync
+
+
+def sync_due(*, live: bool, expired: bool, flags: int, proto: int, state: int, in_pkts: int,
+             sync_state: int | None, sync_pkts: int) -> bool:
+    """Plain twin of conntab's collect_sync due rule (ip_vs_sync_conn_needed with the
+    default sysctls, plus LAST_ACK): ``sync_state`` None = never sent."""
+    if not live or expired or flags & (ct.F_TEMPLATE | ct.F_ONE_PACKET):
+        return False
+    name = ct.STATE_NAMES[state]
+    synced = {"ESTABLISHED", "FIN_WAIT", "CLOSE", "CLOSE_WAIT", "TIME_WAIT", "LAST_ACK"}
+    closing = synced - {"ESTABLISHED"}
+    if proto == ct.IPPROTO_TCP and name not in synced:
+        return False
+    changed = sync_state != state
+    if changed and in_pkts >= 3:  # sync_threshold
+        return True
+    if changed and name in closing:
+        return True
+    return sync_state is not None and (in_pkts - sync_pkts) % 2**32 >= 50  # sync_period

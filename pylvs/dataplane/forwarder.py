@@ -35,6 +35,9 @@ FORWARD_NAMES = {ctm.FWD_MASQ: "Masq", ctm.FWD_DROUTE: "Route", ctm.FWD_TUNNEL: 
 PROTO_NAMES = {ctm.IPPROTO_TCP: "TCP", ctm.IPPROTO_UDP: "UDP"}
 LOCALITY_SCHEDULERS = ("lblc", "lblcr")  # their tables need the collector timer
 GC_INTERVAL = CHECK_EXPIRE_INTERVAL_MS / 1000  # seconds
+# Records one sync_collect returns at most: 256 full version-1 messages of 40 entries
+# (pylvs.ha.sync), i.e. ~51 000 connections/s at the daemon's 0.2 s period.
+SYNC_COLLECT_MAX = 256 * 40
 
 
 def _ip(x: int) -> str:
@@ -64,6 +67,9 @@ class Forwarder:
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
         self.busy = 0.0  # seconds spent in engine.process (the status shows it per batch)
+        self._sync_out = np.zeros(SYNC_COLLECT_MAX, dtype=ctm.SYNC_DTYPE)  # reused by sync_collect
+        self._sync_fwmark: np.ndarray | None = None
+        self._sync_fwmark_of: tb.Tables | None = None
 
     def warm_up(self) -> None:
         """Compile the engine's numba kernels now (from the on-disk cache when warm), so
@@ -130,6 +136,34 @@ class Forwarder:
             n = ctm.reset_counts(self.ct, rows)
             en._refresh_trees(self.tables)
             return n
+
+    def sync_collect(self, now: float | None = None) -> np.ndarray:
+        """The master sync daemon's read (reference 10): the entries due since the last
+        call (conntab's due rule) as SYNC_DTYPE records, marked sent.  At most
+        SYNC_COLLECT_MAX per call; the rest stays due for the next one."""
+        with self._exclusive():
+            now = self.clock() if now is None else now
+            t = self.tables
+            if self._sync_fwmark_of is not t:  # the svc fwmark column, once per generation
+                self._sync_fwmark = np.ascontiguousarray(t.svc["fwmark"], dtype=np.uint32)
+                self._sync_fwmark_of = t
+            n = ctm.collect_sync(self.ct, now, self._sync_out, t.dest_svc, self._sync_fwmark)
+            return self._sync_out[:n].copy()
+
+    def sync_apply(self, records: np.ndarray, now: float | None = None) -> dict[str, int]:
+        """The backup sync daemon's write: create or update the entries of ``records``
+        (conntab.apply_sync), then refresh the schedulers over the rows whose counters
+        moved, as the engine does between packets.  Returns conntab.APPLY_COUNTER_NAMES counts."""
+        with self._exclusive():
+            now = self.clock() if now is None else now
+            counts = ctm.apply_sync(self.ct, records, now, self.tables)
+            t = self.tables
+            if self.ct.meta[ctm.M_TOUCHED] > ctm.TOUCHED_CAP:
+                en._refresh_trees(t)
+                self.ct.meta[ctm.M_TOUCHED] = 0
+            else:
+                en._drain_touched(self.ct, t.svc, t.dest, t.state, t.dest_svc)
+            return counts
 
     def tick_estimators(self) -> None:
         with self._exclusive():

@@ -160,7 +160,7 @@ def test_box_fails_backup_takes_over(make_lab, pulses, kind, sync):
     if sync:
         again = http_keepalive_get(conn, topo.VIP)
         assert again.status == 200 and again.body == first.body  # same connection, same real server
-        assert p2.lvs_status()["sync"]["received_conns"] >= 1
+        assert p2.lvs_status()["sync"]["conns_received"] >= 1
     else:
         with pytest.raises(OSError):  # reset or timed out: dir2 never heard of it
             http_keepalive_get(conn, topo.VIP)
