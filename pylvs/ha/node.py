@@ -47,17 +47,18 @@ RUN_ACTIVE_CMD = "run_active_cmd"  # lvs.cf active_cmd, fire and forget
 RUN_INACTIVE_CMD = "run_inactive_cmd"
 LVS_ACTIVE = "lvs_active"  # the director takes the addresses and forwards
 LVS_STANDBY = "lvs_standby"  # the director stops forwarding and releases the addresses
-SYNC_MASTER = "sync_master"  # connection sync: send (ipvsadm --start-daemon master)
-SYNC_BACKUP = "sync_backup"  # connection sync: receive (ipvsadm --start-daemon backup)
 SEND_ARPS = "send_arps"  # gratuitous ARP for every address, garp_count times (send_arp)
 REFRESH_ARPS = "refresh_arps"  # pylvs: one gratuitous ARP per address
 RELOAD = "reload"  # re-read lvs.cf, forward SIGHUP to the director
 EXIT = "exit"
 
-# Composite actions, in pulse's order (reference 2.5).
-ACTIVATE = (RUN_ACTIVE_CMD, LVS_ACTIVE, SYNC_MASTER, SEND_ARPS)
-DEACTIVATE = (RUN_INACTIVE_CMD, SYNC_BACKUP, LVS_STANDBY)
-STARTUP = (RUN_INACTIVE_CMD, SYNC_BACKUP)  # LVS mode start-up (reference 2.1 step 9)
+# Composite actions, in pulse's order (reference 2.5).  pulse also switched the kernel's
+# sync daemon (ipvsadm --start-daemon master|backup, reference 2.8) between the second and
+# third step; here the director switches its own sync daemon with its role, inside
+# LVS_ACTIVE / LVS_STANDBY, and starts it as backup when it starts standby.
+ACTIVATE = (RUN_ACTIVE_CMD, LVS_ACTIVE, SEND_ARPS)
+DEACTIVATE = (RUN_INACTIVE_CMD, LVS_STANDBY)
+STARTUP = (RUN_INACTIVE_CMD,)  # LVS mode start-up (reference 2.1 step 9)
 
 # --- flag changes a row makes ----------------------------------------------------------------
 SET_ACTIVE, CLEAR_ACTIVE = "+active", "-active"

@@ -110,6 +110,8 @@ class Pulse:
         self.stopping = threading.Event()
         self.links_ok = True
         self.next_link_check = 0.0
+        self.last_heard: float | None = None  # the last valid heartbeat
+        self.strangers: set[str] = set()  # sources of unexpected heartbeats, logged once each
 
     # -- configuration ------------------------------------------------------------------
     def _read(self) -> Config:
@@ -268,12 +270,6 @@ class Pulse:
         if self.child_role != "starting":
             self._signal_child(signal.SIGUSR2)
 
-    def _sync_master(self) -> None:
-        pass  # the director switches its connection-sync daemon with its role (SIGUSR1)
-
-    def _sync_backup(self) -> None:
-        pass  # ... and back to receiving with SIGUSR2
-
     def _send_arps(self) -> None:
         if self.child_role == "active":
             self._announce(self.config.garp_count)
@@ -380,7 +376,11 @@ class Pulse:
             got = hb.decode(data, src, self.peers)
             if got.magic is None:
                 self.counters[f"rejected_{got.reason}"] += 1
-                (log.debug if got.reason == hb.UNEXPECTED_SOURCE else log.warning)("%s", got.message)
+                # pulse logs a stranger at debug level; we say it once per source, so a
+                # misconfigured third router is visible without flooding the log.
+                first = got.reason == hb.UNEXPECTED_SOURCE and src not in self.strangers
+                self.strangers.add(src)
+                (log.warning if got.reason != hb.UNEXPECTED_SOURCE or first else log.debug)("%s", got.message)
                 continue
             self.counters[f"received_{hb.MAGIC_NAMES[got.magic]}"] += 1
             self.last_heard = now
@@ -482,6 +482,7 @@ class Pulse:
                          "exits": self.child_exits},
             "keepalive": n.keepalive, "deadtime": n.deadtime, "peers": sorted(self.peers),
             "counters": dict(self.counters),
+            "heard_ago": None if self.last_heard is None else round(self.clock() - self.last_heard, 3),
             "log": [s.log for s in n.history if s.log][-20:],
             "confsync": self._confsync_status(),
         }  # fmt: skip

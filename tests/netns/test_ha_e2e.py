@@ -18,6 +18,7 @@ import time
 import pytest
 
 from pylvs.ha import heartbeat as hb
+from pylvs.lab import netns
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabPulse
 from pylvs.lab.lvscf import Service, lvs_cf
@@ -46,7 +47,10 @@ def pulses(tmp_path):
         p.stop()
 
 
-def ha_cf(lab, extra: str = "", services=(Service(),), serial_no: int = 1) -> str:
+WWW = (Service(),)
+
+
+def ha_cf(lab, extra: str = "", services=WWW, serial_no: int = 1) -> str:
     return lvs_cf(lab, services, backup=True, serial_no=serial_no, extra_globals=FAST + extra)
 
 
@@ -96,7 +100,7 @@ def two_routers(lab, pulses, text: str) -> tuple[LabPulse, LabPulse]:
     p2 = pulses(lab, text, "dir2")
     active(p1)
     standby(p2)
-    assert until(lambda: neighbour_mac(lab) == DIR_MAC["dir1"] or served(lab) and neighbour_mac(lab) == DIR_MAC["dir1"])
+    assert until(lambda: served(lab) and neighbour_mac(lab) == DIR_MAC["dir1"])
     return p1, p2
 
 
@@ -126,6 +130,7 @@ def test_heartbeat_bytes_and_refusals(make_lab, pulses):
     log = p1.log()
     assert "bad heartbeat packet from 10.77.1.2 (6 bytes)" in log
     assert "Incompatible heartbeat received from 10.77.1.2" in log
+    assert "Unexpected heartbeat from 10.77.1.51" in log
     # a big-endian peer (pulse on a big-endian box) is understood
     peer.sendto(struct.pack(">I", hb.HEARTBEAT_RUNNING), (topo.DIRECTOR_PUBLIC[0], 539))
     p1.wait_for(lambda s: s["counters"].get("received_RUNNING"), WAIT, "hearing a big-endian RUNNING")
@@ -167,13 +172,26 @@ def test_box_fails_backup_takes_over(make_lab, pulses, kind, sync):
     conn.close()
 
 
-def test_only_the_daemon_dies(make_lab, pulses):
+RECORD = """#!/bin/sh
+echo "$(ip netns identify $$) $1" >> {log}
+"""
+
+
+def test_only_the_daemon_dies(make_lab, pulses, tmp_path):
     """pulse and its director SIGKILLed, the box up with the VIP still configured: dir2
     takes over, its periodic gratuitous ARP (garp_refresh) wins back a client that asked
-    again and got dir1's answer, and dir1's next start removes the stale VIP."""
+    again and got dir1's answer, and dir1's next start removes the stale VIP.  Along the
+    way, active_cmd and inactive_cmd run where and when pulse runs them."""
     lab = make_lab("nat", real_servers=3, directors=2)
-    text = ha_cf(lab)
+    record, events = tmp_path / "record.sh", tmp_path / "events.log"
+    record.write_text(RECORD.format(log=events))
+    record.chmod(0o755)
+    text = ha_cf(lab, f"active_cmd = \"{record} active\"\ninactive_cmd = \"{record} inactive\"\n")
     p1, p2 = two_routers(lab, pulses, text)
+    d1, d2 = f"{lab.name}-dir1", f"{lab.name}-dir2"
+    lines = until(lambda: events.exists() and {f"{d1} inactive", f"{d1} active", f"{d2} inactive"}
+                  <= set(events.read_text().splitlines()) and events.read_text().splitlines())
+    assert lines, events.read_text() if events.exists() else "no events"
     p1.kill()
     assert has_vip(lab, "dir1")  # nothing cleaned up: the hard case
     active(p2)
@@ -183,6 +201,7 @@ def test_only_the_daemon_dies(make_lab, pulses):
     lab.run("client1", ["ping", "-c", "1", "-W", "1", topo.VIP], check=False)
     assert until(lambda: neighbour_mac(lab) == DIR_MAC["dir2"], timeout=3 * 1.0 + 2)  # garp_refresh = 1
     assert until(lambda: served(lab))
+    assert until(lambda: f"{d2} active" in events.read_text().splitlines())
     # dir1 comes back: its director's start removes the addresses a killed one left, and it
     # stays standby (no automatic failback).
     p1b = pulses(lab, None, "dir1")
@@ -248,3 +267,21 @@ def test_config_sync(make_lab, pulses, tmp_path):
     standby(p2b)
     assert until(lambda: "bad HMAC" in p1.log() and "wrong secret" in p2b.log()), p1.log() + p2b.log()
     assert "serial_no = 9" not in p2b.cf.read_text()
+
+
+def test_monitor_links(make_lab, pulses):
+    """monitor_links = 1: the active primary loses the carrier of a heartbeat NIC, gives
+    the service up (the backup takes it) and takes nothing back until the link returns."""
+    lab = make_lab("nat", real_servers=3, directors=2)
+    p1, p2 = two_routers(lab, pulses, ha_cf(lab, "monitor_links = 1\n"))
+    sw = lab.switches[topo.PRIVATE]  # dir1's private cable: its switch port goes down, eth1 loses carrier
+    netns.ip(sw, "link", "set", "dir1", "down")
+    s = p1.wait_for(lambda s: s["linkfail"] and s["state"] == "standby", WAIT, "in LINKFAIL")
+    assert "Local NIC link failure: Pulse disabled" in s["log"]
+    active(p2)
+    assert until(lambda: served(lab))
+    netns.ip(sw, "link", "set", "dir1", "up")
+    p1.wait_for(lambda s: not s["linkfail"], WAIT, "out of LINKFAIL")
+    assert until(lambda: "Local NIC link(s) restored: Pulse enabled" in p1.log())
+    time.sleep(5 * KEEPALIVE)
+    assert p1.status()["state"] == "standby" and p2.status()["state"] == "active"  # no failback

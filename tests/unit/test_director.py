@@ -8,9 +8,9 @@ does).  The real adapters and netctl run in tests/netns/test_director_e2e.py.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
-import os
 import threading
 import time
 

@@ -83,9 +83,9 @@ def test_reference_table_rows(event, active, master, usable, actions, log):
 
 
 def test_activate_and_deactivate_follow_pulse_order():
-    # reference 2.5: active_cmd, start lvs, sync master, ARPs / inactive_cmd, sync backup, stop lvs
-    assert nd.ACTIVATE == (nd.RUN_ACTIVE_CMD, nd.LVS_ACTIVE, nd.SYNC_MASTER, nd.SEND_ARPS)
-    assert nd.DEACTIVATE == (nd.RUN_INACTIVE_CMD, nd.SYNC_BACKUP, nd.LVS_STANDBY)
+    # reference 2.5: active_cmd, start lvs (and its sync master), ARPs / inactive_cmd, stop lvs
+    assert nd.ACTIVATE == (nd.RUN_ACTIVE_CMD, nd.LVS_ACTIVE, nd.SEND_ARPS)
+    assert nd.DEACTIVATE == (nd.RUN_INACTIVE_CMD, nd.LVS_STANDBY)
 
 
 def test_childfail_clears_only_on_a_running_heartbeat():
