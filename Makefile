@@ -15,7 +15,7 @@ APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
-.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward lint clean
+.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward bench-failover lint clean
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -43,6 +43,15 @@ BENCH_FORWARD_ARGS ?=
 bench-forward: deps
 	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="$(BENCH_FORWARD_APT)"
 	$(PY) -m bench.forward $(BENCH_FORWARD_ARGS)
+
+# The failover benchmark (bench/failover): two routers running pylvs pulse in a NAT lab,
+# the active one SIGKILLed, time to the first new connection through the VIP and
+# established connections lost (sync on); pulse's defaults and keepalive 0.2 / deadtime
+# 0.6, 5 runs each.  As root, e.g. BENCH_FAILOVER_ARGS="--runs 1 --settings fast".
+BENCH_FAILOVER_ARGS ?= --runs 5
+
+bench-failover: deps
+	$(PY) -m bench.failover $(BENCH_FAILOVER_ARGS)
 
 lint: deps
 	$(PY) -m pip install -q ruff

@@ -247,11 +247,11 @@ class Director:
         self.adapter = self._make_adapter(config)
         self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
         self.thread.start()
-        if self.syncd is not None:
-            self.syncd.start_master()
         self.activations += 1
         log.info("active: forwarding, addresses %s", ", ".join(str(a) for a in self.plan.addresses) or "none")
-        self._notify("active")
+        self._notify("active")  # first: pulse's gratuitous ARPs need not wait for the sync switch
+        if self.syncd is not None:
+            self.syncd.start_master()  # waits up to a receive timeout for the backup thread
 
     def deactivate(self) -> None:
         """Stop forwarding, remove rules and addresses (pulse: become standby).  The

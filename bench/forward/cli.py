@@ -47,7 +47,9 @@ class Options:
         return "python -m bench.forward" + ("" if not self.argv else " " + shlex.join(self.argv))
 
 
-def _csv(choices: Sequence[str], what: str):
+def csv_choice(choices: Sequence[str], what: str):
+    """An argparse type: a comma-separated list of `choices`, deduplicated in order."""
+
     def parse(text: str) -> list[str]:
         items = [x.strip() for x in text.split(",") if x.strip()]
         if not items:
@@ -61,7 +63,8 @@ def _csv(choices: Sequence[str], what: str):
     return parse
 
 
-def _bounded(kind: type, lo: float, hi: float):
+def bounded(kind: type, lo: float, hi: float):
+    """An argparse type: `kind(text)` within lo..hi (shared by the bench command lines)."""
     def parse(text: str):
         try:
             v = kind(text)
@@ -80,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Forwarding benchmark: plain kernel forwarding (A), nftables DNAT (B), "
                     "HAProxy (C) and pylvs (D1 nfqueue, D2 nfq-native, DR afpacket) in the "
                     "network-namespace lab, interleaved, medians of the runs, ratios against A.")
-    p.add_argument("--runs", type=_bounded(int, 1, MAX_RUNS), default=None,
+    p.add_argument("--runs", type=bounded(int, 1, MAX_RUNS), default=None,
                    help=f"runs (default {DEFAULT_RUNS}; --quick: {QUICK_RUNS})")
-    p.add_argument("--dur", type=_bounded(int, 1, MAX_DUR), default=None,
+    p.add_argument("--dur", type=bounded(int, 1, MAX_DUR), default=None,
                    help=f"seconds per measurement (default {DEFAULT_DUR}; --quick: {QUICK_DUR})")
-    p.add_argument("--configs", type=_csv(list(CONFIGS), "config"), default=list(CONFIGS),
+    p.add_argument("--configs", type=csv_choice(list(CONFIGS), "config"), default=list(CONFIGS),
                    help=f"comma-separated (default {','.join(CONFIGS)}); ratios need A")
-    p.add_argument("--metrics", type=_csv(list(METRIC_GROUPS), "metric"), default=list(METRIC_GROUPS),
+    p.add_argument("--metrics", type=csv_choice(list(METRIC_GROUPS), "metric"), default=list(METRIC_GROUPS),
                    help=f"comma-separated (default {','.join(METRIC_GROUPS)})")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help=f"markdown report path (default {DEFAULT_OUT}); '-' prints only")
@@ -94,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"smoke test: {QUICK_RUNS} run of {QUICK_DUR} s (unless --runs/--dur say otherwise)")
     p.add_argument("--python", default=sys.executable,
                    help="python that runs `-m pylvs lvs` in dir1 (default: this one)")
-    p.add_argument("--ready-timeout", type=_bounded(float, 1, 300), default=READY_TIMEOUT,
+    p.add_argument("--ready-timeout", type=bounded(float, 1, 300), default=READY_TIMEOUT,
                    help=f"seconds for a forwarder to make the VIP answer HTTP (default {READY_TIMEOUT:g})")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the temporary directory (forwarder logs, generated lvs.cf, nginx logs)")
-    p.add_argument("--cps-conns", type=_bounded(int, 1, 1000), default=CPS_CONNS, help=argparse.SUPPRESS)
-    p.add_argument("--rps-conns", type=_bounded(int, 1, 1000), default=RPS_CONNS, help=argparse.SUPPRESS)
+    p.add_argument("--cps-conns", type=bounded(int, 1, 1000), default=CPS_CONNS, help=argparse.SUPPRESS)
+    p.add_argument("--rps-conns", type=bounded(int, 1, 1000), default=RPS_CONNS, help=argparse.SUPPRESS)
     return p
 
 
