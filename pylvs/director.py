@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pylvs.config import diagnostics as dg
-from pylvs.config.check import adjusted, check_file
+from pylvs.config.check import load_for_daemon
 from pylvs.config.model import Config
 from pylvs.control import FORCE_STATES, ControlSocket
 from pylvs.dataplane import tables as tb
@@ -174,16 +174,10 @@ class Director:
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
         """The checked, adjusted Config of the file; every diagnostic logged."""
-        result = check_file(self.path)
-        for d in result.diagnostics:
-            (log.error if d.severity is dg.Severity.ERROR else log.warning)("%s", d)
-        if not result.ok:
-            raise dg.ConfigError(result.diagnostics)
-        config = adjusted(result.config)
-        if config.service != "lvs":
-            raise DirectorError(f"{self.path}: service = {config.service}: pylvs runs the LVS mode only "
-                                "(the FOS failover services are parsed, not run)")  # fmt: skip
-        return config
+        try:
+            return load_for_daemon(self.path, log)
+        except ValueError as exc:  # a FOS file
+            raise DirectorError(str(exc)) from None
 
     def _plan(self, config: Config):
         from pylvs.netctl import plan_for

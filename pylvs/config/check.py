@@ -412,6 +412,22 @@ def adjusted(config: Config) -> Config:
     return replace(config, **changes) if changes else config
 
 
+def load_for_daemon(path: str, log: Any) -> Config:
+    """What a daemon (lvs, pulse) runs: the checked, adjusted Config of an LVS-mode file,
+    every diagnostic logged where it is (errors as errors).  ConfigError on errors,
+    ValueError when the file is a FOS one (parsed, never run by pylvs)."""
+    result = check_file(path)
+    for d in result.diagnostics:
+        (log.error if d.severity is Severity.ERROR else log.warning)("%s", d)
+    if not result.ok:
+        raise ConfigError(result.diagnostics)
+    config = adjusted(result.config)
+    if config.service != "lvs":
+        raise ValueError(f"{path}: service = {config.service}: pylvs runs the LVS mode only "
+                         "(the FOS failover services are parsed, not run)")  # fmt: skip
+    return config
+
+
 def load(path: str, resolver: Resolver | None = None, *, adjust: bool = True) -> Config:
     """The checked Config of a file; raises ConfigError (with every diagnostic) on error.
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pylvs.config import diagnostics as dg
-from pylvs.config.check import adjusted, check_file
+from pylvs.config.check import load_for_daemon
 from pylvs.config.model import ANY_ADDRESS, Config
 from pylvs.ha import heartbeat as hb
 from pylvs.ha import node as nd
@@ -115,14 +115,10 @@ class Pulse:
 
     # -- configuration ------------------------------------------------------------------
     def _read(self) -> Config:
-        result = check_file(self.path)
-        for d in result.diagnostics:
-            (log.error if d.severity is dg.Severity.ERROR else log.warning)("%s", d)
-        if not result.ok:
-            raise dg.ConfigError(result.diagnostics)
-        config = adjusted(result.config)
-        if config.service != "lvs":
-            raise PulseError(f"{self.path}: service = {config.service}: pylvs runs the LVS mode only")
+        try:
+            config = load_for_daemon(self.path, log)
+        except ValueError as exc:  # a FOS file
+            raise PulseError(str(exc)) from None
         if not config.active_virtuals():
             raise PulseError(f"{self.path}: no active virtual server: nothing to fail over")
         return config
