@@ -68,6 +68,8 @@ def _value_text(kw: Keyword, value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, (int, IPv4Address)):
         return str(value)
+    if isinstance(value, float):  # Kind.SECONDS: 0.5 stays 0.5, a whole 2.0 is written 2
+        return str(int(value)) if value.is_integer() else repr(value)
     return quote(value)
 
 

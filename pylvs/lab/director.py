@@ -25,7 +25,40 @@ STOP_TIMEOUT = 20.0
 POLL = 0.05
 
 
-class LabDirector:
+class _LabDaemon:
+    """What both lab daemons share: the process, its log file and its status file."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    status_path: Path
+    LOG_TAIL = 6000  # characters of the log shown in errors
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-self.LOG_TAIL:]
+
+    def status(self) -> dict[str, Any]:
+        return read_status(str(self.status_path))
+
+    def _kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        """SIGTERM (SIGKILL after STOP_TIMEOUT); the exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        return self.proc.returncode
+
+
+class LabDirector(_LabDaemon):
     def __init__(self, lab: Any, workdir: Path, text: str, *, io: str = "auto", host: str = "dir1",
                  capacity: int = 65536, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.lab = lab
@@ -50,16 +83,6 @@ class LabDirector:
                 raise RuntimeError(f"pylvs lvs not ready after {START_TIMEOUT:.0f} s:\n{self.log()}")
             time.sleep(POLL)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def status(self) -> dict[str, Any]:
-        return read_status(str(self.status_path))
-
     def reload(self, text: str) -> dict[str, Any]:
         """Write the file, SIGHUP, and return the status once the director has acted."""
         before = self.status()
@@ -74,19 +97,9 @@ class LabDirector:
             time.sleep(POLL)
         raise RuntimeError(f"no reload within {RELOAD_TIMEOUT:.0f} s:\n{self.log()}")
 
-    def stop(self) -> int:
-        """SIGTERM (SIGKILL after STOP_TIMEOUT); the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
-class LabPulse:
+class LabPulse(_LabDaemon):
     """``pylvs pulse`` on one lab router (dir1 or dir2), with its director as its child.
     Files live in ``workdir/<host>/``: lvs.cf, pulse.log (pulse and director), the status
     files of both and the director's control socket."""
@@ -112,16 +125,6 @@ class LabPulse:
         if wait:
             self.wait_for(lambda s: s["director"]["role"] in ("standby", "active"), START_TIMEOUT,
                           "its director ready")  # fmt: skip
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def status(self) -> dict[str, Any]:
-        return read_status(str(self.status_path))
 
     def lvs_status(self) -> dict[str, Any]:
         return read_status(str(self.lvs_status_path))
@@ -151,12 +154,5 @@ class LabPulse:
                     os.kill(pid, signal.SIGKILL)
         self.proc.wait()  # the director, orphaned, is reaped by init
 
-    def stop(self) -> int:
-        """SIGTERM (SIGKILL after STOP_TIMEOUT); the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
+    def _kill(self) -> None:
+        self.kill()

@@ -70,6 +70,10 @@ blocks = st.one_of(
 )
 
 
+# Kind.SECONDS: whole numbers, or decimals as an operator writes them (0.2, 1.25).
+seconds = ints | st.decimals(min_value=0, max_value=3600, places=3, allow_nan=False).map(float)
+
+
 @st.composite
 def configs(draw):
     virtual_blocks, failover_blocks = draw(blocks)
@@ -79,7 +83,7 @@ def configs(draw):
         primary_shared=draw(opt(strings)), backup_active=draw(st.booleans()),
         backup=draw(addresses), backup_private=draw(opt(nonzero_addresses)),
         backup_shared=draw(opt(strings)), heartbeat=draw(st.booleans()),
-        heartbeat_port=draw(ints), keepalive=draw(ints), deadtime=draw(ints),
+        heartbeat_port=draw(ints), keepalive=draw(seconds), deadtime=draw(seconds),
         network=draw(st.sampled_from(NETWORKS)), nat_router=draw(opt(bound)),
         nat_nmask=draw(masks), reservation_conflict_action=draw(opt(st.sampled_from(RESERVATION_ACTIONS))),
         debug_level=draw(strings), rsh_command=draw(strings), sync=draw(st.booleans()),
@@ -87,6 +91,10 @@ def configs(draw):
         monitor_links=draw(ints), syncdaemon=draw(st.booleans()), syncd_iface=draw(strings),
         syncd_id=draw(ints), tcp_timeout=draw(ints), tcpfin_timeout=draw(ints),
         udp_timeout=draw(ints), hard_shutdown=draw(st.booleans()),
+        syncd_port=draw(ints), syncd_unicast=draw(st.booleans()), garp_count=draw(ints),
+        garp_interval=draw(seconds), garp_refresh=draw(seconds), config_sync=draw(st.booleans()),
+        config_sync_secret=draw(opt(strings)), config_sync_port=draw(ints),
+        config_sync_interval=draw(seconds),
         virtuals=virtual_blocks, failovers=failover_blocks,
     )
 
