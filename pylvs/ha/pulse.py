@@ -91,7 +91,7 @@ class Pulse:
         self.counters: Counter[str] = Counter()
         self.child: subprocess.Popen | None = None
         self.child_role = "starting"  # what the director last said on the notify pipe
-        self.child_started = 0.0
+        self.respawn_at = 0.0  # after a director died: not restarted before this
         self.child_exits = 0
         self.notify_r: int | None = None
         self.notify_buf = b""
@@ -182,7 +182,6 @@ class Pulse:
             os.close(self.notify_r)
         self.notify_r, self.notify_buf = r, b""
         self.child_role = "starting"
-        self.child_started = self.clock()
         log.info("started the lvs director (pid %d), standby", self.child.pid)
 
     def _start_confsync(self, config: Config, master: bool) -> None:
@@ -430,7 +429,7 @@ class Pulse:
         threading.Timer(CHILD_RESPAWN_DELAY, self._wake).start()
 
     def _maybe_respawn(self, now: float) -> None:
-        if self.child is None and self.exit_code is None and now >= getattr(self, "respawn_at", 0.0):
+        if self.child is None and self.exit_code is None and now >= self.respawn_at:
             self._spawn_director()
 
     def _check_links(self, now: float) -> None:

@@ -85,13 +85,18 @@ def check_moved(lab, sock: socket.socket) -> None:
     assert [f for f, t in frames if t == socket.PACKET_OUTGOING] == []
 
 
-def test_announce_moves_the_client(make_lab) -> None:
+def vip_moved_to_dir2(make_lab):
+    """A lab whose client learned the VIP from dir1, the VIP since moved to dir2 (nothing
+    announced yet), and a capture socket in the client."""
     lab = make_lab("nat", real_servers=1, directors=2)
     move_vip(lab, None, "dir1")
     learn_from_dir1(lab)
-
     move_vip(lab, "dir1", "dir2")
-    sock = capture(lab)
+    return lab, capture(lab)
+
+
+def test_announce_moves_the_client(make_lab) -> None:
+    lab, sock = vip_moved_to_dir2(make_lab)
     with sock:
         assert neigh_mac(lab, "client1", lab.vip) == lab.hosts["dir1"].mac  # nothing moved it yet
 
@@ -105,12 +110,7 @@ def test_announce_moves_the_client(make_lab) -> None:
 
 
 def test_send_arp_command_moves_the_client(make_lab) -> None:
-    lab = make_lab("nat", real_servers=1, directors=2)
-    move_vip(lab, None, "dir1")
-    learn_from_dir1(lab)
-
-    move_vip(lab, "dir1", "dir2")
-    sock = capture(lab)
+    lab, sock = vip_moved_to_dir2(make_lab)
     with sock:
         mac12 = lab.hosts["dir2"].mac.replace(":", "")  # as pulse writes it
         proc = lab.run("dir2", [sys.executable, "-m", "pylvs", "send-arp", "-i", f"{topo.PUBLIC_IF}:1", lab.vip,
