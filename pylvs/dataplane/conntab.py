@@ -241,7 +241,7 @@ def memory_per_entry(table: ConnTable) -> float:
 # --- Hashing -----------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _fmix(h: np.uint64) -> np.uint64:
     # murmur3's 64-bit finaliser: every input bit reaches every output bit.
     h ^= h >> np.uint64(33)
@@ -252,7 +252,7 @@ def _fmix(h: np.uint64) -> np.uint64:
     return h
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _hash5(proto, addr1, port1, addr2, port2, extra) -> np.uint64:
     a = (np.uint64(addr1) << np.uint64(32)) | np.uint64(addr2)
     b = (
@@ -264,18 +264,18 @@ def _hash5(proto, addr1, port1, addr2, port2, extra) -> np.uint64:
     return _fmix(a ^ _fmix(b))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _in_hash(e) -> np.uint64:
     template = np.uint64(1) if e.flags & F_TEMPLATE else np.uint64(0)
     return _hash5(e.proto, e.caddr, e.cport, e.vaddr, e.vport, template)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _out_hash(e) -> np.uint64:
     return _hash5(e.proto, e.daddr, e.dport, e.caddr, e.cport, np.uint64(2))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _out_indexed(e) -> bool:
     return (e.flags & F_TEMPLATE) == 0 and (e.flags & F_FWD_MASK) == FWD_MASQ
 
@@ -283,7 +283,7 @@ def _out_indexed(e) -> bool:
 # --- Index maintenance (linear probing, backward-shift deletion) ---------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _index_insert(index, h, entry):
     mask = len(index) - 1
     i = np.int64(h & np.uint64(mask))
@@ -292,7 +292,7 @@ def _index_insert(index, h, entry):
     index[i] = entry + 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _index_delete(entries, index, h, entry, out_side):
     """Remove ``entry`` from ``index``, shifting later members of its probe run back."""
     mask = len(index) - 1
@@ -324,7 +324,7 @@ def _index_delete(entries, index, h, entry, out_side):
 # --- Counting on the real servers --------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _touch_row(t, d):
     k = t.meta[M_TOUCHED]
     if k < TOUCHED_CAP:
@@ -335,7 +335,7 @@ def _touch_row(t, d):
 # --- Entry life cycle ------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _release(t, n):
     """Unlink entry ``n`` from both indexes, its counters and its template; free it."""
     e = t.entries[n]
@@ -359,7 +359,7 @@ def _release(t, n):
     t.meta[M_COUNT] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _reap(t, n, now):
     """Handle a dead entry found at ``n``: True when it was removed.
 
@@ -375,7 +375,7 @@ def _reap(t, n, now):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sweep(t, now, budget):
     """Visit ``budget`` pool slots from the cursor, reaping dead entries; returns the count removed."""
     capacity = len(t.entries)
@@ -393,7 +393,7 @@ def _sweep(t, now, budget):
     return removed
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout):
     """Add an entry and return its number, or -1 when the table is full (counted)."""
     if t.meta[M_FREE] < 0:
@@ -445,7 +445,7 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
     return n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now):
     """Find a live entry by its in-key (or out-key when ``out_side``); -1 when absent."""
     h = _hash5(proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
@@ -475,22 +475,22 @@ def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lookup_in(t, proto, caddr, cport, vaddr, vport, now):
     return _lookup(t, t.in_index, False, proto, caddr, cport, vaddr, vport, 0, now)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lookup_template(t, proto, snet, vaddr, vport, now):
     return _lookup(t, t.in_index, False, proto, snet, 0, vaddr, vport, 1, now)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lookup_out(t, proto, daddr, dport, caddr, cport, now):
     return _lookup(t, t.out_index, True, proto, daddr, dport, caddr, cport, 0, now)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _tcp_event(tcp_flags):
     if tcp_flags & TCP_RST:
         return EV_RST
@@ -503,7 +503,7 @@ def _tcp_event(tcp_flags):
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _tcp_transition(t, n, direction, tcp_flags, now):
     """Run the TCP state machine for one packet of entry ``n`` (kernel set_tcp_state)."""
     e = t.entries[n]
@@ -533,7 +533,7 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
     return new_state
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _touch(t, n, now):
     """Restart an entry's timer without a state change (UDP packets, template use)."""
     e = t.entries[n]
@@ -546,7 +546,7 @@ def _touch(t, n, now):
 TEMPLATE_INVALID_PORT = 0xFFFF  # ip_vs_sched_persist re-hashes a dead template to this port
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _invalidate_template(t, n):
     """ip_vs_sched_persist on a template whose server is gone: re-file it under port
     0xffff so no lookup finds it and it just ages out (its controlled entries keep it)."""
@@ -725,7 +725,7 @@ SYNC_DTYPE = np.dtype(
 APPLY_COUNTER_NAMES = ("created", "updated", "no_service", "no_dest", "table_full", "bad_state")
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _sync_due(e, now):
     """THE DUE RULE above, for one entry."""
     if e.live == 0 or e.expires <= now or (e.flags & (F_TEMPLATE | F_ONE_PACKET)) != 0:
@@ -740,7 +740,7 @@ def _sync_due(e, now):
     return e.sync_state != SYNC_NEVER and grown >= SYNC_PERIOD
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _emit_sync(t, n, out, k, dest_svc, svc_fwmark):
     e = t.entries[n]
     o = out[k]
@@ -768,7 +768,7 @@ def _emit_sync(t, n, out, k, dest_svc, svc_fwmark):
         o.fwmark = fw
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _collect_sync(t, now, out, dest_svc, svc_fwmark):
     capacity = len(t.entries)
     room = out.shape[0]
@@ -812,7 +812,7 @@ def collect_sync(t: ConnTable, now: float, out: np.ndarray, dest_svc: np.ndarray
     return int(_collect_sync(t, float(now), out, dest_svc, np.ascontiguousarray(svc_fwmark, dtype=np.uint32)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _sync_dest_row(s, dest, daddr, dport):
     """The listed real server of service ``s`` for a synced entry (ip_vs_find_dest):
     same address and port, else the address with port 0; services that bundle ports
@@ -832,7 +832,7 @@ def _sync_dest_row(s, dest, daddr, dport):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, counts):
     """ip_vs_proc_conn for each record (see apply_sync)."""
     n_states = t.timeouts.shape[0]

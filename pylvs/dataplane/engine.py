@@ -107,10 +107,9 @@ from pylvs.dataplane.headers import (
 )
 from pylvs.dataplane.tables import SVC_F_PERSISTENT, Tables, _lookup_kernel
 from pylvs.dataplane.tables import adopt_counters as _adopt_table_counters
-from pylvs.sched import ALGORITHMS
 from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, PORT, W
-from pylvs.sched._dispatch import NAMES as SCHED_NAMES
-from pylvs.sched._dispatch import schedule_kernel, update_kernel
+from pylvs.sched._dispatch import ALG_ID, schedule_kernel, update_kernel
+from pylvs.sched._tree import _config_kernel as _tree_config_kernel
 
 # --- Verdicts ------------------------------------------------------------------------
 # V_REJECT: the packet was turned into the ICMP port unreachable for its sender (no
@@ -167,7 +166,13 @@ CONN_REUSE_FIN_WAIT = 2
 # sweep outruns the creation rate (at most one entry and one template per packet).
 SWEEP_PER_PACKET = 2
 SWEEP_BASE = 64
+
+
+def batch_sweep_budget(n: int) -> int:
+    return SWEEP_PER_PACKET * n + SWEEP_BASE
+
 TREE_SCHEDULERS = ("lc", "wlc", "sed", "nq", "fo", "ovf")  # keep a tree over the counters
+_TREE_ALG_IDS = tuple(ALG_ID[name] for name in TREE_SCHEDULERS)
 # Rows one packet can touch: its entry and template, plus what the eviction scan of a
 # full table reaps.  Below TOUCHED_CAP, so only the sweep can overflow `touched`.
 PACKET_TOUCH_MAX = ctm.EVICT_SCAN + 4
@@ -305,7 +310,7 @@ class Verdicts(NamedTuple):
 # 1024-packet batches of one established flow: 0.37 -> 1.1 M packets/s.
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _emit(ops, i, kind, addr, port, addr2, ip_id, flags):
     o = ops[i]
     o.kind = kind
@@ -316,14 +321,14 @@ def _emit(ops, i, kind, addr, port, addr2, ip_id, flags):
     o.addr2 = addr2
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _next_ip_id(ip_id):
     v = ip_id[0]
     ip_id[0] = v + np.uint64(1)
     return np.uint16(v & np.uint64(U16))
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, icmp):
     """Transmit a client-side packet of entry ``n`` by the entry's method (ip_vs_*_xmit).
 
@@ -354,7 +359,7 @@ def _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_i
         reason[i] = C_ICMP_DR if icmp else C_DR
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _count_in(svc_stats, dest_stats, dest_svc, d, nbytes, new_conn):
     if d < 0:
         return
@@ -370,7 +375,7 @@ def _count_in(svc_stats, dest_stats, dest_svc, d, nbytes, new_conn):
             svc_stats[s, S_CONNS] += 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _count_out(svc_stats, dest_stats, dest_svc, d, nbytes):
     if d < 0:
         return
@@ -382,7 +387,7 @@ def _count_out(svc_stats, dest_stats, dest_svc, d, nbytes):
         svc_stats[s, S_OUTBYTES] += nbytes
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _state_step(ct, n, proto, direction, tcp_flags, now):
     """The protocol's state machine for one packet: TCP transitions, UDP a timer restart."""
     if proto == IPPROTO_TCP:
@@ -391,7 +396,7 @@ def _state_step(ct, n, proto, direction, tcp_flags, now):
         _touch(ct, n, now)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
                  svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ICMP (ip_vs_out_icmp, then ip_vs_in_icmp): translate errors about our connections."""
@@ -425,7 +430,7 @@ def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
     reason[i] = C_ICMP_UNMATCHED
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, dest, dest_svc,
                      svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ip_vs_in for a packet of entry ``n`` (reference 7.8 steps 6-7)."""
@@ -447,7 +452,7 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
     _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, False)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule(s, dest, state, caddr, cport, daddr, dport, now_ms):
     """ip_vs_schedule's scheduler call on the service's block: global row or -1."""
     off = s.dest_off
@@ -459,7 +464,7 @@ def _schedule(s, dest, state, caddr, cport, daddr, dport, now_ms):
     return off + local
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
     """ip_vs_sched_persist: (global dest row, template entry) or (-1, -1) when no
     server, (-2, -1) when the table is full."""
@@ -499,7 +504,7 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
     return d, t
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest, state,
                 dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats, dest_stats,
                 tunnel_src, ip_id):  # fmt: skip
@@ -552,20 +557,18 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
     _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, False)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _drain_touched(ct, svc, dest, state, dest_svc):
     """Refresh the schedulers over rows whose counters changed (the lc-family trees).
 
-    When more rows changed than ``touched`` remembers, the count is left above
-    TOUCHED_CAP for ``process`` to see: every tree must then be rebuilt, which
-    ``_refresh_trees`` does from Python (rebuilding allocates, and these kernels run
-    without numba's runtime).  Only the sweep before the packets can get there: one
-    packet touches a handful of rows (see PACKET_TOUCH_MAX).
-    """
+    When more rows changed than ``touched`` remembers (only a large sweep gets there:
+    one packet touches a handful of rows, see PACKET_TOUCH_MAX), every tree is rebuilt
+    from its counters instead."""
     k = ct.meta[M_TOUCHED]
-    if k > TOUCHED_CAP:
-        return
     ct.meta[M_TOUCHED] = 0
+    if k > TOUCHED_CAP:
+        _refresh_trees_kernel(svc, dest, state)
+        return
     for j in range(k):
         r = ct.touched[j]
         if r < 0 or r >= dest_svc.shape[0]:
@@ -581,21 +584,34 @@ def _drain_touched(ct, svc, dest, state, dest_svc):
         update_kernel(s.alg_id, dest[off:off + s.dest_cap], state[so:so + s.state_len], r - off)
 
 
-def _refresh_trees(tables: Tables) -> None:
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _refresh_trees_kernel(svc, dest, state):
     """Rebuild every tree-backed scheduler from its counters (after a large sweep).
 
     The other algorithms keep nothing derived from the counters, and wrr's config would
-    reset its cursor, so only these are rebuilt.
-    """
-    for s in tables.svc:
-        name = SCHED_NAMES[int(s["alg_id"])]
-        if s["active"] and name in TREE_SCHEDULERS:
-            off, so = int(s["dest_off"]), int(s["state_off"])
-            ALGORITHMS[name]._config_kernel(tables.dest[off:off + int(s["dest_cap"])],
-                                            tables.state[so:so + int(s["state_len"])])
+    reset its cursor, so only these are rebuilt (the six share one tree rebuild)."""
+    for k in range(svc.shape[0]):
+        s = svc[k]
+        if s.active != 0 and _is_tree(s.alg_id):
+            off = s.dest_off
+            so = s.state_off
+            _tree_config_kernel(dest[off:off + s.dest_cap], state[so:so + s.state_len])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _is_tree(alg_id):
+    for a in _TREE_ALG_IDS:
+        if alg_id == a:
+            return True
+    return False
+
+
+def _refresh_trees(tables: Tables) -> None:
+    """``_refresh_trees_kernel`` over ``tables`` (the control thread, under the lock)."""
+    _refresh_trees_kernel(tables.svc, tables.dest, tables.state)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest,
                    state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats,
                    dest_stats, tunnel_src, ip_id):  # fmt: skip
@@ -640,7 +656,7 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
                 tunnel_src, ip_id)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _reuse_resched(ct, n, dest, opts):
     """ip_vs_in's conn_reuse_mode test for a SYN that found entry ``n`` (kernel 5.9+,
     no conntrack): reschedule when the old connection is over (is_new_conn_expected),
@@ -659,20 +675,17 @@ def _reuse_resched(ct, n, dest, opts):
         (mode & CONN_REUSE_FIN_WAIT) != 0 and st == ctm.S_FIN_WAIT and (e.flags & F_NOOUTPUT) != 0)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_budget, ct,
                     svc, dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx,
                     reasons, svc_stats, dest_stats, ip_id, tunnel_src,
                     ops, verdict, reason, dest_row):  # fmt: skip
-    """The whole batch in one dispatch: the bounded sweep, then every packet.
-
-    Returns how many rewrite ops it emitted, or -1 before touching any packet when the
-    sweep changed more rows than ``touched`` holds (``process`` rebuilds the trees and
-    calls again without a sweep)."""
+    """The whole batch in one dispatch: the bounded sweep, then every packet.  Returns
+    how many rewrite ops it emitted.  Both entry points call it: ``process`` from Python
+    and ``engine_cfunc.ENGINE`` from the C loop, so it must never raise (error_model
+    "numpy": a division by zero gives 0; every index is in range by construction)."""
     _sweep(ct, now, sweep_budget)
     _drain_touched(ct, svc, dest, state, dest_svc)
-    if ct.meta[M_TOUCHED] > TOUCHED_CAP:
-        return -1
     n_ops = 0
     for i in range(n):
         ops[i].kind = rw.OP_NONE
@@ -748,6 +761,28 @@ def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
         raise ValueError("counters are sized for other tables: new_counters(tables)")
 
 
+def options(expire_nodest_conn: bool = False, expire_quiescent_template: bool = False,
+            conn_reuse_mode: int = CONN_REUSE_MODE_DEFAULT) -> int:
+    """The kernel's option bits (OPT_*) for these sysctls."""
+    return ((OPT_EXPIRE_NODEST_CONN if expire_nodest_conn else 0)
+            | (OPT_EXPIRE_QUIESCENT_TEMPLATE if expire_quiescent_template else 0)
+            | (conn_reuse_mode & 3) << OPT_CONN_REUSE_SHIFT)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _expire_kernel(ct, now, budget, svc, dest, state, dest_svc):
+    removed = _sweep(ct, now, budget)
+    _drain_touched(ct, svc, dest, state, dest_svc)
+    return removed
+
+
+def expire(ct: ctm.ConnTable, now: float, budget: int, tables: Tables) -> int:
+    """Sweep ``budget`` slots for dead entries with no packet in sight (the control
+    thread's clock-driven expiry, under the forwarder's gate), then refresh the
+    schedulers over the rows whose counts changed.  Returns the entries removed."""
+    return int(_expire_kernel(ct, float(now), int(budget), tables.svc, tables.dest, tables.state, tables.dest_svc))
+
+
 def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counters: Counters, *,
             tunnel_src: int = 0, expire_nodest_conn: bool = False,
             expire_quiescent_template: bool = False,
@@ -777,9 +812,7 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     for a in (batch.off, batch.lens, batch.marks):
         if a.dtype != np.uint32 or a.ndim != 1 or a.shape[0] < n:
             raise ValueError(f"batch.off, .lens and .marks must be uint32 with at least {n} entries")
-    opts = ((OPT_EXPIRE_NODEST_CONN if expire_nodest_conn else 0)
-            | (OPT_EXPIRE_QUIESCENT_TEMPLATE if expire_quiescent_template else 0)
-            | (conn_reuse_mode & 3) << OPT_CONN_REUSE_SHIFT)
+    opts = options(expire_nodest_conn, expire_quiescent_template, conn_reuse_mode)
     fields, ops = scratch.arrays(n)
     # The kernel writes every packet's verdict, reason and dest row: no need to clear them.
     verdict = np.empty(n, dtype=np.uint8)
@@ -789,14 +822,7 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
     lens = batch.lens[:n]
     args = (buf, off, lens, batch.marks[:n], n, fields, float(now), int(now * 1000), opts)
     rest = scratch.rest + (np.int64(tunnel_src), ops, verdict, reason, dest_row)
-    n_ops = _process_kernel(*args, SWEEP_PER_PACKET * n + SWEEP_BASE, *rest)
-    if n_ops < 0:  # the sweep overflowed `touched`: rebuild the trees, then the packets
-        _refresh_trees(tables)
-        ct.meta[M_TOUCHED] = 0
-        n_ops = _process_kernel(*args, 0, *rest)
-    if ct.meta[M_TOUCHED] > TOUCHED_CAP:  # cannot happen while PACKET_TOUCH_MAX < TOUCHED_CAP
-        _refresh_trees(tables)
-        ct.meta[M_TOUCHED] = 0
+    n_ops = _process_kernel(*args, batch_sweep_budget(n), *rest)
     # The arrays were checked above, so the C call goes without apply()'s checks.  Only
     # when it rewrote fewer packets than there were ops did one fail: that packet is
     # dropped under the rewrite's reason.  A batch without ops (pass, drop, DR) skips it.

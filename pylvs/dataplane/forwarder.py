@@ -1,24 +1,28 @@
-"""One worker's forwarding state and the two doors into it: ``handle`` and ``swap``.
+"""One worker's forwarding state and the doors into it: ``handle``, ``native`` and ``swap``.
 
-The I/O adapters call ``handle(batch)`` from the dataplane thread; the director calls
-``swap(tables)`` (a recompiled configuration), ``snapshot()`` (status views) and
-``tick_estimators()`` from its control thread.  One lock per batch keeps them apart:
-compiling happens outside it (ARCHITECTURE rule 1, compile then swap), so a reload
-holds the dataplane up only for the moment of the swap itself.
+The Python I/O adapters call ``handle(batch)`` from the dataplane thread; the C loop
+(``io.nfq_loop``) calls the engine's cfunc itself, through the ``struct pl_fwd`` that
+``native()`` returns and every swap republishes.  The director calls ``swap(tables)`` (a
+recompiled configuration), ``snapshot()`` (status views), ``expire()`` and
+``tick_estimators()`` from its control thread.  One gate (``csrc/loop.h``: a mutex the
+dataplane takes once per batch, with a turnstile so the control thread is never
+starved) keeps them apart: compiling happens outside it (ARCHITECTURE rule 1, compile
+then swap), so a reload holds the dataplane up only for the moment of the swap itself.
 
-No I/O here: the clock is injected (``clock``: seconds, monotonic) so tests replay it.
+No I/O here: the clock is injected (``clock``: seconds, monotonic) so tests replay it;
+the C loop reads CLOCK_MONOTONIC, which is ``time.monotonic``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from pylvs._native import ffi, lib
 from pylvs.config.model import Config
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
@@ -56,13 +60,12 @@ class Forwarder:
         self.clock = clock
         self.opts = {"expire_nodest_conn": expire_nodest_conn,
                      "expire_quiescent_template": expire_quiescent_template}  # fmt: skip
-        # One lock per batch, and a turnstile so the control thread is never starved:
-        # a thread that releases a plain Lock and takes it again at once (the dataplane
-        # under load) keeps it; with `waiting` set, the dataplane queues behind the
-        # control thread instead.
-        self.lock = threading.Lock()
-        self.turnstile = threading.Lock()
-        self.waiting = 0
+        # The gate between the dataplane and the control thread (csrc/loop.h).  cffi
+        # releases the GIL while a thread waits at it.
+        self.gate = ffi.gc(lib.pl_gate_new(), lib.pl_gate_free)
+        self._cfwd = None  # struct pl_fwd once native() is asked for
+        self._published: tuple = ()  # what the published pointers point into
+        self.next_hops: dict[int, tuple[int, int, bytes, bytes]] = {}  # RIP -> ifindex, mtu, src, dst MAC
         self.svc_est = Estimator(tables.svc.shape[0])
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
@@ -81,27 +84,75 @@ class Forwarder:
 
     # -- dataplane thread ------------------------------------------------------------------
     def handle(self, batch: en.Batch) -> en.Verdicts:
-        if self.waiting:  # the control thread wants in: let it go first
-            with self.turnstile:
-                pass
-        with self.lock:
+        lib.pl_gate_batch_enter(self.gate)
+        try:
             t = time.perf_counter()
             self.batches += 1
             v = en.process(batch, self.clock(), self.tables, self.ct, self.counters,
                            tunnel_src=self.tunnel_src, **self.opts)  # fmt: skip
             self.busy += time.perf_counter() - t
             return v
+        finally:
+            lib.pl_gate_batch_leave(self.gate)
+
+    def native(self):
+        """The ``struct pl_fwd *`` the C loop reads (the engine cfunc, this generation's
+        state descriptor, options, next hops), kept current by every swap.  Loads the
+        cfunc (compiled on first use, then from numba's cache)."""
+        if self._cfwd is None:
+            from pylvs.dataplane.engine_cfunc import ENGINE
+
+            f = ffi.new("struct pl_fwd *")
+            f.engine = ffi.cast("pl_engine_fn", ENGINE.address)
+            f.tunnel_src = self.tunnel_src
+            f.opts = en.options(**self.opts)
+            f.rewrite_base = en.C_REWRITE_BASE
+            f.sweep_per_packet = en.SWEEP_PER_PACKET
+            f.sweep_base = en.SWEEP_BASE
+            with self._exclusive():
+                self._cfwd = f
+                self._publish()
+        return self._cfwd
+
+    def _publish(self) -> None:
+        """Point the C loop's struct at the current generation (the gate held)."""
+        f = self._cfwd
+        if f is None:
+            return
+        from pylvs.dataplane.engine_cfunc import describe_state
+
+        state = describe_state(self.ct, self.tables, self.counters)
+        neigh = next_hop_array(self.tables, self.next_hops)
+        f.state = ffi.cast("uint64_t *", state.ctypes.data)
+        f.reasons = ffi.cast("int64_t *", self.counters.reasons.ctypes.data)
+        f.neigh = ffi.cast("struct pl_neigh *", neigh.ctypes.data)
+        f.n_neigh = neigh.shape[0]
+        self._published = (state, neigh, self.ct, self.tables, self.counters)  # alive while published
 
     # -- control thread --------------------------------------------------------------------
     @contextlib.contextmanager
     def _exclusive(self):
         """The forwarding state to itself, between two batches, without starving."""
-        self.waiting += 1
+        lib.pl_gate_enter(self.gate)
         try:
-            with self.turnstile, self.lock:
-                yield
+            yield
         finally:
-            self.waiting -= 1
+            lib.pl_gate_leave(self.gate)
+
+    def set_next_hops(self, next_hops: dict[int, tuple[int, int, bytes, bytes]]) -> None:
+        """The real servers' next hops for direct routing (RIP -> ifindex, MTU, the out
+        interface's MAC, the server's MAC), resolved by the control thread."""
+        with self._exclusive():
+            self.next_hops = dict(next_hops)
+            self._publish()
+
+    def expire(self, budget: int) -> int:
+        """Expiry on a clock: sweep ``budget`` slots of the connection table now, so
+        entries end and ActiveConn/InActConn stay right while no packet arrives (the
+        per-batch sweep only runs when packets do).  Returns the entries removed."""
+        with self._exclusive():
+            t = self.tables
+            return en.expire(self.ct, self.clock(), budget, t)
 
     def compile(self, config: Config, health=None) -> tb.Tables:
         """New tables for ``config`` (outside the lock: reads only the current tables)."""
@@ -116,6 +167,7 @@ class Forwarder:
             self.svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
             self.dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
             self.tables = new
+            self._publish()
 
     def collect_garbage(self) -> None:
         """One run of the lblc/lblcr collectors (ip_vs_lblc(r)_check_expire); the caller
@@ -158,11 +210,7 @@ class Forwarder:
             now = self.clock() if now is None else now
             counts = ctm.apply_sync(self.ct, records, now, self.tables)
             t = self.tables
-            if self.ct.meta[ctm.M_TOUCHED] > ctm.TOUCHED_CAP:
-                en._refresh_trees(t)
-                self.ct.meta[ctm.M_TOUCHED] = 0
-            else:
-                en._drain_touched(self.ct, t.svc, t.dest, t.state, t.dest_svc)
+            en._drain_touched(self.ct, t.svc, t.dest, t.state, t.dest_svc)
             return counts
 
     def tick_estimators(self) -> None:
@@ -215,6 +263,24 @@ class Forwarder:
         return {"generation": generation, "size": capacity, "connections": n_conns,
                 "batches": self.batches, "engine_us_per_batch": round(1e6 * self.busy / max(self.batches, 1), 1),
                 "reasons": reasons, "services": services}  # fmt: skip
+
+
+NEIGH_DTYPE = np.dtype([("ifindex", "<i4"), ("mtu", "<u2"), ("dst", "u1", 6), ("src", "u1", 6),
+                        ("reserved", "<u2")])  # struct pl_neigh (csrc/loop.h)
+if NEIGH_DTYPE.itemsize != ffi.sizeof("struct pl_neigh") or any(
+        NEIGH_DTYPE.fields[k][1] != ffi.offsetof("struct pl_neigh", k) for k in NEIGH_DTYPE.names):
+    raise ImportError("NEIGH_DTYPE does not match struct pl_neigh in csrc/loop.h")
+
+
+def next_hop_array(tables: tb.Tables, next_hops: dict[int, tuple[int, int, bytes, bytes]]) -> np.ndarray:
+    """``struct pl_neigh`` per dest row of ``tables`` (ifindex 0: not resolved)."""
+    out = np.zeros(max(tables.dest.shape[0], 1), dtype=NEIGH_DTYPE)
+    for r in range(tables.dest.shape[0]):
+        hop = next_hops.get(int(tables.dest[r, ADDR]))
+        if hop is not None:
+            ifindex, mtu, src, dst = hop
+            out[r] = (ifindex, mtu, tuple(dst), tuple(src), 0)
+    return out
 
 
 def dest_addresses(tables: tb.Tables) -> np.ndarray:

@@ -62,12 +62,12 @@ ICMP_HEADER = 8  # RFC 792: type, code, checksum, 4 bytes of rest
 ICMP_QUOTED_L4 = 8  # an ICMP error quotes the IP header and at least 8 bytes after it
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _u16(row, at):
     return (np.int64(row[at]) << 8) | np.int64(row[at + 1])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _u32(row, at):
     return (
         (np.int64(row[at]) << 24) | (np.int64(row[at + 1]) << 16)
@@ -75,14 +75,14 @@ def _u32(row, at):
     )  # fmt: skip
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _is_icmp_error(icmp_type):
     # The errors IPVS translates (ip_vs_in_icmp): destination unreachable, source
     # quench, time exceeded.
     return icmp_type == 3 or icmp_type == 4 or icmp_type == 11
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _parse_one(row, start, length, f):
     """Parse the packet at ``row[start:start+length]`` into ``f`` (one fields row)."""
     for k in range(N_FIELDS):
@@ -150,7 +150,7 @@ def _parse_one(row, start, length, f):
         f[F_REASON] = R_OTHER_PROTO
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _parse_quoted(row, q, q_len, f):
     """The quoted packet of an ICMP error: its key, when enough of it is there.
 
@@ -174,7 +174,7 @@ def _parse_quoted(row, q, q_len, f):
     f[F_IN_DPORT] = _u16(row, q + q_ihl + 2)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _parse_batch(buf, off, lens, n, fields, counts):
     for i in range(n):
         _parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), fields[i])

@@ -178,7 +178,7 @@ def _block_cap(n: int) -> int:
 
 # --- Lookup kernels -------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _bsearch(keys, k):
     lo = 0
     hi = keys.shape[0]
@@ -193,7 +193,7 @@ def _bsearch(keys, k):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def find_service(svc_keys, svc_keys_idx, proto, vaddr, vport):
     """Active port service (proto, vaddr, vport) -> service index, -1 when absent."""
     k = (np.int64(proto) << 48) | (np.int64(vaddr) << 16) | np.int64(vport)
@@ -201,7 +201,7 @@ def find_service(svc_keys, svc_keys_idx, proto, vaddr, vport):
     return np.int64(svc_keys_idx[j]) if j >= 0 else np.int64(-1)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def find_fwmark(fwm_keys, fwm_idx, mark):
     """Active firewall-mark service -> service index, -1 when absent."""
     j = _bsearch(fwm_keys, np.int64(mark))
@@ -215,7 +215,7 @@ FTP_DATA_PORT = 20  # ip_vs_ctl.c FTPDATA
 UNPRIVILEGED_PORT_START = 1024
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _lookup_kernel(svc_keys, svc_keys_idx, fwm_keys, fwm_idx, proto, vaddr, vport, mark):
     """Service for a new connection, reference 7.8 step 4 (ip_vs_service_find): the
     fwmark service if the packet has a mark, then exact (proto, VIP, port), then for TCP
@@ -262,7 +262,7 @@ def list_rows(tables: Tables, i: int) -> list[int]:
 
 # --- Counters at swap time --------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adopt_kernel(row_map, old_dest, old_persist, new_dest, new_persist, dest_svc,
                   alg_id, dest_off, dest_cap, state_off, state_len, active, state):
     for r in range(row_map.shape[0]):

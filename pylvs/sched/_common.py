@@ -51,12 +51,12 @@ MS_PER_SECOND = 1000
 # ---------------------------------------------------------------- predicates
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _in_list(dest, i):
     return (dest[i, FLAGS] & F_AVAILABLE) != 0
 
 
-@njit(cache=True)  # allocates: for config kernels only, never the hot path
+@njit(cache=True, error_model="numpy")  # allocates: for config kernels only, never the hot path
 def _listed_rows(dest):
     """(rows, n): the rows in the list, in list order, in rows[:n]."""
     rows = np.empty(dest.shape[0], dtype=np.int64)
@@ -68,14 +68,14 @@ def _listed_rows(dest):
     return rows, n
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _eligible(dest, i):
     """In the list, weight > 0 and not OVERLOADed: may take a new connection."""
     f = dest[i, FLAGS]
     return (f & F_AVAILABLE) != 0 and (f & F_OVERLOAD) == 0 and dest[i, W] > 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _overhead(dest, i):
     """ip_vs_dest_conn_overhead(): activeconns << 8 + inactconns (include/net/ip_vs.h)."""
     return (dest[i, ACT] << 8) + dest[i, INACT]
@@ -84,7 +84,7 @@ def _overhead(dest, i):
 # --------------------------------------------------------- connection counters
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _bind_kernel(dest, i):
     """ip_vs_bind_dest() for a new non-template connection: it starts INACTIVE
     (reference 7.5), then OVERLOAD is set when total >= u_threshold (6.2)."""
@@ -99,7 +99,7 @@ BIND_NEW = 1  # batch: charge each chosen server a new connection (inactive, as 
 BIND_ACTIVE = 2  # batch: ... and count it active at once (stresses sed/nq, which ignore inactive)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _charge_kernel(dest, i, mode):
     """Batch helper: account a new connection on row i per the BIND_* mode."""
     _bind_kernel(dest, i)
@@ -108,7 +108,7 @@ def _charge_kernel(dest, i, mode):
         dest[i, ACT] += 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _unbind_kernel(dest, i, active):
     """ip_vs_unbind_dest(): decrement, then the lower-threshold / 3/4 rule (6.2)."""
     if active:
@@ -128,7 +128,7 @@ def _unbind_kernel(dest, i, active):
         dest[i, FLAGS] &= ~F_OVERLOAD
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _set_active_kernel(dest, i, active):
     """A connection enters (active=True) or leaves ESTABLISHED (reference 7.5)."""
     if active:
@@ -142,18 +142,18 @@ def _set_active_kernel(dest, i, active):
 # -------------------------------------------------------------------- hashes
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hash_32(v, bits):
     """hash_32(v, bits) = (v * GOLDEN_RATIO_32 mod 2^32) >> (32 - bits)."""
     return ((v & MASK32) * GOLDEN_RATIO_32 & MASK32) >> (32 - bits)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rol64(x, b):
     return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _siphash13_u32(v, k0, k1):
     """SipHash-1-3 of the 4-byte little-endian message ``v`` with key (k0, k1),
     full 64-bit result.  On 64-bit kernels hsiphash() *is* this function,
@@ -188,7 +188,7 @@ def _siphash13_u32(v, k0, k1):
     return (v0 ^ v1) ^ (v2 ^ v3)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hsiphash_u32(v, k0, k1):
     """hsiphash(&v, 4, key) as a 64-bit kernel computes it (u32 result)."""
     return np.int64(_siphash13_u32(v, k0, k1) & np.uint64(MASK32))

@@ -18,7 +18,7 @@ NAMES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "sh", "mh
 ALG_ID = {name: i for i, name in enumerate(NAMES)}
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def schedule_kernel(alg, dest, state, caddr, cport, daddr, dport, now):
     """``ALGORITHMS[NAMES[alg]]._schedule_kernel``; -1 for an unknown id."""
     if alg == 0:
@@ -50,7 +50,7 @@ def schedule_kernel(alg, dest, state, caddr, cport, daddr, dport, now):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def update_kernel(alg, dest, state, i):
     """After row i's counters, weight or flags changed (only the tree-based
     lc/wlc/sed/nq/fo/ovf keep derived per-row state; the others need nothing)."""
@@ -68,7 +68,7 @@ def update_kernel(alg, dest, state, i):
         ovf._update_kernel(dest, state, i)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def config_kernel(alg, dest, state):
     """After a dest was added, deleted or edited."""
     if alg == 1:
@@ -83,7 +83,7 @@ def config_kernel(alg, dest, state):
         mh._config_kernel(dest, state)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def gc_kernel(alg, dest, state, now):
     """The lblc/lblcr collector (a no-op for the others)."""
     if alg == 6 or alg == 7:

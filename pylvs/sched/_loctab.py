@@ -58,17 +58,17 @@ def new_table_state(entry_capacity: int, element_capacity: int, expiration_ms: i
     return st
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _eoff(state, en):
     return BKT_OFF + TAB_SIZE + ESTRIDE * en
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _eloff(state, el):
     return BKT_OFF + TAB_SIZE + ESTRIDE * state[H_ECAP] + ELSTRIDE * el
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _table_init(state, ecap, elcap, expire):
     state[H_ECAP] = ecap
     state[H_ENTRIES] = 0
@@ -90,13 +90,13 @@ def _table_init(state, ecap, elcap, expire):
     state[H_ELFREE] = 0 if elcap > 0 else -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hashkey(addr):
     # mainline ip_vs_lblc(r)_hashkey: hash_32(ntohl(addr), TAB_BITS)
     return _hash_32(addr, TAB_BITS)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _get(state, addr):
     en = state[BKT_OFF + _hashkey(addr)]
     while en >= 0:
@@ -107,7 +107,7 @@ def _get(state, addr):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _alloc_entry(state, addr, now):
     """kmalloc + hlist_add_head + entries++; -1 when the pool is exhausted."""
     en = state[H_EFREE]
@@ -128,7 +128,7 @@ def _alloc_entry(state, addr, now):
     return en
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _unlink_free_entry(state, en):
     """hlist_del + free the entry and its set elements (no entries-- here: callers
     decide, as the kernel does)."""
@@ -156,7 +156,7 @@ def _unlink_free_entry(state, en):
     state[H_EFREE] = en
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _sweep_bucket(state, j, now, timeout):
     """Delete the entries of chain j idle for at least `timeout`; return how many."""
     removed = 0
@@ -172,7 +172,7 @@ def _sweep_bucket(state, j, now, timeout):
     return removed
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _gc_kernel(dest, state, now):
     """One run of ip_vs_lblc(r)_check_expire; call it every CHECK_EXPIRE_INTERVAL_MS."""
     if state[H_COUNTER] % COUNT_FOR_FULL_EXPIRATION == 0:

@@ -46,7 +46,7 @@ TREE_OFF = 2  # two header words before node 1 (node 0 unused)
 NODE = 3  # words per node: winning row (-1 none), key numerator, key denominator
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _b_beats_a(dest, kind, a, b):
     """True when row b (later in the list) strictly beats row a (earlier)."""
     if kind == KIND_LC:
@@ -64,7 +64,7 @@ def _b_beats_a(dest, kind, a, b):
     return (dest[a, ACT] + 1) * dest[b, W] > (dest[b, ACT] + 1) * dest[a, W]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _combine(dest, kind, a, b):
     if a < 0:
         return b
@@ -82,7 +82,7 @@ def tree_state_size(rows: int) -> int:
     return TREE_OFF + NODE * 2 * p
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _tree_init(state, rows, kind):
     p = 1
     while p < rows:
@@ -91,7 +91,7 @@ def _tree_init(state, rows, kind):
     state[1] = kind
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _leaf_key(dest, kind, i):
     """Row i's (row, num, den) key; row -1 if not eligible.  b beats a iff
     num_a * den_b > num_b * den_a, which is exactly _b_beats_a for each kind."""
@@ -111,7 +111,7 @@ def _leaf_key(dest, kind, i):
     return i, a + 1, dest[i, W]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _leaf(dest, kind, i, state, o):
     r, nu, de = _leaf_key(dest, kind, i)
     state[o] = r
@@ -119,7 +119,7 @@ def _leaf(dest, kind, i, state, o):
     state[o + 2] = de
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _pull(state, k):
     """Recompute node k from its children; True if it changed."""
     o = TREE_OFF + NODE * k
@@ -136,7 +136,7 @@ def _pull(state, k):
     return True
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _tree_rebuild(dest, state):
     p = state[0]
     kind = state[1]
@@ -155,7 +155,7 @@ def _tree_rebuild(dest, state):
         _pull(state, k)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _tree_update(dest, state, i):
     """Row i's counters, weight or flags changed: fix its leaf-to-root path,
     stopping as soon as a node comes out unchanged.  The winner climbing the path
@@ -187,12 +187,12 @@ def _tree_update(dest, state, i):
         state[o + 2] = de
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _tree_best(state):
     return state[TREE_OFF + NODE]
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _linear_scan(dest, kind):
     """The kernel's own linear scan (used by tests and as the `linear` variant)."""
     best = -1
@@ -232,28 +232,28 @@ def new_state_for(dest: np.ndarray, kind: int) -> np.ndarray:
     return st
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _config_kernel(dest, state):
     _tree_rebuild(dest, state)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     _tree_update(dest, state, i)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return _tree_best(state)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _linear_kernel(dest, state, caddr, cport, daddr, dport, now):
     """The kernel's linear scan, kept for tests and benchmarks."""
     return _linear_scan(dest, state[1])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _linear_batch_loop(dest, kind, n, bind, out):
     for j in range(n):
         i = _linear_scan(dest, kind)
@@ -262,7 +262,7 @@ def _linear_batch_loop(dest, kind, n, bind, out):
             _charge_kernel(dest, i, bind)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     for j in range(caddr.shape[0]):
         i = _tree_best(state)
@@ -272,7 +272,7 @@ def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
             _tree_update(dest, state, i)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _linear_batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     # One branch per kind with the kind as a literal: after inlining, the scan's
     # comparisons fold to constants (a kind read at run time inside the loop made

@@ -30,7 +30,7 @@ def new_state(dest: np.ndarray) -> np.ndarray:
     return st
 
 
-@njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
+@njit(cache=True, error_model="numpy")  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
     """ip_vs_dh_reassign: bucket b gets the (b mod n)-th dest of the list."""
     rows, n = _listed_rows(dest)
@@ -38,12 +38,12 @@ def _config_kernel(dest, state):
         state[TAB_OFF + b] = rows[b % n] if n > 0 else -1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     d = state[TAB_OFF + _hash_32(daddr, DH_TAB_BITS)]
     if d < 0 or not _eligible(dest, d):
@@ -51,7 +51,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return d
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     # One pass (unlike sh/mh): measured steadier for dh's cheap hash.
     for j in range(caddr.shape[0]):

@@ -39,17 +39,17 @@ def new_state(
     return lt.new_table_state(entry_capacity, 0, expiration_ms)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _config_kernel(dest, state):
     pass  # entries keep pointing at rows; a deleted row fails the hit test
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _is_overloaded(dest, d):
     """lblc's is_overloaded(): busy beyond its weight while someone is half idle."""
     if dest[d, ACT] > dest[d, W]:
@@ -59,7 +59,7 @@ def _is_overloaded(dest, d):
     return False
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     en = lt._get(state, daddr)
     if en >= 0:
@@ -83,7 +83,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return d
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     for j in range(caddr.shape[0]):
         i = _schedule_kernel(dest, state, caddr[j], cport[j], daddr[j], dport[j], now)

@@ -37,17 +37,17 @@ def new_state(
     return lt.new_table_state(entry_capacity, element_capacity, expiration_ms)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _config_kernel(dest, state):
     pass
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _set_insert(state, en, d, check, now):
     o = lt._eoff(state, en)
     if check:
@@ -69,7 +69,7 @@ def _set_insert(state, en, d, check, now):
     state[o + lt.E_LASTMOD] = now
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _set_erase(state, en, d, now):
     o = lt._eoff(state, en)
     prev = -1
@@ -90,7 +90,7 @@ def _set_erase(state, en, d, now):
         el = state[lo + lt.EL_NEXT]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _set_min(dest, state, en):
     """ip_vs_dest_set_min."""
     el = state[lt._eoff(state, en) + lt.E_SETHEAD]
@@ -110,7 +110,7 @@ def _set_min(dest, state, en):
     return least
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _set_max(dest, state, en):
     """ip_vs_dest_set_max (looks at weights only, not availability)."""
     el = state[lt._eoff(state, en) + lt.E_SETHEAD]
@@ -128,7 +128,7 @@ def _set_max(dest, state, en):
     return most
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     en = lt._get(state, daddr)
     if en >= 0:
@@ -155,7 +155,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return d
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     for j in range(caddr.shape[0]):
         i = _schedule_kernel(dest, state, caddr[j], cport[j], daddr[j], dport[j], now)

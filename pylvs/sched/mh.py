@@ -89,13 +89,13 @@ def new_state(
     return st
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hashkey(addr, port, key, offset):
     """ip_vs_mh_hashkey: hsiphash of the u32 offset + port + addr, key {key, key}."""
     return _hsiphash_u32((offset + port + addr) & 0xFFFFFFFF, key, key)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _mod_m(h, m):
     """h % m; the kernel's M is a compile-time constant, so give LLVM the same
     chance to turn the division into a multiply for the default size."""
@@ -104,7 +104,7 @@ def _mod_m(h, m):
     return h % m
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _fls(x):
     r = 0
     while x:
@@ -113,14 +113,14 @@ def _fls(x):
     return r
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _gcd(a, b):
     while b:
         a, b = b, a % b
     return a
 
 
-@njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
+@njit(cache=True, error_model="numpy")  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
     m = state[H_M]
     rows, n = _listed_rows(dest)
@@ -177,12 +177,12 @@ def _config_kernel(dest, state):
                 j += 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _fallback(dest, state, caddr, port, ihash):
     """ip_vs_mh_get_fallback's probe loop (kept out of line: the hot path stays small)."""
     m = state[H_M]
@@ -196,7 +196,7 @@ def _fallback(dest, state, caddr, port, ihash):
     return -1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     port = cport if (state[H_FLAGS] & FLAG_PORT) else 0
     ihash = _mod_m(_hashkey(caddr, port, state[H_K1], 0), state[H_M])
@@ -210,7 +210,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return _fallback(dest, state, caddr, port, ihash)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     # Two passes: first every key's slot (pure arithmetic on the keys, which LLVM
     # can vectorise; `out` is the scratch space), then the lookups.  Same result as

@@ -25,7 +25,7 @@ def new_state(dest: np.ndarray) -> np.ndarray:
     return np.full(1, -1, dtype=np.int64)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _config_kernel(dest, state):
     # The cursor survives weight edits and adds; a deleted cursor steps back to the
     # previous entry in the list, or to the head (ip_vs_rr_del_dest).
@@ -37,12 +37,12 @@ def _config_kernel(dest, state):
         state[0] = i
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     n = dest.shape[0]
     i = state[0]
@@ -56,7 +56,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     for j in range(caddr.shape[0]):
         i = _schedule_kernel(dest, state, caddr[j], cport[j], daddr[j], dport[j], now)

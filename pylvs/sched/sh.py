@@ -39,7 +39,7 @@ def new_state(dest: np.ndarray, fallback: bool = False, port: bool = False) -> n
     return st
 
 
-@njit(cache=True)  # allocates scratch arrays: needs NRT; not on the hot path
+@njit(cache=True, error_model="numpy")  # allocates scratch arrays: needs NRT; not on the hot path
 def _config_kernel(dest, state):
     rows, n = _listed_rows(dest)
     p = 0
@@ -58,17 +58,17 @@ def _config_kernel(dest, state):
             d_count = 0
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _hashkey(addr, port, offset):
     return (offset + _hash_32((port + addr) & MASK32, SH_TAB_BITS)) & SH_TAB_MASK
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _fallback(dest, state, caddr, port, ihash):
     """ip_vs_sh_get_fallback's probe loop (out of line: keeps the hot path small)."""
     for off in range(SH_TAB_SIZE):
@@ -81,7 +81,7 @@ def _fallback(dest, state, caddr, port, ihash):
     return -1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     port = cport if (state[0] & FLAG_PORT) else 0
     ihash = _hashkey(caddr, port, 0)
@@ -95,7 +95,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     return _fallback(dest, state, caddr, port, ihash)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     # Two passes: every key's bucket first (pure arithmetic, `out` as scratch),
     # then lookups and accounting.  Identical to one-by-one: binding changes

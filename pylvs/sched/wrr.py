@@ -27,14 +27,14 @@ def new_state(dest: np.ndarray) -> np.ndarray:
     return st
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _gcd(a, b):
     while b:
         a, b = b, a % b
     return a
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _config_kernel(dest, state):
     g = 0
     mx = 0
@@ -57,12 +57,12 @@ def _config_kernel(dest, state):
         state[CW] = (cw // di) * di + 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _update_kernel(dest, state, i):
     pass  # counters do not matter to wrr; OVERLOAD is read at decision time
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
     n = dest.shape[0]
     pos = state[CL]
@@ -97,7 +97,7 @@ def _schedule_kernel(dest, state, caddr, cport, daddr, dport, now):
             stop = last
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _batch_kernel(dest, state, caddr, cport, daddr, dport, now, bind, out):
     for j in range(caddr.shape[0]):
         i = _schedule_kernel(dest, state, caddr[j], cport[j], daddr[j], dport[j], now)

@@ -1,0 +1,338 @@
+/* The forwarding loop in C (see loop.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "loop.h"
+#include "nfq.h"
+#include "rewrite.h"
+
+#define ETH_HLEN_ 14
+#define IP_DADDR_OFF 16
+
+/* ---- the gate -------------------------------------------------------------------- */
+
+struct pl_gate {
+    pthread_mutex_t mu;
+    pthread_mutex_t turnstile;
+    atomic_int waiting;
+};
+
+struct pl_gate *pl_gate_new(void)
+{
+    struct pl_gate *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->turnstile, NULL);
+    atomic_init(&g->waiting, 0);
+    return g;
+}
+
+void pl_gate_free(struct pl_gate *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_destroy(&g->mu);
+    pthread_mutex_destroy(&g->turnstile);
+    free(g);
+}
+
+void pl_gate_enter(struct pl_gate *g)
+{
+    atomic_fetch_add(&g->waiting, 1);
+    pthread_mutex_lock(&g->turnstile);
+    pthread_mutex_lock(&g->mu);
+}
+
+void pl_gate_leave(struct pl_gate *g)
+{
+    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_unlock(&g->turnstile);
+    atomic_fetch_sub(&g->waiting, 1);
+}
+
+void pl_gate_batch_enter(struct pl_gate *g)
+{
+    if (atomic_load_explicit(&g->waiting, memory_order_relaxed)) {
+        /* a control thread wants in: queue behind it rather than re-take the mutex */
+        pthread_mutex_lock(&g->turnstile);
+        pthread_mutex_unlock(&g->turnstile);
+    }
+    pthread_mutex_lock(&g->mu);
+}
+
+void pl_gate_batch_leave(struct pl_gate *g)
+{
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- one batch through the engine ------------------------------------------------- */
+
+double pl_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* what Python's time.monotonic() reads */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t pl_engine_batch(const struct pl_fwd *f, const struct pl_batch *b, size_t n, double now)
+{
+    if (n > b->rows)
+        return -EINVAL;
+    int64_t budget = f->sweep_per_packet * (int64_t)n + f->sweep_base;
+    int64_t n_ops = f->engine(f->state, b->desc, (int64_t)n, now, (int64_t)(now * 1000.0), f->opts, budget,
+                              f->tunnel_src);
+    memset(b->res, PL_RW_OK, n);
+    if (n_ops <= 0)
+        return n_ops;
+    size_t done = pl_rewrite_batch(b->buf, n, b->stride, b->off, b->lens, b->ops, b->res);
+    if (done == (size_t)n_ops)
+        return n_ops;
+    for (size_t i = 0; i < n; i++) {
+        if (b->ops[i].kind == PL_OP_NONE || b->res[i] == PL_RW_OK)
+            continue;
+        /* the packet was counted as forwarded: count it as the rewrite's drop instead */
+        f->reasons[b->reason[i]]--;
+        int16_t r = (int16_t)(f->rewrite_base + b->res[i]);
+        f->reasons[r]++;
+        b->reason[i] = r;
+        b->verdict[i] = PL_V_DROP;
+    }
+    return n_ops;
+}
+
+/* ---- the NFQUEUE loop ----------------------------------------------------------------- */
+
+struct pl_nfq_loop {
+    struct pl_nfq *q;
+    struct pl_gate *g;
+    const struct pl_fwd *f;
+    struct pl_batch b;
+    uint32_t flags;
+    uint32_t *ids;
+    uint8_t *info;
+    uint8_t *acts;
+    int pkt_fd;                 /* AF_PACKET, send only: DR frames */
+    int raw_fd;                 /* AF_INET raw, IP_HDRINCL: ICMP errors from the VIP */
+    atomic_int stop;
+    int64_t misses[PL_LOOP_MISS_MAX];
+    size_t n_misses;
+    struct pl_loop_stats st;
+};
+
+struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
+                                    const struct pl_batch *b, uint32_t flags, int *err)
+{
+    struct pl_nfq_loop *L = calloc(1, sizeof(*L));
+    int e = ENOMEM;
+    if (!L)
+        goto fail;
+    L->pkt_fd = L->raw_fd = -1;
+    L->q = q;
+    L->g = g;
+    L->f = f;
+    L->b = *b;
+    L->flags = flags;
+    L->ids = calloc(b->rows, sizeof(*L->ids));
+    L->info = calloc(b->rows, 1);
+    L->acts = calloc(b->rows, 1);
+    if (!L->ids || !L->info || !L->acts)
+        goto fail;
+    /* protocol 0: a send-only packet socket, never queued a received frame */
+    L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+    L->raw_fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (L->pkt_fd < 0 || L->raw_fd < 0) {
+        e = errno;
+        goto fail;
+    }
+    atomic_init(&L->stop, 0);
+    return L;
+fail:
+    if (err)
+        *err = e;
+    pl_nfq_loop_free(L);
+    return NULL;
+}
+
+void pl_nfq_loop_free(struct pl_nfq_loop *L)
+{
+    if (!L)
+        return;
+    if (L->pkt_fd >= 0)
+        close(L->pkt_fd);
+    if (L->raw_fd >= 0)
+        close(L->raw_fd);
+    free(L->ids);
+    free(L->info);
+    free(L->acts);
+    free(L);
+}
+
+void pl_nfq_loop_stop(struct pl_nfq_loop *L)
+{
+    atomic_store(&L->stop, 1);
+}
+
+void pl_nfq_loop_get_stats(const struct pl_nfq_loop *L, struct pl_loop_stats *out)
+{
+    *out = L->st; /* a torn read of a counter is harmless for a status view */
+}
+
+size_t pl_nfq_loop_misses(struct pl_nfq_loop *L, int64_t *rows, size_t max)
+{
+    size_t k = L->n_misses < max ? L->n_misses : max;
+    memcpy(rows, L->misses, k * sizeof(*rows));
+    L->n_misses = 0;
+    return k;
+}
+
+static void note_miss(struct pl_nfq_loop *L, int64_t row)
+{
+    for (size_t j = 0; j < L->n_misses; j++)
+        if (L->misses[j] == row)
+            return;
+    if (L->n_misses < PL_LOOP_MISS_MAX)
+        L->misses[L->n_misses++] = row;
+}
+
+static void send_dr(struct pl_nfq_loop *L, size_t i)
+{
+    const struct pl_fwd *f = L->f;
+    int64_t row = L->b.dest_row[i];
+    const struct pl_neigh *nh = (row >= 0 && (size_t)row < f->n_neigh) ? &f->neigh[row] : NULL;
+    if (!nh || nh->ifindex <= 0) {
+        L->st.dr_unresolved++;
+        note_miss(L, row);
+        return;
+    }
+    uint32_t off = L->b.off[i], len = L->b.lens[i];
+    if (len > nh->mtu) {
+        L->st.dr_too_big++;
+        return;
+    }
+    if (off < ETH_HLEN_ || (size_t)off + len > L->b.stride) {
+        L->st.dr_send_errors++;
+        return;
+    }
+    uint8_t *eth = L->b.buf + i * L->b.stride + off - ETH_HLEN_;
+    memcpy(eth, nh->dst, 6);
+    memcpy(eth + 6, nh->src, 6);
+    eth[12] = 0x08; /* ETH_P_IP */
+    eth[13] = 0x00;
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+                              .sll_ifindex = nh->ifindex, .sll_halen = 6};
+    memcpy(sll.sll_addr, nh->dst, 6);
+    if (sendto(L->pkt_fd, eth, len + ETH_HLEN_, 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+        L->st.dr_send_errors++;
+    else
+        L->st.dr_sent++;
+}
+
+static void send_reject(struct pl_nfq_loop *L, size_t i)
+{
+    uint32_t off = L->b.off[i], len = L->b.lens[i];
+    if (len < 20 || (size_t)off + len > L->b.stride) {
+        L->st.reject_send_errors++;
+        return;
+    }
+    const uint8_t *pkt = L->b.buf + i * L->b.stride + off;
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    memcpy(&to.sin_addr, pkt + IP_DADDR_OFF, 4);
+    if (sendto(L->raw_fd, pkt, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+        L->st.reject_send_errors++;
+    else
+        L->st.rejected++;
+}
+
+/* Verdict actions for a batch the engine decided (the gate held: DR reads f->neigh). */
+static void act(struct pl_nfq_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t a;
+        switch (L->b.verdict[i]) {
+        case PL_V_PASS:
+            a = PL_NFQ_ACCEPT;
+            L->st.accepted++;
+            break;
+        case PL_V_NAT:
+        case PL_V_TUNNEL:
+            a = PL_NFQ_ACCEPT_PAYLOAD;
+            L->st.mangled++;
+            break;
+        case PL_V_DR:
+            send_dr(L, i);
+            a = PL_NFQ_DROP;
+            L->st.dropped++;
+            break;
+        case PL_V_REJECT:
+            send_reject(L, i);
+            a = PL_NFQ_DROP;
+            L->st.dropped++;
+            break;
+        default: /* PL_V_DROP; never forward the unknown */
+            a = PL_NFQ_DROP;
+            L->st.dropped++;
+            break;
+        }
+        L->acts[i] = a;
+    }
+}
+
+int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
+{
+    uint64_t until = now_ns() + (uint64_t)(max_ms > 0 ? max_ms : 0) * 1000000u;
+    while (!atomic_load(&L->stop)) {
+        long n = pl_nfq_recv(L->q, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks, L->ids,
+                             L->info, poll_ms);
+        if (n < 0)
+            return (int)n;
+        if (n > 0) {
+            uint64_t t0 = now_ns();
+            pl_gate_batch_enter(L->g);
+            uint64_t t1 = now_ns();
+            const struct pl_fwd *f = L->f;
+            if (f->engine && f->state) {
+                pl_engine_batch(f, &L->b, (size_t)n, pl_monotonic());
+                act(L, (size_t)n);
+            } else {
+                uint8_t a = (L->flags & PL_LOOP_F_FAIL_OPEN) ? PL_NFQ_ACCEPT : PL_NFQ_DROP;
+                memset(L->acts, a, (size_t)n);
+                L->st.unpublished += (uint64_t)n;
+                if (a == PL_NFQ_ACCEPT)
+                    L->st.accepted += (uint64_t)n;
+                else
+                    L->st.dropped += (uint64_t)n;
+            }
+            L->st.packets += (uint64_t)n;
+            L->st.batches++;
+            pl_gate_batch_leave(L->g);
+            uint64_t t2 = now_ns();
+            L->st.gate_wait_ns += t1 - t0;
+            L->st.engine_ns += t2 - t1;
+            int rc = pl_nfq_verdict(L->q, (size_t)n, L->ids, L->acts, L->b.buf, L->b.stride, L->b.off, L->b.lens);
+            if (rc < 0)
+                return rc;
+        }
+        if (max_ms > 0 && now_ns() >= until)
+            break;
+    }
+    return 0;
+}

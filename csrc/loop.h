@@ -1,0 +1,131 @@
+/* The forwarding loop in C: receive a batch, call the engine (a numba cfunc,
+ * pylvs/dataplane/engine_cfunc.py), rewrite, send verdicts and frames, all with
+ * the GIL released and no Python per packet or per batch (ARCHITECTURE rule 4).
+ *
+ * pl_gate          the lock between the data-plane loop and the control plane.
+ *                  The loop takes it once per batch (pl_gate_batch_enter/leave);
+ *                  the control plane (swap, connection sync, collectors, expiry,
+ *                  status reads) takes it with pl_gate_enter/leave, which never
+ *                  starves: while a control thread waits, the loop queues behind
+ *                  it on the turnstile instead of re-taking the mutex at once.
+ * struct pl_fwd    what the control plane publishes for the engine: the cfunc,
+ *                  the state descriptor of the current generation, the reason
+ *                  counters, options, and the real servers' link-layer next hops
+ *                  per dest row (direct routing).  The loop reads it only while
+ *                  it holds the gate; the control plane writes it only while it
+ *                  holds the gate.  engine == NULL: nothing published yet, every
+ *                  packet gets the fail-open/closed verdict.
+ * struct pl_batch  the adapter's rows and scratch (engine_cfunc.BatchArrays).
+ * pl_engine_batch  one batch through the engine: the cfunc, then
+ *                  pl_rewrite_batch, then a rewrite failure turns its packet into a
+ *                  drop counted under rewrite_base + its PL_RW_* code (the counter
+ *                  it had is taken back), exactly as engine.process does.  Returns
+ *                  the op count, or -EINVAL when n exceeds the rows.  The caller
+ *                  holds the gate.  Tests call it to hold it equal to engine.process.
+ * pl_nfq_loop_*    the loop over a pl_nfq queue (nfq.h).  pl_nfq_loop_run loops
+ *                  until pl_nfq_loop_stop or `max_ms` have passed (so a Python
+ *                  caller can look at its own stop event between runs) and
+ *                  returns 0, or -errno on a fatal receive or verdict error.
+ *                  Per packet: PASS -> NF_ACCEPT; NAT, TUNNEL -> NF_ACCEPT with
+ *                  the rewritten packet; DR -> an Ethernet frame to the dest
+ *                  row's next hop (AF_PACKET), NF_DROP; REJECT (the packet became
+ *                  an ICMP error from the VIP) -> sent from the local stack
+ *                  (raw IP socket), NF_DROP; DROP and anything else -> NF_DROP.
+ *                  A DR packet whose row has no next hop is dropped, counted,
+ *                  and its row remembered for pl_nfq_loop_misses (the control
+ *                  plane resolves it and republishes).
+ */
+#ifndef PYLVS_LOOP_H
+#define PYLVS_LOOP_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int64_t (*pl_engine_fn)(const uint64_t *state, const uint64_t *batch, int64_t n, double now,
+                                int64_t now_ms, int64_t opts, int64_t sweep_budget, int64_t tunnel_src);
+
+enum {                      /* engine.V_* (checked by pylvs.dataplane.io.nfq_loop) */
+    PL_V_PASS = 0,
+    PL_V_DROP = 1,
+    PL_V_NAT = 2,
+    PL_V_DR = 3,
+    PL_V_TUNNEL = 4,
+    PL_V_REJECT = 5
+};
+
+enum {
+    PL_LOOP_F_FAIL_OPEN = 1,    /* nothing published: accept (else drop) */
+    PL_LOOP_MISS_MAX = 64       /* DR rows without a next hop remembered between reads */
+};
+
+struct pl_neigh {           /* one dest row's next hop (direct routing) */
+    int32_t ifindex;        /* 0: not resolved */
+    uint16_t mtu;
+    uint8_t dst[6];         /* the real server's MAC */
+    uint8_t src[6];         /* the out interface's MAC */
+    uint16_t reserved;
+};
+
+struct pl_fwd {
+    pl_engine_fn engine;
+    const uint64_t *state;      /* engine_cfunc.describe_state */
+    int64_t *reasons;           /* Counters.reasons */
+    int64_t opts;               /* engine OPT_* bits */
+    int64_t tunnel_src;         /* IPIP outer source, host order */
+    int64_t rewrite_base;       /* engine.C_REWRITE_BASE */
+    int64_t sweep_per_packet;   /* engine.SWEEP_PER_PACKET */
+    int64_t sweep_base;         /* engine.SWEEP_BASE */
+    const struct pl_neigh *neigh;   /* per dest row, n_neigh rows */
+    size_t n_neigh;
+};
+
+struct pl_batch {
+    const uint64_t *desc;       /* engine_cfunc.BatchArrays.desc */
+    size_t rows, stride;
+    uint8_t *buf;
+    uint32_t *off, *lens, *marks;
+    struct pl_rewrite_op *ops;
+    uint8_t *verdict;
+    int16_t *reason;
+    int64_t *dest_row;
+    uint8_t *res;
+};
+
+struct pl_loop_stats {
+    uint64_t packets;           /* packets given a verdict by the engine or the fallback */
+    uint64_t batches;
+    uint64_t accepted;          /* NF_ACCEPT unchanged */
+    uint64_t dropped;           /* NF_DROP (DROP, DR and REJECT sent or not) */
+    uint64_t mangled;           /* NF_ACCEPT with the rewritten packet */
+    uint64_t dr_sent;
+    uint64_t dr_unresolved;     /* DR row without a next hop */
+    uint64_t dr_too_big;        /* DR frame over the out interface's MTU */
+    uint64_t dr_send_errors;
+    uint64_t rejected;          /* ICMP errors sent for V_REJECT */
+    uint64_t reject_send_errors;
+    uint64_t unpublished;       /* packets that met no published tables */
+    uint64_t engine_ns;         /* time inside pl_engine_batch */
+    uint64_t gate_wait_ns;      /* time waiting for the gate */
+};
+
+struct pl_gate;
+struct pl_gate *pl_gate_new(void);
+void pl_gate_free(struct pl_gate *g);
+void pl_gate_enter(struct pl_gate *g);
+void pl_gate_leave(struct pl_gate *g);
+void pl_gate_batch_enter(struct pl_gate *g);
+void pl_gate_batch_leave(struct pl_gate *g);
+
+int64_t pl_engine_batch(const struct pl_fwd *f, const struct pl_batch *b, size_t n, double now);
+double pl_monotonic(void);
+
+struct pl_nfq;
+struct pl_nfq_loop;
+struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
+                                    const struct pl_batch *b, uint32_t flags, int *err);
+int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms);
+void pl_nfq_loop_stop(struct pl_nfq_loop *L);
+void pl_nfq_loop_get_stats(const struct pl_nfq_loop *L, struct pl_loop_stats *out);
+size_t pl_nfq_loop_misses(struct pl_nfq_loop *L, int64_t *rows, size_t max);
+void pl_nfq_loop_free(struct pl_nfq_loop *L);
+
+#endif

@@ -1,0 +1,205 @@
+"""The C entry point (``engine_cfunc.ENGINE`` through ``pl_engine_batch``, what the C loop
+calls) against its twin ``engine.process``: the same inputs on two forwarders built from
+one lvs.cf give identical bytes, offsets, lengths, verdicts, reasons, dest rows, rewrite
+results, counters, statistics, scheduler state and connection-table state, batch after
+batch, across reconfigurations.  Inputs: the golden table (tests/golden.py), the engine
+fuzz batches (tests/engine_inputs.py) and scheduler sequences for all 13 schedulers with
+weight changes and servers going down and up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from engine_inputs import FWMARK, batches
+from engine_inputs import _cf as fuzz_cf
+from golden import (
+    CASES,
+    CLIENT,
+    DIRECTOR,
+    HEAD,
+    NAT_CF,
+    NOW,
+    RIP1,
+    UDP_CPORT,
+    UDP_ICMP_QUOTE,
+    UDP_VPORT,
+    VIP,
+    Case,
+    ip2int,
+    tcp,
+    udp,
+    virtual,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pylvs._native import lib
+from scapy.layers.inet import ICMP, IP
+
+from pylvs.config import check_text
+from pylvs.dataplane import engine as en
+from pylvs.dataplane import tables as tb
+from pylvs.dataplane.engine_cfunc import BatchArrays
+from pylvs.dataplane.forwarder import Forwarder
+from pylvs.sched._dispatch import NAMES
+
+ROWS = 64
+STRIDE = 2048
+
+
+class Twin:
+    """Two forwarders on one configuration: ``py`` decides with ``engine.process``, ``c``
+    with the cfunc through ``pl_engine_batch``; ``send`` runs a batch through both and
+    requires every output and every piece of state to be equal."""
+
+    def __init__(self, cf: str, capacity: int = 1024) -> None:
+        r = check_text(cf)
+        assert r.ok, [str(d) for d in r.diagnostics]
+        self.config = r.config
+        self.py, self.c = (Forwarder(tb.compile(self.config), capacity=capacity, tunnel_src=ip2int(DIRECTOR),
+                                     clock=lambda: NOW) for _ in range(2))  # fmt: skip
+        self.cfwd = self.c.native()
+        self.arrays = BatchArrays(ROWS, STRIDE)
+
+    def send(self, packets, marks=None, now: float = NOW) -> en.Verdicts:
+        packets = [bytes(p) for p in packets]
+        b = en.batch_from_packets(packets, marks=marks, stride=STRIDE, rows=ROWS)
+        v = en.process(b, now, self.py.tables, self.py.ct, self.py.counters, tunnel_src=ip2int(DIRECTOR))
+        a = self.arrays
+        n = a.load(packets, marks)
+        lib.pl_gate_batch_enter(self.c.gate)
+        try:
+            n_ops = lib.pl_engine_batch(self.cfwd, a.c, n, now)
+        finally:
+            lib.pl_gate_batch_leave(self.c.gate)
+        assert n_ops >= 0
+        assert (a.verdict[:n] == v.verdict).all()
+        assert (a.reason[:n] == v.reason).all()
+        assert (a.dest_row[:n] == v.dest_row).all()
+        assert (a.results[:n] == v.rewrite).all()
+        assert (a.off[:n] == b.off[:n]).all() and (a.lens[:n] == b.lens[:n]).all()
+        for i in range(n):  # the packet as it leaves (rows are reused: compare from off)
+            o, ln = int(b.off[i]), int(b.lens[i])
+            assert a.buf[i, o:o + ln].tobytes() == b.buf[i, o:o + ln].tobytes(), f"packet {i}"
+        self.check_state()
+        return v
+
+    def check_state(self) -> None:
+        p, c = self.py, self.c
+        for name in ("entries", "next_free", "in_index", "out_index", "meta", "counters", "dest", "persist",
+                     "timeouts"):  # fmt: skip
+            x, y = getattr(p.ct, name), getattr(c.ct, name)
+            assert x.tobytes() == y.tobytes(), f"conntab {name}"
+        for name in ("state", "dest"):
+            assert getattr(p.tables, name).tobytes() == getattr(c.tables, name).tobytes(), f"tables {name}"
+        for name in ("reasons", "svc", "dest", "ip_id"):
+            assert getattr(p.counters, name).tobytes() == getattr(c.counters, name).tobytes(), f"counters {name}"
+
+    def reconfigure(self, cf: str | None = None, health=None) -> None:
+        if cf is not None:
+            self.config = check_text(cf).config
+        for fwd in (self.py, self.c):
+            fwd.swap(fwd.compile(self.config, health))
+        self.check_state()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.desc for c in CASES])
+def test_golden_table_through_both_entry_points(case: Case):
+    one = Twin(case.cf, case.capacity)
+    for step in case.steps:
+        one.send([step.packet], marks=[step.mark])
+    whole = Twin(case.cf, case.capacity)
+    whole.send([s.packet for s in case.steps], marks=[s.mark for s in case.steps])
+
+
+def test_a_rewrite_failure_becomes_the_same_drop():
+    """An ICMP error about a NAT flow with a wrong ICMP checksum: the engine decides
+    icmp_nat_out, the rewrite refuses it (ip_vs_out_icmp drops these), and both paths
+    move its count to rewrite_BAD_CHECKSUM and drop it."""
+    t = Twin(NAT_CF)
+    t.send([udp(CLIENT, VIP, UDP_CPORT, UDP_VPORT)])
+    icmp = IP(src=RIP1, dst=CLIENT) / ICMP(type=3, code=3, chksum=0x1234) / UDP_ICMP_QUOTE
+    v = t.send([icmp])
+    assert (v.verdict[0], en.REASON_NAMES[v.reason[0]]) == (en.V_DROP, "rewrite_BAD_CHECKSUM")
+    assert en.reason_counts(t.c.counters).get("icmp_nat_out", 0) == 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(network=st.sampled_from(["nat", "tunnel", "direct"]), capacity=st.sampled_from([4, 64]),
+       batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
+def test_fuzz_batches_through_both_entry_points(network, capacity, batch_list, start, step):
+    t = Twin(fuzz_cf(network), capacity)
+    now = start
+    for pkts in batch_list:
+        t.send([p for p, _ in pkts], marks=[m for _, m in pkts], now=now)
+        now += step
+    assert FWMARK  # the fwmark service is part of the configuration
+
+
+def _sched_cf(sched: str, weights: tuple[int, ...]) -> str:
+    servers = [(f"rs{k}", f"10.0.0.{k + 2}", None, w) for k, w in enumerate(weights)]
+    return (HEAD.format(network="nat") + virtual("www", "192.0.2.10", 80, sched=sched, servers=servers)
+            + virtual("dns", "192.0.2.10", 53, proto="udp", sched=sched, servers=servers))  # fmt: skip
+
+
+_events = st.lists(st.one_of(
+    st.tuples(st.just("syn"), st.integers(1, 40), st.integers(1024, 1100)),
+    st.tuples(st.just("udp"), st.integers(1, 40), st.integers(1024, 1100)),
+    st.tuples(st.just("fin"), st.integers(1, 40), st.integers(1024, 1100)),
+    st.tuples(st.just("weights"), st.tuples(*[st.integers(0, 5)] * 3), st.just(0)),
+    st.tuples(st.just("down"), st.integers(0, 2), st.just(0)),
+    st.tuples(st.just("time"), st.integers(1, 200), st.just(0)),
+), min_size=1, max_size=40)
+
+
+@pytest.mark.parametrize("sched", NAMES)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_events)
+def test_scheduler_sequences_through_both_entry_points(sched, events):
+    """New connections (TCP and UDP), closes, weight changes incl. 0, servers going down
+    and back, and time passing: every scheduler decides the same through both."""
+    weights = (1, 2, 3)
+    t = Twin(_sched_cf(sched, weights), 256)
+    now = NOW
+    batch: list[bytes] = []
+
+    def flush():
+        if batch:
+            t.send(batch, now=now)
+            batch.clear()
+
+    for kind, a, b in events:
+        client = f"203.0.113.{a}"
+        if kind == "syn":
+            batch.append(tcp(client, "192.0.2.10", b, 80, flags="S"))
+        elif kind == "udp":
+            batch.append(udp(client, "192.0.2.10", b, 53))
+        elif kind == "fin":
+            batch.append(tcp(client, "192.0.2.10", b, 80, flags="FA"))
+        else:
+            flush()
+            if kind == "weights":
+                weights = a
+                t.reconfigure(_sched_cf(sched, tuple(max(w, 0) for w in weights)))
+            elif kind == "down":
+                health = {tb.health_key(t.config, v, s): tb.HealthState(up=(k != a))
+                          for v in t.config.virtuals for k, s in enumerate(v.servers)}  # fmt: skip
+                t.reconfigure(health=health)
+            else:
+                now += a
+        if len(batch) >= ROWS:
+            flush()
+    flush()
+
+
+def test_descriptor_refuses_a_wrong_layout():
+    from pylvs.dataplane.engine_cfunc import BATCH_SLOTS, _describe
+
+    arrays = BatchArrays(4, STRIDE)
+    good = (arrays.buf, arrays.off, arrays.lens, arrays.marks, arrays.fields, arrays.ops, arrays.verdict,
+            arrays.reason, arrays.dest_row)  # fmt: skip
+    _describe(BATCH_SLOTS, good)
+    with pytest.raises(ValueError, match="slot off"):
+        _describe(BATCH_SLOTS, (good[0], good[1].astype(np.int64), *good[2:]))
+    with pytest.raises(ValueError, match="slot buf"):
+        _describe(BATCH_SLOTS, (good[0][:, ::2], *good[1:]))
