@@ -17,12 +17,15 @@
   captured until ``SIGUSR1``; ``SIGUSR2`` goes back to standby.  The connection table
   stays across both, so synced connections survive a takeover.
 
-Adapters (``--io``): ``nfq-native`` (batched C over libnetfilter_queue, the default
-when it is built), ``nfqueue`` (the ``netfilterqueue`` package, per packet), ``afpacket``
-(frames in and out; direct routing and tunnelling only).  With an NFQUEUE adapter,
-direct-routing packets are sent as frames to the real server's MAC (``FrameSender``)
-and their queued copy is dropped; NAT and tunnelled packets go back to the kernel in
-the verdict, rewritten.  Why the rules sit where they do: docs/netctl.md.
+Adapters (``--io``): ``nfq-loop`` (the whole loop in C, the engine called as a cfunc:
+no Python per packet; the default when it is built), ``nfq-native`` (batched C I/O
+around the engine called from Python, kept for comparison), ``nfqueue`` (the
+``netfilterqueue`` package, per packet), ``afpacket`` (frames in and out; direct routing
+and tunnelling only).  With an NFQUEUE adapter, direct-routing packets are sent as
+frames to the real server's MAC and their queued copy is dropped; NAT and tunnelled
+packets go back to the kernel in the verdict, rewritten.  Why the rules sit where they
+do: docs/netctl.md.  The control loop also expires connections on a clock
+(``Forwarder.expire``), so counts stay right while no packet arrives.
 """
 
 from __future__ import annotations
@@ -52,12 +55,17 @@ from pylvs.sched import ADDR
 
 log = logging.getLogger("pylvs.lvs")
 
-IO_CHOICES = ("auto", "nfq-native", "nfqueue", "afpacket")
+IO_CHOICES = ("auto", "nfq-loop", "nfq-native", "nfqueue", "afpacket")
 STATUS_INTERVAL = 1.0  # seconds between status-file writes
 CONTROL_WAKEUP = 0.25  # control loop granularity (signals are noticed within this)
 ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
 NEIGHBOUR_REFRESH = 30.0  # seconds between re-resolutions of real-server MACs
 NEIGHBOUR_RETRY = 2.0  # at most this often for a MAC a packet found missing
+# Expiry on a clock: the control loop sweeps this share of the connection table at each
+# wake-up (every CONTROL_WAKEUP s), so an idle table is walked whole about once a second
+# and its ActiveConn/InActConn drop as the kernel's timers would.
+EXPIRE_SHARE = 4
+EXPIRE_MIN_SLOTS = 4096
 UNREACHABLE_ADDR = ("192.0.2.0", 9)  # TEST-NET-1: only used for a route lookup, nothing is sent
 
 
@@ -100,6 +108,10 @@ class Neighbours:
             self.missing.add(addr)
         return got
 
+    def next_hops(self) -> dict[int, tuple[int, int, bytes, bytes]]:
+        """RIP -> (ifindex, MTU, out MAC, server MAC), for the C loop's DR frames."""
+        return {addr: (ifindex, _mtu(ifindex), src, dst) for addr, (ifindex, src, dst) in self.table.items()}
+
     def refresh(self, addrs) -> None:
         table = dict(self.table)
         for a in set(int(x) for x in addrs) | self.missing:
@@ -111,6 +123,14 @@ class Neighbours:
             table[a] = (int(n.ifindex), _mac_bytes(n.src_mac), _mac_bytes(n.mac))
         self.missing = set()
         self.table = table
+
+
+def _mtu(ifindex: int) -> int:
+    try:
+        with open(f"/sys/class/net/{socket.if_indextoname(ifindex)}/mtu") as f:
+            return int(f.read())
+    except OSError:
+        return 1500  # Ethernet's; the frame send would fail and count, never hang
 
 
 def _mac_bytes(mac: str | bytes) -> bytes:
@@ -237,7 +257,7 @@ class Director:
         self.active = True
         if config.network in ("direct", "tunnel"):
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
-            self.neighbours.refresh(dest_addresses(self.fwd.tables))
+            self.refresh_neighbours()
         self.adapter = self._make_adapter(config)
         self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
         self.thread.start()
@@ -251,6 +271,8 @@ class Director:
         """Stop forwarding, remove rules and addresses (pulse: become standby).  The
         connection table, the health checks and the compiled tables stay."""
         self.stop_event.set()
+        if hasattr(self.adapter, "request_stop"):
+            self.adapter.request_stop()  # the C loop looks at a flag, not at the event
         if self.thread is not None:
             self.thread.join(ADAPTER_JOIN_TIMEOUT)
             if self.thread.is_alive():
@@ -321,8 +343,7 @@ class Director:
                       exc, self.fwd.tables.generation)  # fmt: skip
             return False
         self.fwd.swap(new)
-        if self.neighbours is not None:
-            self.neighbours.refresh(dest_addresses(new))
+        self.refresh_neighbours()
         self.config, self.plan = config, plan
         self.reloads += 1
         log.info("reloaded %s: generation %d", self.path, new.generation)
@@ -341,6 +362,13 @@ class Director:
             Path(self.status_path).unlink(missing_ok=True)
         log.info("stopped")
 
+    def refresh_neighbours(self) -> None:
+        """Resolve the real servers' MACs (DR/TUN) and give them to the C loop."""
+        if self.neighbours is None:
+            return
+        self.neighbours.refresh(dest_addresses(self.fwd.tables))
+        self.fwd.set_next_hops(self.neighbours.next_hops())
+
     # -- the dataplane thread --------------------------------------------------------------
     def _dataplane(self) -> None:
         try:
@@ -356,10 +384,10 @@ class Director:
         if self.io != "auto":
             return self.io
         try:  # built with the package whenever libnetfilter_queue was there to link against
-            from pylvs.dataplane.io import nfq_native  # noqa: F401
+            from pylvs.dataplane.io import nfq_loop  # noqa: F401
         except (ImportError, AttributeError):
             return "nfqueue"
-        return "nfq-native"
+        return "nfq-loop"
 
     def _make_adapter(self, config: Config) -> Any:
         name = self.adapter_name
@@ -377,15 +405,19 @@ class Director:
                 raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
             vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
+        # DR packets leave as frames (AF_PACKET): they must fit the link, so the queue
+        # hands them over segmented (no GSO); NAT and tunnel verdicts go back whole.
+        gso = config.network != "direct"
+        if name == "nfq-loop":  # DR frames and rejects are sent by the C loop itself
+            from pylvs.dataplane.io.nfq_loop import NativeLoop
+
+            return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=gso)
         from pylvs.dataplane.io.afpacket import DrSender
         from pylvs.dataplane.io.rawip import RejectSender
 
-        # DR packets leave as frames (AF_PACKET): they must fit the link, so the queue
-        # hands them over segmented (no GSO); NAT and tunnel verdicts go back whole.
         on_dr = DrSender(self.neighbours.resolve) if config.network == "direct" else None
         on_reject = RejectSender()
         self.senders = [x for x in (on_dr, on_reject) if x is not None]
-        gso = config.network != "direct"
         if name == "nfq-native":
             from pylvs.dataplane.io.nfq_native import NativeQueue
 
@@ -420,8 +452,7 @@ class Director:
             if i >= 0:
                 n = self.fwd.reset_counts(i)
                 log.info("quiesce_server: least-connection counts of %s reset (%d connections)", skey, n)
-        if self.neighbours is not None:
-            self.neighbours.refresh(dest_addresses(new))  # a sorry server may be new
+        self.refresh_neighbours()  # a sorry server may be new
 
     def handle_control(self, req: dict) -> dict:
         """One control request (``pylvs.control``); answered in the control thread."""
@@ -499,8 +530,11 @@ class Director:
             if now >= next_gc:
                 self.fwd.collect_garbage()
                 next_gc = now + GC_INTERVAL
+            self.fwd.expire(max(self.capacity // EXPIRE_SHARE, EXPIRE_MIN_SLOTS))
+            if self.neighbours is not None and hasattr(self.adapter, "missing_rows"):
+                self.neighbours.missing.update(self._row_addr(r) for r in self.adapter.missing_rows())
             if self.neighbours is not None and (now >= next_neigh or (self.neighbours.missing and now >= next_miss)):
-                self.neighbours.refresh(dest_addresses(self.fwd.tables))  # control thread: may wait
+                self.refresh_neighbours()  # control thread: may wait
                 next_neigh = now + NEIGHBOUR_REFRESH
                 next_miss = now + NEIGHBOUR_RETRY
             if self.status_path and now >= next_status:

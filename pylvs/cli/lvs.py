@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"configuration file (default: {DEFAULT_CONFIG_PATH})")
     p.add_argument("--nodaemon", action="store_true", help="stay in the foreground")
     p.add_argument("--io", choices=IO_CHOICES, default="auto",
-                   help="packet I/O: nfq-native (batched C), nfqueue (netfilterqueue), afpacket (DR/TUN); "
-                        "auto = the fastest that works here")
+                   help="packet I/O: nfq-loop (the whole loop in C), nfq-native (batched C I/O, engine called "
+                        "from Python), nfqueue (netfilterqueue), afpacket (DR/TUN); auto = the fastest that "
+                        "works here, named in the start-up log line")
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument("--fail-closed", action="store_true",
                    help="drop VIP traffic when pylvs cannot keep up or is not running "

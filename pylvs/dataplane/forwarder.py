@@ -109,7 +109,7 @@ class Forwarder:
             f.rewrite_base = en.C_REWRITE_BASE
             f.sweep_per_packet = en.SWEEP_PER_PACKET
             f.sweep_base = en.SWEEP_BASE
-            with self._exclusive():
+            with self.exclusive():
                 self._cfwd = f
                 self._publish()
         return self._cfwd
@@ -131,7 +131,7 @@ class Forwarder:
 
     # -- control thread --------------------------------------------------------------------
     @contextlib.contextmanager
-    def _exclusive(self):
+    def exclusive(self):
         """The forwarding state to itself, between two batches, without starving."""
         lib.pl_gate_enter(self.gate)
         try:
@@ -142,7 +142,7 @@ class Forwarder:
     def set_next_hops(self, next_hops: dict[int, tuple[int, int, bytes, bytes]]) -> None:
         """The real servers' next hops for direct routing (RIP -> ifindex, MTU, the out
         interface's MAC, the server's MAC), resolved by the control thread."""
-        with self._exclusive():
+        with self.exclusive():
             self.next_hops = dict(next_hops)
             self._publish()
 
@@ -150,7 +150,7 @@ class Forwarder:
         """Expiry on a clock: sweep ``budget`` slots of the connection table now, so
         entries end and ActiveConn/InActConn stay right while no packet arrives (the
         per-batch sweep only runs when packets do).  Returns the entries removed."""
-        with self._exclusive():
+        with self.exclusive():
             t = self.tables
             return en.expire(self.ct, self.clock(), budget, t)
 
@@ -160,7 +160,7 @@ class Forwarder:
 
     def swap(self, new: tb.Tables) -> None:
         """Install tables compiled with ``previous=`` the current ones; connections kept."""
-        with self._exclusive():
+        with self.exclusive():
             old = self.tables
             self.ct = en.swap(self.ct, new, old)
             self.counters = en.adopt_counters(new, self.counters)
@@ -172,7 +172,7 @@ class Forwarder:
     def collect_garbage(self) -> None:
         """One run of the lblc/lblcr collectors (ip_vs_lblc(r)_check_expire); the caller
         runs it every ``_loctab.CHECK_EXPIRE_INTERVAL_MS``.  No-op for other schedulers."""
-        with self._exclusive():
+        with self.exclusive():
             now_ms = int(self.clock() * 1000)
             t = self.tables
             for i, s in enumerate(t.svc):
@@ -183,7 +183,7 @@ class Forwarder:
     def reset_counts(self, service: int) -> int:
         """quiesce_server's least-connection reset for one service (its rows' ActiveConn
         and InActConn to 0, connections kept); returns the entries it stopped counting."""
-        with self._exclusive():
+        with self.exclusive():
             rows = np.array(tb.list_rows(self.tables, service), dtype=np.int64)
             n = ctm.reset_counts(self.ct, rows)
             en._refresh_trees(self.tables)
@@ -193,7 +193,7 @@ class Forwarder:
         """The master sync daemon's read (reference 10): the entries due since the last
         call (conntab's due rule) as SYNC_DTYPE records, marked sent.  At most
         SYNC_COLLECT_MAX per call; the rest stays due for the next one."""
-        with self._exclusive():
+        with self.exclusive():
             now = self.clock() if now is None else now
             t = self.tables
             if self._sync_fwmark_of is not t:  # the svc fwmark column, once per generation
@@ -206,7 +206,7 @@ class Forwarder:
         """The backup sync daemon's write: create or update the entries of ``records``
         (conntab.apply_sync), then refresh the schedulers over the rows whose counters
         moved, as the engine does between packets.  Returns conntab.APPLY_COUNTER_NAMES counts."""
-        with self._exclusive():
+        with self.exclusive():
             now = self.clock() if now is None else now
             counts = ctm.apply_sync(self.ct, records, now, self.tables)
             t = self.tables
@@ -214,7 +214,7 @@ class Forwarder:
             return counts
 
     def tick_estimators(self) -> None:
-        with self._exclusive():
+        with self.exclusive():
             svc, dest = self.counters.svc.copy(), self.counters.dest.copy()
             svc_est, dest_est = self.svc_est, self.dest_est
         svc_est.tick(svc)
@@ -222,7 +222,7 @@ class Forwarder:
 
     def snapshot(self) -> dict[str, Any]:
         """The virtual-server table with counters and rates, as plain data (JSON-able)."""
-        with self._exclusive():
+        with self.exclusive():
             t = self.tables
             svc = t.svc.copy()
             dest = t.dest.copy()

@@ -32,6 +32,7 @@ class _LabDaemon:
     log_path: Path
     status_path: Path
     LOG_TAIL = 6000  # characters of the log shown in errors
+    what = "the daemon"  # how errors name it
 
     @property
     def pid(self) -> int:
@@ -42,6 +43,20 @@ class _LabDaemon:
 
     def status(self) -> dict[str, Any]:
         return read_status(str(self.status_path))
+
+    def wait_for(self, cond: Any, timeout: float, what: str) -> dict[str, Any]:
+        """Poll the status file until ``cond(status)``; the status, or RuntimeError saying what."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                s = self.status()
+                if cond(s):
+                    return s
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.what} exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.what}: not {what} after {timeout:.0f} s:\n{self.log()}")
+            time.sleep(POLL)
 
     def _kill(self) -> None:
         self.proc.kill()
@@ -62,6 +77,7 @@ class LabDirector(_LabDaemon):
     def __init__(self, lab: Any, workdir: Path, text: str, *, io: str = "auto", host: str = "dir1",
                  capacity: int = 65536, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.lab = lab
+        self.what = f"pylvs lvs on {host}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.cf = workdir / "lvs.cf"
         self.cf.write_text(text)
@@ -107,6 +123,7 @@ class LabPulse(_LabDaemon):
     def __init__(self, lab: Any, workdir: Path, text: str, *, host: str, io: str = "auto",
                  forceactive: bool = False, wait: bool = True) -> None:  # fmt: skip
         self.lab, self.host = lab, host
+        self.what = f"pulse on {host}"
         self.dir = workdir / host
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cf = self.dir / "lvs.cf"
@@ -128,20 +145,6 @@ class LabPulse(_LabDaemon):
 
     def lvs_status(self) -> dict[str, Any]:
         return read_status(str(self.lvs_status_path))
-
-    def wait_for(self, cond: Any, timeout: float, what: str) -> dict[str, Any]:
-        """Poll pulse's status until ``cond(status)``; the status, or RuntimeError saying what."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                s = self.status()
-                if cond(s):
-                    return s
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pulse on {self.host} exited {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"pulse on {self.host}: not {what} after {timeout:.0f} s:\n{self.log()}")
-            time.sleep(POLL)
 
     def kill(self) -> None:
         """The box fails: SIGKILL pulse and its director at once (nothing cleans up)."""

@@ -26,7 +26,7 @@ from pylvs.lab.probes import http_keepalive_get
 from pylvs.lab.servers import BULK_PATH, bulk_chunks
 from pylvs.sched import ALGORITHMS
 
-NAT_IOS = ("nfq-native", "nfqueue")
+NAT_IOS = ("nfq-loop", "nfq-native", "nfqueue")
 UDP_PORT = topo.UDP_ECHO_PORT
 
 
@@ -108,8 +108,14 @@ def test_direct_routing_and_tunnelling(make_lab, director, kind, io):
     d = director(lab, lvs_cf(lab, http_and_udp(lab)), io=io)
     assert {served_by(lab) for _ in range(4)} == names
     assert {echo_from(lab) for _ in range(4)} == names
-    [www, _echo] = sorted(d.status()["services"], key=lambda s: s["proto"])
+    status = d.status()
+    [www, _echo] = sorted(status["services"], key=lambda s: s["proto"])
     assert {x["forward"] for x in www["dests"]} == {"Route" if kind == "direct" else "Tunnel"}
+    if io == "auto":  # the C loop: DR frames leave from C, to the next hops it was given
+        assert status["io"] == "nfq-loop"
+        key = "dr_sent" if kind == "direct" else "mangled"
+        status = d.wait_for(lambda s: s["adapter"][key] >= 8, 5, f"{key} >= 8")  # written every second
+        assert status["adapter"]["dr_unresolved"] == 0, status["adapter"]
 
 
 # --- scheduling through the real stack -------------------------------------------------

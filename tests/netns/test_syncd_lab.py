@@ -40,7 +40,7 @@ def established(fwd: Forwarder, cport: int) -> None:
 
 
 def has_entry(fwd: Forwarder, cport: int) -> bool:
-    with fwd._exclusive():
+    with fwd.exclusive():
         return ctm.lookup_in(fwd.ct, 6, _ip(CLIENT), cport, _ip(VIP), 80, time.monotonic()) >= 0
 
 

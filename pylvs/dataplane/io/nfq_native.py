@@ -60,6 +60,18 @@ _C_EXTRA = ("recv_calls", "enobufs", "malformed", "nl_errors", "verdict_msgs", "
             "payload_errors")
 
 
+def open_queue(queue_num: int, fail_open: bool, gso: bool, maxlen: int, rcvbuf: int, rows: int):
+    """Bind NFQUEUE ``queue_num`` in this thread's netns (``pl_nfq_open``); OSError saying why not."""
+    flags = (lib.PL_NFQ_F_FAIL_OPEN if fail_open else 0) | (lib.PL_NFQ_F_GSO if gso else 0)
+    err = ffi.new("int *")
+    q = lib.pl_nfq_open(queue_num, flags, maxlen, rcvbuf, rows, err)
+    if q == ffi.NULL:
+        e = err[0]
+        hint = " (another process has this queue bound)" if e in (errno.EBUSY, errno.EPERM) else ""
+        raise OSError(e, f"NFQUEUE {queue_num}: bind failed: {os.strerror(e)}{hint}")
+    return q
+
+
 class NativeQueue:
     """One NFQUEUE queue, batched (see the module docstring)."""
 
@@ -68,14 +80,7 @@ class NativeQueue:
                  rcvbuf: int = 64 << 20, maxlen: int = 8192,
                  stride: int | None = None) -> None:
         self._setup(queue_num, handle, rows, fail_open, gso, on_dr, on_reject, stride)
-        flags = (lib.PL_NFQ_F_FAIL_OPEN if fail_open else 0) | (lib.PL_NFQ_F_GSO if gso else 0)
-        err = ffi.new("int *")
-        q = lib.pl_nfq_open(queue_num, flags, maxlen, rcvbuf, rows, err)
-        if q == ffi.NULL:
-            e = err[0]
-            hint = " (another process has this queue bound)" if e in (errno.EBUSY, errno.EPERM) else ""
-            raise OSError(e, f"NFQUEUE {queue_num}: bind failed: {os.strerror(e)}{hint}")
-        self._q = q
+        self._q = open_queue(queue_num, fail_open, gso, maxlen, rcvbuf, rows)
 
     @classmethod
     def over_socket(cls, fd: int, queue_num: int, handle: vd.Handle, *, rows: int = 256, fail_open: bool = True,
