@@ -15,7 +15,7 @@ APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
-.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward bench-failover lint clean
+.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -53,11 +53,20 @@ BENCH_FAILOVER_ARGS ?= --runs 5
 bench-failover: deps
 	$(PY) -m bench.failover $(BENCH_FAILOVER_ARGS)
 
+# Cold start (bench/cold_start.py): `pylvs lvs` start to the first connection forwarded
+# through the VIP, with an empty numba cache and with the cache `make deps` leaves.  As root.
+bench-cold-start: deps
+	$(PY) -m bench.cold_start
+
 lint: deps
 	$(PY) -m pip install -q ruff
 	$(PY) -m ruff check pylvs tests bench
 
+# deps ends by compiling every numba kernel into its cache (pylvs.precompile): once after
+# an install or a source change, a few seconds of loading otherwise, so a first
+# `pylvs lvs` forwards within seconds instead of compiling for a minute.
 deps: apt-deps $(PIP_STAMP)
+	@$(PY) -m pylvs.precompile
 
 # Install only the packages dpkg does not already have.
 apt-deps:

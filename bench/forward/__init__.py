@@ -3,14 +3,14 @@ and HAProxy on the same machine, in the network-namespace lab.
 
     sudo .venv/bin/python -m bench.forward                      # 3 runs x 5 s, every config
     sudo .venv/bin/python -m bench.forward --quick --configs A,B,C   # smoke test, ~1 min
-    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,DR]
+    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,DR,DRL]
                             [--metrics cps,rps,udp,bulk,lat] [--out docs/bench-forward-latest.md]
                             [--quick] [--python PY] [--ready-timeout 60] [--keep-work]
 
 It follows the team's reference harness, ../shared/lab/ (anchors.sh, summarize.py,
 RESULTS.md: read its caveats before quoting a number), on pylvs.lab topologies
-(docs/lab.md): a `nat` lab with one client, dir1 and three real servers, and for DR a
-second lab of kind `direct`.
+(docs/lab.md): a `nat` lab with one client, dir1 and three real servers, and for DR and
+DRL a second lab of kind `direct`.
 
 Configurations (brought up in dir1, measured, taken down; the same order in every run):
 
@@ -20,12 +20,14 @@ Configurations (brought up in dir1, measured, taken down; the same order in ever
 | B  | nftables `nat prerouting` DNAT `numgen inc mod 3` (iperf3: `jhash ip saddr`) | VIP 10.77.1.100 |
 | C  | HAProxy `mode tcp`, roundrobin (iperf3: balance source), `-db`, maxconn 8000 | VIP |
 | D1 | `python -m pylvs lvs -c FILE --nodaemon --io nfqueue` (per-packet NFQUEUE) | VIP |
-| D2 | the same with `--io nfq-native` (batched native NFQUEUE) | VIP |
+| D2 | the same with `--io nfq-native` (batched native NFQUEUE, the engine called from Python) | VIP |
+| D3 | the same with `--io nfq-loop` (the whole loop in C, the engine as a cfunc) | VIP |
 | DR | the same with `--io afpacket`, `network = direct`, on the direct lab | VIP |
+| DRL | the same with `--io nfq-loop`, `network = direct`, on the direct lab | VIP |
 
 For A, B and C the harness adds the NAT router address 10.77.2.254 (the nat real servers'
 gateway) to dir1's eth1, and for C the VIP on dir1's lo; it removes them again.  For
-D1/D2/DR it writes an lvs.cf (bench/forward/confgen.py: VIP 10.77.1.100, real servers
+D1-DRL it writes an lvs.cf (bench/forward/confgen.py: VIP 10.77.1.100, real servers
 10.77.2.11-13, scheduler rr, services http :8080, iperf3 :5201 persistent, udp :9100),
 checks it with pylvs.config.check_text, starts pylvs in dir1 and waits (bounded,
 --ready-timeout) until the VIP answers HTTP.  A configuration that does not come up is

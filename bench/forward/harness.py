@@ -1,4 +1,4 @@
-"""The orchestrator: labs, services, configurations A..DR, measurements, teardown.
+"""The orchestrator: labs, services, configurations A..DRL, measurements, teardown.
 
 Follows ../shared/lab/anchors.sh (the reference harness), on pylvs.lab topologies:
 every configuration is brought up, checked (the target answers HTTP), measured with
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.forward import confgen, parsers
 from bench.forward.cli import Options
-from bench.forward.summary import REFERENCE, Sample, render
+from bench.forward.summary import DR_CONFIGS, REFERENCE, Sample, render
 from pylvs.config import check_text
 from pylvs.lab import Lab, build_lab, netns
 from pylvs.lab.topology import PRIVATE, PUBLIC, SEGMENT_NETS, Host
@@ -48,8 +48,8 @@ LOAD_SYSCTLS = {
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
-NAT_CONFIGS = ("A", "B", "C", "D1", "D2")
-PYLVS_IO = {"D1": "nfqueue", "D2": "nfq-native", "DR": "afpacket"}
+NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3")
+PYLVS_IO = {"D1": "nfqueue", "D2": "nfq-native", "D3": "nfq-loop", "DR": "afpacket", "DRL": "nfq-loop"}
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
 # nft ruleset lines that are structure, not rules (leftover check after pylvs stops)
 _NFT_STRUCTURE = ("table ", "chain ", "}", "type ", "policy ", "flags ")
@@ -153,9 +153,9 @@ class Bench:
         caveats = list(self.caveats)
         if self.o.quick or self.o.runs == 1:
             caveats.insert(0, f"{self.o.runs} run of {self.o.dur} s: a smoke test, not numbers to quote.")
-        if "DR" in self.o.configs:
-            caveats.append("DR runs on a second lab of kind `direct` (replies return through gw, not the "
-                           "director); its ratios are against A of the NAT lab in the same run.")
+        if any(c in DR_CONFIGS for c in self.o.configs):
+            caveats.append("DR and DRL run on a second lab of kind `direct` (replies return through gw, not "
+                           "the director); their ratios are against A of the NAT lab in the same run.")
         caveats.append(f"Load generators, forwarder, nginx and sinks share this machine's {self.ncpu} vCPUs "
                        "(see ../shared/lab/README.md, Caveats); box CPU counts every process on the machine.")
         return render(self.samples, self.o.configs, self.o.metric_keys, status, runs=self.o.runs,
@@ -215,7 +215,7 @@ class Bench:
         kinds = []
         if any(c in NAT_CONFIGS for c in self.o.configs):
             kinds.append("nat")
-        if "DR" in self.o.configs:
+        if any(c in DR_CONFIGS for c in self.o.configs):
             kinds.append("direct")
         www = self.work / "www"
         www.mkdir(mode=0o755)
@@ -272,7 +272,7 @@ class Bench:
 
     # -- one configuration -----------------------------------------------------------------
     def lab_of(self, cfg: str) -> Lab:
-        return self.labs["direct" if cfg == "DR" else "nat"]
+        return self.labs["direct" if cfg in DR_CONFIGS else "nat"]
 
     def one_config(self, run: int, cfg: str) -> None:
         if self.failures.get(cfg) and not any(s.config == cfg for s in self.samples):
@@ -325,7 +325,7 @@ class Bench:
             self.start_forwarder(lab, ["haproxy", "-db", "-f", str(path)], "haproxy")
             return vip
         # D1, D2, DR: pylvs from a generated lvs.cf
-        network = "direct" if cfg == "DR" else "nat"
+        network = "direct" if cfg in DR_CONFIGS else "nat"
         text = confgen.lvs_cf(network, vip, rips, primary=lab.director.ip(PUBLIC),
                               primary_private=lab.director.ip(PRIVATE),
                               nat_router=lab.nat_router if network == "nat" else None, ports=self.ports)
@@ -382,7 +382,7 @@ class Bench:
 
     def down(self, cfg: str) -> None:
         """Undo `up` (also after a half-done up); never raises."""
-        lab = self.labs.get("direct" if cfg == "DR" else "nat")
+        lab = self.labs.get("direct" if cfg in DR_CONFIGS else "nat")
         with contextlib.suppress(Exception):
             self.stop_forwarder(cfg)
         if lab is None or lab.destroyed:

@@ -159,6 +159,35 @@ def describe_state(ct: ctm.ConnTable, tables: Tables, counters: Counters) -> np.
         tables.fwm_keys, tables.fwm_idx, counters.reasons, counters.svc, counters.dest, counters.ip_id))  # fmt: skip
 
 
+class NativeState:
+    """A ``struct pl_fwd`` (csrc/loop.h): the cfunc, this generation's state descriptor,
+    options and next hops, as the C loop and ``pl_engine_batch`` read them.  ``point``
+    re-aims it (at a swap: the caller holds the gate) and keeps what it points into alive."""
+
+    def __init__(self, *, opts: int, tunnel_src: int) -> None:
+        from pylvs.dataplane import engine as en  # the constants the C side folds with
+
+        c = ffi.new("struct pl_fwd *")
+        c.engine = ffi.cast("pl_engine_fn", ENGINE.address)
+        c.opts = opts
+        c.tunnel_src = tunnel_src
+        c.rewrite_base = en.C_REWRITE_BASE
+        c.sweep_per_packet = en.SWEEP_PER_PACKET
+        c.sweep_base = en.SWEEP_BASE
+        self.c = c
+        self._kept: tuple = ()
+
+    def point(self, ct: ctm.ConnTable, tables: Tables, counters: Counters, neigh: np.ndarray) -> None:
+        """Aim at ``ct``/``tables``/``counters`` and ``neigh`` (struct pl_neigh per dest row)."""
+        state = describe_state(ct, tables, counters)
+        c = self.c
+        c.state = ffi.cast("uint64_t *", state.ctypes.data)
+        c.reasons = ffi.cast("int64_t *", counters.reasons.ctypes.data)
+        c.neigh = ffi.cast("struct pl_neigh *", neigh.ctypes.data)
+        c.n_neigh = neigh.shape[0]
+        self._kept = (state, neigh, ct, tables, counters)
+
+
 class BatchArrays:
     """An adapter's rows and per-packet scratch, and their descriptor (made once)."""
 

@@ -63,8 +63,7 @@ class Forwarder:
         # The gate between the dataplane and the control thread (csrc/loop.h).  cffi
         # releases the GIL while a thread waits at it.
         self.gate = ffi.gc(lib.pl_gate_new(), lib.pl_gate_free)
-        self._cfwd = None  # struct pl_fwd once native() is asked for
-        self._published: tuple = ()  # what the published pointers point into
+        self._native = None  # engine_cfunc.NativeState once native() is asked for
         self.next_hops: dict[int, tuple[int, int, bytes, bytes]] = {}  # RIP -> ifindex, mtu, src, dst MAC
         self.svc_est = Estimator(tables.svc.shape[0])
         self.dest_est = Estimator(tables.dest.shape[0])
@@ -99,35 +98,19 @@ class Forwarder:
         """The ``struct pl_fwd *`` the C loop reads (the engine cfunc, this generation's
         state descriptor, options, next hops), kept current by every swap.  Loads the
         cfunc (compiled on first use, then from numba's cache)."""
-        if self._cfwd is None:
-            from pylvs.dataplane.engine_cfunc import ENGINE
+        if self._native is None:
+            from pylvs.dataplane.engine_cfunc import NativeState
 
-            f = ffi.new("struct pl_fwd *")
-            f.engine = ffi.cast("pl_engine_fn", ENGINE.address)
-            f.tunnel_src = self.tunnel_src
-            f.opts = en.options(**self.opts)
-            f.rewrite_base = en.C_REWRITE_BASE
-            f.sweep_per_packet = en.SWEEP_PER_PACKET
-            f.sweep_base = en.SWEEP_BASE
+            native = NativeState(opts=en.options(**self.opts), tunnel_src=self.tunnel_src)
             with self.exclusive():
-                self._cfwd = f
+                self._native = native
                 self._publish()
-        return self._cfwd
+        return self._native.c
 
     def _publish(self) -> None:
         """Point the C loop's struct at the current generation (the gate held)."""
-        f = self._cfwd
-        if f is None:
-            return
-        from pylvs.dataplane.engine_cfunc import describe_state
-
-        state = describe_state(self.ct, self.tables, self.counters)
-        neigh = next_hop_array(self.tables, self.next_hops)
-        f.state = ffi.cast("uint64_t *", state.ctypes.data)
-        f.reasons = ffi.cast("int64_t *", self.counters.reasons.ctypes.data)
-        f.neigh = ffi.cast("struct pl_neigh *", neigh.ctypes.data)
-        f.n_neigh = neigh.shape[0]
-        self._published = (state, neigh, self.ct, self.tables, self.counters)  # alive while published
+        if self._native is not None:
+            self._native.point(self.ct, self.tables, self.counters, next_hop_array(self.tables, self.next_hops))
 
     # -- control thread --------------------------------------------------------------------
     @contextlib.contextmanager

@@ -5,10 +5,12 @@ from __future__ import annotations
 from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 
 from pylvs.config import check_text
+from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import Forwarder
+from pylvs.sched import ADDR
 from pylvs.sched._loctab import COUNT_FOR_FULL_EXPIRATION, DEFAULT_EXPIRATION_MS, H_ENTRIES
 
 
@@ -90,3 +92,37 @@ def test_quiesce_reset_zeroes_counts_and_old_connections_stop_moving_them():
     send(f, [tcp(CLIENT, VIP, 50000, VPORT, "S")])  # a new one counts
     [svc] = f.snapshot()["services"]
     assert sum(d["inactive"] for d in svc["dests"]) == 1
+
+
+def _close(f, k, server_port=None):
+    """A whole NAT connection from client port 40000+k: handshake, FINs both ways (TIME_WAIT)."""
+    cport = 40000 + k
+    [syn] = send(f, [tcp(CLIENT, VIP, cport, VPORT, "S")]).dest_row
+    rip = RIP1 if f.tables.dest[syn, ADDR] == tb._ip(RIP1) else RIP2
+    send(f, [tcp(rip, CLIENT, VPORT, cport, "SA")])
+    send(f, [tcp(CLIENT, VIP, cport, VPORT, "A"), tcp(CLIENT, VIP, cport, VPORT, "FA")])
+    send(f, [tcp(rip, CLIENT, VPORT, cport, "FA")])
+    send(f, [tcp(CLIENT, VIP, cport, VPORT, "A")])
+
+
+def test_expiry_on_a_clock_ends_idle_connections():
+    """20 closed connections, then no packet for the TIME_WAIT timeout plus 2 s: without
+    the clock-driven sweep their InActConn stay; expire() (what the director's control
+    loop calls) brings them to 0 and the wlc tree sees the new counts."""
+    f, _, clock = make(sched="wlc")
+    for k in range(20):
+        _close(f, k)
+    snap = f.snapshot()
+    assert sum(d["inactive"] for d in snap["services"][0]["dests"]) == 20
+    assert {e.state for e in ctm.live_entries(f.ct)} == {"TIME_WAIT"}
+    clock.t += ctm.DEFAULT_TIMEOUTS["TIME_WAIT"] + 2
+    assert sum(d["inactive"] for d in f.snapshot()["services"][0]["dests"]) == 20  # nothing moved them yet
+    removed = sum(f.expire(256) for _ in range(1024 // 256))
+    assert removed == 20
+    snap = f.snapshot()
+    assert snap["connections"] == 0
+    assert [(d["active"], d["inactive"]) for d in snap["services"][0]["dests"]] == [(0, 0), (0, 0)]
+    en._refresh_trees(f.tables)  # the tree the sweep left is the one a rebuild gives
+    before = f.tables.state.copy()
+    en._refresh_trees(f.tables)
+    assert (f.tables.state == before).all()

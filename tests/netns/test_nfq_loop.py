@@ -1,0 +1,151 @@
+"""The C forwarding loop (``--io nfq-loop``, the default) in a NAT lab, beyond what the
+director's end-to-end tests already run through it:
+
+* fuzzed packets (hypothesis + scapy, bounded) sent at the VIP from the client through
+  the running loop: the director keeps serving, and every packet the kernel queued to it
+  (the NFQUEUE rules' own counters) is counted by the engine in exactly one reason;
+* an idle director: 20 closed connections, then no packet for the TIME_WAIT timeout plus
+  2 s, and the ``ipvsadm -L -n`` layout of its status shows 0 InActConn (expiry on a
+  clock, not on traffic).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.packet import Raw
+
+from pylvs.dataplane import conntab as ctm
+from pylvs.ipvsadm import format_list
+from pylvs.lab import topology as topo
+from pylvs.lab.director import LabDirector
+from pylvs.lab.lvscf import Service, lvs_cf
+from pylvs.netctl.plan import CHAIN_IN, CHAIN_OUT
+
+FUZZ_EXAMPLES = 120  # batches; each at most FUZZ_BATCH packets: the load is bounded
+FUZZ_BATCH = 12
+SEND_GAP = 0.0005  # seconds between two fuzzed packets: far below what fills the queue
+STABLE = 1.5  # seconds without a queued packet: the fuzz's echoes are over, the status written
+
+
+@pytest.fixture
+def nat_director(make_lab, tmp_path):
+    lab = make_lab("nat", real_servers=2)
+    d = LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="wlc"),
+                                                Service(name="echo", port=topo.UDP_ECHO_PORT, protocol="udp",
+                                                        scheduler="rr", send="hc")]))  # fmt: skip
+    try:
+        assert d.status()["io"] == "nfq-loop"
+        yield lab, d
+    finally:
+        d.stop()
+
+
+def queued(lab) -> int:
+    """Packets the director's NFQUEUE rules handed to the queue (iptables' counters)."""
+    total = 0
+    for chain in (CHAIN_IN, CHAIN_OUT):
+        out = lab.run("dir1", ["iptables", "-t", "mangle", "-L", chain, "-v", "-x", "-n"]).stdout
+        total += sum(int(line.split()[0]) for line in out.splitlines() if "NFQUEUE" in line)
+    return total
+
+
+def counted(status) -> int:
+    return sum(status["reasons"].values())
+
+
+def settled(d: LabDirector, lab, timeout: float = 15.0):
+    """(queued, status) once the queue's count has stopped moving and the status (written
+    every second) has counted all of it: late answers to fuzzed SYNs (SYN-ACKs, the
+    client's RSTs) keep arriving for a moment after the last send."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = queued(lab)
+        time.sleep(STABLE)
+        s = d.status()
+        if counted(s) == q == queued(lab):
+            return q, s
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queued {q}, counted {counted(s)}: {s['reasons']}")
+
+
+_client_port = st.integers(1024, 65535)
+_l4_garbage = st.binary(max_size=60)
+
+
+@st.composite
+def fuzzed(draw, vip: str, client: str):
+    kind = draw(st.sampled_from(["tcp", "udp", "icmp_error", "raw_tcp", "raw_udp", "raw_icmp"]))
+    ip = IP(src=client, dst=vip, tos=draw(st.integers(0, 255)), ttl=draw(st.integers(2, 255)),
+            flags=draw(st.sampled_from([0, "DF"])))  # fmt: skip
+    if kind == "tcp":
+        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "FA", "R", "SR", "SF", "", "FPU"]))
+        port = draw(st.sampled_from([topo.HTTP_PORT, topo.HTTP_PORT, 0, 22]))
+        opts = draw(st.sampled_from([[], [("MSS", 1460)], [("WScale", 14), ("SAckOK", b"")], [("NOP", None)] * 3]))
+        return ip / TCP(sport=draw(_client_port), dport=port, flags=flags, seq=draw(st.integers(0, 2**32 - 1)),
+                        options=opts) / Raw(draw(_l4_garbage))  # fmt: skip
+    if kind == "udp":
+        return ip / UDP(sport=draw(_client_port), dport=draw(st.sampled_from([topo.UDP_ECHO_PORT, 9]))) / Raw(
+            draw(_l4_garbage))
+    if kind == "icmp_error":  # about a reply we may or may not know, quote cut anywhere
+        quote = bytes(IP(src=vip, dst=client) / TCP(sport=topo.HTTP_PORT, dport=draw(_client_port)))
+        return ip / ICMP(type=draw(st.sampled_from([3, 4, 11, 12])), code=draw(st.integers(0, 15))) / Raw(
+            quote[:draw(st.integers(0, len(quote)))])
+    proto = {"raw_tcp": 6, "raw_udp": 17, "raw_icmp": 1}[kind]  # a header of any length, any bytes
+    return IP(src=client, dst=vip, proto=proto) / Raw(draw(_l4_garbage))
+
+
+def test_fuzzed_packets_through_the_running_loop(nat_director):
+    lab, d = nat_director
+    client = lab.clients[0].ip()
+    raw = lab.socket("client1", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
+    sent = {"n": 0, "refused": 0}
+    before_q, before = settled(d, lab)
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(batch=st.lists(fuzzed(topo.VIP, client), min_size=1, max_size=FUZZ_BATCH))
+    def send(batch):
+        for p in batch:
+            try:
+                raw.sendto(bytes(p), (topo.VIP, 0))
+                sent["n"] += 1
+            except OSError:  # the client's own stack refused it (e.g. a header it will not send)
+                sent["refused"] += 1
+            time.sleep(SEND_GAP)
+
+    try:
+        send()
+    finally:
+        raw.close()
+    after_q, after = settled(d, lab)
+    assert sent["n"] > FUZZ_EXAMPLES
+    assert after_q - before_q > 0
+    # Every packet the kernel queued was counted by the engine, in exactly one reason.
+    assert counted(after) - counted(before) == after_q - before_q, (after["reasons"], sent)
+    assert after["adapter"]["packets"] - before["adapter"]["packets"] == after_q - before_q
+    assert after["pid"] == d.pid and d.proc.poll() is None
+    # ... and it still forwards.
+    assert lab.http_get("client1", topo.VIP).status == 200
+
+
+def test_idle_director_expires_closed_connections(nat_director):
+    lab, d = nat_director
+    for _ in range(20):
+        assert lab.http_get("client1", topo.VIP).status == 200
+
+    def inactive(status) -> list[int]:  # the InActConn column, as ipvsadm -L -n prints it
+        dests = [line for line in format_list(status).splitlines() if line.startswith("  -> ")][1:]
+        return [int(re.split(r"\s+", line.strip())[-1]) for line in dests]
+
+    busy = d.wait_for(lambda s: sum(inactive(s)) >= 20, 5, "20 inactive connections")
+    assert busy["connections"] >= 20
+    time.sleep(ctm.DEFAULT_TIMEOUTS["TIME_WAIT"] + 2)  # no packet at all meanwhile
+    idle = d.wait_for(lambda s: s["connections"] == 0, 3, "the table empty")
+    assert inactive(idle) == [0] * len(inactive(idle)) and len(inactive(idle)) == 4, format_list(idle)
