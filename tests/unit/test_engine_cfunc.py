@@ -203,3 +203,60 @@ def test_descriptor_refuses_a_wrong_layout():
         _describe(BATCH_SLOTS, (good[0], good[1].astype(np.int64), *good[2:]))
     with pytest.raises(ValueError, match="slot buf"):
         _describe(BATCH_SLOTS, (good[0][:, ::2], *good[1:]))
+
+
+def test_control_thread_and_c_entry_point_take_turns_at_the_gate():
+    """A dataplane thread pushes batches through the C entry point (the GIL released in
+    every C call, so the two threads really run at once) while the control thread swaps
+    tables (servers down and up), expires, collects sync records and snapshots, 150
+    times: every packet is counted once, the per-server counts match the entries, and
+    the control thread was never starved."""
+    import threading
+
+    from golden import TWO_CF, VPORT
+
+    from pylvs.dataplane import conntab as ctm
+    from pylvs.sched import ACT, INACT
+
+    config = check_text(TWO_CF).config
+    fwd = Forwarder(tb.compile(config), capacity=4096, clock=lambda: NOW)
+    cfwd = fwd.native()
+    arrays = BatchArrays(ROWS, STRIDE)
+    sent = [0]
+    stop = threading.Event()
+
+    def dataplane():
+        k = 0
+        while not stop.is_set():
+            pkts = [tcp(f"203.0.113.{1 + (k + i) % 200}", VIP, 1024 + (k + i) % 30000, VPORT,
+                        flags="S" if i % 3 == 0 else "A") for i in range(32)]  # fmt: skip
+            n = arrays.load(pkts)
+            lib.pl_gate_batch_enter(fwd.gate)
+            try:
+                lib.pl_engine_batch(cfwd, arrays.c, n, NOW + k / 1000)
+            finally:
+                lib.pl_gate_batch_leave(fwd.gate)
+            sent[0] += n
+            k += n
+
+    thread = threading.Thread(target=dataplane)
+    thread.start()
+    try:
+        servers = [(v, s) for v in config.virtuals for s in v.servers]
+        for i in range(150):
+            health = {tb.health_key(config, v, s): tb.HealthState(up=(j != i % 3)) for j, (v, s) in
+                      enumerate(servers)}  # fmt: skip
+            fwd.swap(fwd.compile(config, health))
+            fwd.expire(256)
+            fwd.sync_collect()
+            fwd.snapshot()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive() and sent[0] > 0
+    assert int(fwd.counters.reasons.sum()) == sent[0]
+    with fwd.exclusive():
+        live = fwd.ct.entries[fwd.ct.entries["live"] == 1]
+        bound = live[(live["flags"] & ctm.F_TEMPLATE) == 0]
+        t = fwd.tables
+        assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((bound["dest"] >= 0).sum())
