@@ -260,3 +260,23 @@ def test_control_thread_and_c_entry_point_take_turns_at_the_gate():
         bound = live[(live["flags"] & ctm.F_TEMPLATE) == 0]
         t = fwd.tables
         assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((bound["dest"] >= 0).sum())
+
+
+def test_both_entry_points_stay_in_bounds():
+    """The golden and fuzz equivalence again with numba's bounds checking on (an index out
+    of range raises instead of corrupting memory silently, which in the cfunc it would).
+    In a child process: the flag is read when numba starts; its own cache folder, since
+    bounds-checked code is other code."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    cache = Path(sys.prefix) / "numba-boundscheck-cache"  # beside the venv: kept between runs
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                           "tests/unit/test_engine_cfunc.py", "-k", "golden or fuzz or rewrite_failure"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
