@@ -19,6 +19,23 @@
 
 #define ETH_HLEN_ 14
 #define IP_DADDR_OFF 16
+#define IPPROTO_TCP_ 6
+#define TCP_CSUM_OFF 16         /* RFC 793 */
+#define TCP_FLAGS_OFF 13
+#define TCP_FLAG_CWR 0x80
+#define SOL_PACKET_ 263
+#define PACKET_VNET_HDR_ 15
+/* struct virtio_net_hdr (linux/virtio_net.h), in front of every frame we send: it lets
+ * a direct-routing GSO super-packet leave whole, the kernel cutting it to the MTU. */
+#define VNET_F_NEEDS_CSUM 1
+#define VNET_GSO_NONE 0
+#define VNET_GSO_TCPV4 1
+#define VNET_GSO_ECN 0x80
+struct vnet_hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+};
+#define VNET_HLEN ((uint32_t)sizeof(struct vnet_hdr))
 
 /* ---- the gate -------------------------------------------------------------------- */
 
@@ -159,7 +176,9 @@ struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const s
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     L->raw_fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-    if (L->pkt_fd < 0 || L->raw_fd < 0) {
+    int one = 1;
+    if (L->pkt_fd < 0 || L->raw_fd < 0 ||
+        setsockopt(L->pkt_fd, SOL_PACKET_, PACKET_VNET_HDR_, &one, sizeof(one)) < 0) {
         e = errno;
         goto fail;
     }
@@ -213,6 +232,39 @@ static void note_miss(struct pl_nfq_loop *L, int64_t row)
         L->misses[L->n_misses++] = row;
 }
 
+/* The virtio-net header for a DR frame of `len` IP bytes at `ip`: none for one that fits
+ * the MTU; for a TCP super-packet (a GSO queue hands them over whole) the segment size and
+ * the checksum work the kernel does while it cuts it, with the TCP checksum field set back
+ * to the pseudo-header sum that CHECKSUM_PARTIAL expects.  0, or -1 when it cannot leave. */
+static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
+{
+    memset(v, 0, sizeof(*v));
+    if (len <= mtu)
+        return 0;
+    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
+    if (ip[9] != IPPROTO_TCP_ || ihl < 20 || len < ihl + 20 || (((ip[6] & 0x3f) | ip[7]) != 0))
+        return -1; /* only TCP can be cut (UDP would need fragments): too big */
+    uint32_t thl = (uint32_t)(ip[ihl + 12] >> 4) * 4;
+    if (thl < 20 || ihl + thl >= len || ihl + thl >= mtu)
+        return -1;
+    uint8_t *th = ip + ihl;
+    v->flags = VNET_F_NEEDS_CSUM;
+    v->gso_type = VNET_GSO_TCPV4 | ((th[TCP_FLAGS_OFF] & TCP_FLAG_CWR) ? VNET_GSO_ECN : 0);
+    v->hdr_len = (uint16_t)(ETH_HLEN_ + ihl + thl);
+    v->gso_size = (uint16_t)(mtu - ihl - thl);
+    v->csum_start = (uint16_t)(ETH_HLEN_ + ihl);
+    v->csum_offset = TCP_CSUM_OFF;
+    uint64_t sum = 0;
+    for (int k = 12; k < 20; k += 2) /* source and destination address */
+        sum += (uint32_t)(ip[k] << 8 | ip[k + 1]);
+    sum += IPPROTO_TCP_ + (len - ihl);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    th[TCP_CSUM_OFF] = (uint8_t)(sum >> 8);
+    th[TCP_CSUM_OFF + 1] = (uint8_t)sum;
+    return 0;
+}
+
 static void send_dr(struct pl_nfq_loop *L, size_t i)
 {
     const struct pl_fwd *f = L->f;
@@ -224,23 +276,29 @@ static void send_dr(struct pl_nfq_loop *L, size_t i)
         return;
     }
     uint32_t off = L->b.off[i], len = L->b.lens[i];
-    if (len > nh->mtu) {
-        L->st.dr_too_big++;
-        return;
-    }
-    if (off < ETH_HLEN_ || (size_t)off + len > L->b.stride) {
+    if (off < ETH_HLEN_ + VNET_HLEN || (size_t)off + len > L->b.stride || len < 20) {
         L->st.dr_send_errors++;
         return;
     }
-    uint8_t *eth = L->b.buf + i * L->b.stride + off - ETH_HLEN_;
+    uint8_t *ip = L->b.buf + i * L->b.stride + off;
+    struct vnet_hdr v;
+    if (vnet_for(ip, len, nh->mtu, &v) < 0) {
+        L->st.dr_too_big++;
+        return;
+    }
+    if (v.gso_type != VNET_GSO_NONE)
+        L->st.dr_gso++;
+    uint8_t *eth = ip - ETH_HLEN_;
     memcpy(eth, nh->dst, 6);
     memcpy(eth + 6, nh->src, 6);
     eth[12] = 0x08; /* ETH_P_IP */
     eth[13] = 0x00;
+    uint8_t *frame = eth - VNET_HLEN;
+    memcpy(frame, &v, VNET_HLEN);
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
                               .sll_ifindex = nh->ifindex, .sll_halen = 6};
     memcpy(sll.sll_addr, nh->dst, 6);
-    if (sendto(L->pkt_fd, eth, len + ETH_HLEN_, 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+    if (sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
         L->st.dr_send_errors++;
     else
         L->st.dr_sent++;

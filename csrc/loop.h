@@ -28,7 +28,9 @@
  *                  returns 0, or -errno on a fatal receive or verdict error.
  *                  Per packet: PASS -> NF_ACCEPT; NAT, TUNNEL -> NF_ACCEPT with
  *                  the rewritten packet; DR -> an Ethernet frame to the dest
- *                  row's next hop (AF_PACKET), NF_DROP; REJECT (the packet became
+ *                  row's next hop (AF_PACKET with a virtio-net header: a TCP
+ *                  super-packet from a GSO queue leaves whole and the kernel cuts
+ *                  it to the out MTU), NF_DROP; REJECT (the packet became
  *                  an ICMP error from the VIP) -> sent from the local stack
  *                  (raw IP socket), NF_DROP; DROP and anything else -> NF_DROP.
  *                  A DR packet whose row has no next hop is dropped, counted,
@@ -98,7 +100,8 @@ struct pl_loop_stats {
     uint64_t mangled;           /* NF_ACCEPT with the rewritten packet */
     uint64_t dr_sent;
     uint64_t dr_unresolved;     /* DR row without a next hop */
-    uint64_t dr_too_big;        /* DR frame over the out interface's MTU */
+    uint64_t dr_too_big;        /* DR packet over the out MTU that is not TCP (cannot be cut) */
+    uint64_t dr_gso;            /* DR TCP super-packets sent whole, the kernel cutting them */
     uint64_t dr_send_errors;
     uint64_t rejected;          /* ICMP errors sent for V_REJECT */
     uint64_t reject_send_errors;

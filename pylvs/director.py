@@ -114,15 +114,17 @@ class Neighbours:
         return {addr: (ifindex, _mtu(ifindex), src, dst) for addr, (ifindex, src, dst) in self.table.items()}
 
     def refresh(self, addrs) -> None:
+        # Take the missing set first, in one swap: the dataplane thread may add to it
+        # meanwhile, and what it adds then waits for the next refresh instead of being lost.
+        missing, self.missing = self.missing, set()
         table = dict(self.table)
-        for a in set(int(x) for x in addrs) | self.missing:
+        for a in set(int(x) for x in addrs) | missing:
             try:
                 n = self.lookup(_ip_str(a))
             except Exception as exc:  # noqa: BLE001 - logged; the address is retried later
                 log.warning("cannot resolve the MAC of real server %s: %s", _ip_str(a), exc)
                 continue
             table[a] = (int(n.ifindex), _mac_bytes(n.src_mac), _mac_bytes(n.mac))
-        self.missing = set()
         self.table = table
 
 
@@ -406,13 +408,13 @@ class Director:
                 raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
             vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
-        # DR packets leave as frames (AF_PACKET): they must fit the link, so the queue
-        # hands them over segmented (no GSO); NAT and tunnel verdicts go back whole.
-        gso = config.network != "direct"
-        if name == "nfq-loop":  # DR frames and rejects are sent by the C loop itself
+        if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C
             from pylvs.dataplane.io.nfq_loop import NativeLoop
 
-            return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=gso)
+            return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=True)
+        # The Python DR sender's frames must fit the link, so with it the queue hands DR
+        # packets over segmented (no GSO); NAT and tunnel verdicts go back whole.
+        gso = config.network != "direct"
         from pylvs.dataplane.io.afpacket import DrSender
         from pylvs.dataplane.io.rawip import RejectSender
 

@@ -8,6 +8,7 @@ Run inside a real server's namespace by the lab::
   ``X-Real-Server: rs1``, so a client sees which real server answered.  HTTP/1.1 with
   Content-Length, so keep-alive load generators work too.
 * ``GET /bytes/N``: N bytes of ``bulk_chunks(N)`` (transfer-integrity tests).
+* ``POST /sha256``: answers ``rs1 LENGTH SHA256`` of the body it received (uploads).
 * UDP echo on port 9000: the reply is ``b"rs1 " + datagram``, sent from the address
   the datagram was addressed to (VIP or RIP).
 
@@ -20,6 +21,7 @@ SIGTERM ends it (default action: nothing to clean).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import socket
@@ -36,6 +38,7 @@ UDP_MAX = 65535
 
 
 BULK_PATH = "/bytes/"  # GET /bytes/N: N bytes of bulk_chunks(N), for transfer-integrity tests
+SHA256_PATH = "/sha256"  # POST /sha256: the length and digest of the body, for uploads
 BULK_MAX = 1 << 30
 BULK_CHUNK = 1 << 20
 
@@ -86,6 +89,28 @@ def make_http_server(name: str, port: int, bind: str = "0.0.0.0") -> ThreadingHT
 
         def do_HEAD(self) -> None:
             self._head()
+
+        def do_POST(self) -> None:
+            """POST /sha256 with a body: answers ``NAME LENGTH SHA256`` of what arrived
+            (upload integrity: the bytes a client sent through the director)."""
+            n = int(self.headers.get("Content-Length", "-1"))
+            if self.path != SHA256_PATH or not 0 <= n <= BULK_MAX:
+                self.send_error(400, f"POST {SHA256_PATH} with a Content-Length <= {BULK_MAX}")
+                return
+            digest, got = hashlib.sha256(), 0
+            while got < n:
+                chunk = self.rfile.read(min(BULK_CHUNK, n - got))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                got += len(chunk)
+            answer = f"{name} {got} {digest.hexdigest()}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(answer)))
+            self.send_header(HEADER, name)
+            self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # one line per request would flood the log under load

@@ -46,7 +46,7 @@ assert (en.V_PASS, en.V_DROP, en.V_NAT, en.V_DR, en.V_TUNNEL, en.V_REJECT) == (
     lib.PL_V_PASS, lib.PL_V_DROP, lib.PL_V_NAT, lib.PL_V_DR, lib.PL_V_TUNNEL, lib.PL_V_REJECT)  # fmt: skip
 
 _LOOP_KEYS = ("packets", "batches", "accepted", "dropped", "mangled", "dr_sent", "dr_unresolved", "dr_too_big",
-              "dr_send_errors", "rejected", "reject_send_errors", "unpublished")  # fmt: skip
+              "dr_gso", "dr_send_errors", "rejected", "reject_send_errors", "unpublished")  # fmt: skip
 
 
 class NativeLoop:
