@@ -19,12 +19,15 @@ RIPS = ["10.0.0.2", "10.0.0.3"]
 FWMARK = 5
 
 
-def _cf(network: str) -> str:
+WEIGHTS = ((1, 2), (0, 0), (0, 3))  # (0, 0): no server left, new connections are rejected
+
+
+def _cf(network: str, weights: tuple[int, int] = WEIGHTS[0]) -> str:
     def servers(port):
         return "".join(
             f"     server s{k} {{\n         address = {rip}\n{port}"
-            f"         active = 1\n         weight = {k + 1}\n     }}\n"
-            for k, rip in enumerate(RIPS)
+            f"         active = 1\n         weight = {w}\n     }}\n"
+            for k, (rip, w) in enumerate(zip(RIPS, weights, strict=True))
         )
 
     rport = "         port = 8080\n" if network == "nat" else ""
@@ -66,12 +69,12 @@ virtual shop {{
 TABLES = {}
 
 
-def director(network: str, capacity: int):
-    if network not in TABLES:
-        r = check_text(_cf(network))
+def director(network: str, capacity: int, weights: tuple[int, int] = WEIGHTS[0]):
+    if (network, weights) not in TABLES:
+        r = check_text(_cf(network, weights))
         assert r.ok, [str(d) for d in r.diagnostics]
-        TABLES[network] = r.config
-    t = tb.compile(TABLES[network])
+        TABLES[network, weights] = r.config
+    t = tb.compile(TABLES[network, weights])
     ct = ctm.attach(ctm.create(capacity, 1), t.dest, t.persist)
     return t, ct, en.new_counters(t)
 

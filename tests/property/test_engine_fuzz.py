@@ -10,7 +10,7 @@ connection table's per-server counters match its entries.
 from __future__ import annotations
 
 import numpy as np
-from engine_inputs import batches, director
+from engine_inputs import WEIGHTS, batches, director
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +23,7 @@ from pylvs.sched._dispatch import NAMES, config_kernel
 TREE_ALGS = ("lc", "wlc", "sed", "nq", "fo", "ovf")
 
 STRIDE = 256
+ICMP_ERROR_MAX = 576  # csrc/rewrite.h PL_ICMP_ERROR_MAX: icmp_send's bound
 CANARY = 0xA5
 CANARY_ROWS = 2
 
@@ -59,9 +60,9 @@ def _check_counts(ct, t):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(network=st.sampled_from(["nat", "tunnel", "direct"]), capacity=st.sampled_from([4, 64]),
-       batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
-def test_engine_never_raises_and_accounts_for_every_packet(network, capacity, batch_list, start, step):
-    t, ct, counters = director(network, capacity)
+       weights=st.sampled_from(WEIGHTS), batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
+def test_engine_never_raises_and_accounts_for_every_packet(network, capacity, weights, batch_list, start, step):
+    t, ct, counters = director(network, capacity, weights)
     now = start
     for pkts in batch_list:
         b = _fill(pkts)
@@ -87,6 +88,10 @@ def test_engine_never_raises_and_accounts_for_every_packet(network, capacity, ba
             elif verdict == en.V_NAT:
                 assert b.off[i] == off0[i] and b.lens[i] <= lens0[i]
                 assert (b.buf[i, :o] == before[i, :o]).all() and (b.buf[i, o + ln:] == before[i, o + ln:]).all()
+            elif verdict == en.V_REJECT:  # became the ICMP error in front of (a cut of) itself
+                assert b.off[i] == off0[i] - rw.ICMP_ERROR_HEADER and b.lens[i] <= ICMP_ERROR_MAX
+                assert (b.buf[i, :o - rw.ICMP_ERROR_HEADER] == before[i, :o - rw.ICMP_ERROR_HEADER]).all()
+                assert en.REASON_NAMES[v.reason[i]] == "no_dest"
             else:
                 assert verdict == en.V_TUNNEL
                 assert b.off[i] == off0[i] - rw.IPIP_HEADER

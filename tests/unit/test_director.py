@@ -18,14 +18,13 @@ import pytest
 from golden import CLIENT, CPORT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 from scapy.layers.inet import IP
 
+import pylvs.netctl as NETCTL
 from pylvs.config import diagnostics as dg
 from pylvs.dataplane import engine as en
 from pylvs.director import Director, DirectorError
 from pylvs.health.probes import CheckResult
 from pylvs.health.runner import HealthRunner
 from pylvs.ipvsadm import format_list
-
-NETCTL = pytest.importorskip("pylvs.netctl", reason="pylvs.netctl not built yet")
 
 
 class FeedAdapter:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_inputs import FWMARK, batches
+from engine_inputs import FWMARK, WEIGHTS, batches
 from engine_inputs import _cf as fuzz_cf
 from golden import (
     CASES,
@@ -126,9 +126,9 @@ def test_a_rewrite_failure_becomes_the_same_drop():
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(network=st.sampled_from(["nat", "tunnel", "direct"]), capacity=st.sampled_from([4, 64]),
-       batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
-def test_fuzz_batches_through_both_entry_points(network, capacity, batch_list, start, step):
-    t = Twin(fuzz_cf(network), capacity)
+       weights=st.sampled_from(WEIGHTS), batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
+def test_fuzz_batches_through_both_entry_points(network, capacity, weights, batch_list, start, step):
+    t = Twin(fuzz_cf(network, weights), capacity)
     now = start
     for pkts in batch_list:
         t.send([p for p, _ in pkts], marks=[m for _, m in pkts], now=now)
