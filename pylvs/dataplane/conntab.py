@@ -38,7 +38,10 @@ import collections
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from pylvs.sched._common import (
     ACT,
@@ -278,6 +281,36 @@ def _out_hash(e) -> np.uint64:
 @njit(cache=True, error_model="numpy", inline="always")
 def _out_indexed(e) -> bool:
     return (e.flags & F_TEMPLATE) == 0 and (e.flags & F_FWD_MASK) == FWD_MASQ
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """``llvm.prefetch`` of ``arr[idx]`` (read, high locality): a hint, never a fault."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _prefetch_keys(t, proto, saddr, sport, daddr, dport):
+    """Ask for the index slots a packet's lookups will read first (its in-key, and its
+    out-key as a real server's reply), so a batch's cache misses overlap instead of
+    coming one after the other."""
+    mask = np.uint64(len(t.in_index) - 1)
+    _prefetch(t.in_index, np.int64(_hash5(proto, saddr, sport, daddr, dport, np.uint64(0)) & mask))
+    _prefetch(t.out_index, np.int64(_hash5(proto, saddr, sport, daddr, dport, np.uint64(2))
+                                    & np.uint64(len(t.out_index) - 1)))
 
 
 # --- Index maintenance (linear probing, backward-shift deletion) ---------------------

@@ -78,6 +78,7 @@ from pylvs.dataplane.conntab import (
     _lookup_out,
     _lookup_template,
     _new,
+    _prefetch_keys,
     _release,
     _sweep,
     _tcp_transition,
@@ -686,6 +687,13 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
     "numpy": a division by zero gives 0; every index is in range by construction)."""
     _sweep(ct, now, sweep_budget)
     _drain_touched(ct, svc, dest, state, dest_svc)
+    # Parse the whole batch first (nothing in it depends on the connection table) and ask
+    # for every packet's index slots, then decide: the misses of the batch overlap.
+    for i in range(n):
+        f = fields[i]
+        hd._parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), f)
+        if f[F_REASON] == R_OK and f[F_FRAG] == FRAG_NONE and f[F_PROTO] != IPPROTO_ICMP:
+            _prefetch_keys(ct, f[F_PROTO], f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT])
     n_ops = 0
     for i in range(n):
         ops[i].kind = rw.OP_NONE
@@ -698,7 +706,6 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
         dest_row[i] = -1
         verdict[i] = V_DROP
         f = fields[i]
-        hd._parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), f)
         _handle_packet(f, i, np.int64(marks[i]), ct, now, now_ms, opts, ops, verdict, reason,
                        dest_row, svc, dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys,
                        fwm_idx, svc_stats, dest_stats, tunnel_src, ip_id)
