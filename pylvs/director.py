@@ -151,9 +151,14 @@ class Director:
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  make_health: Callable[..., Any] = HealthRunner,
-                 standby: bool = False, notify_fd: int | None = None) -> None:  # fmt: skip
+                 standby: bool = False, notify_fd: int | None = None, workers: int = 1) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
+        if workers < 1:  # the queue range itself is the plan's to check
+            raise DirectorError(f"--workers {workers}: at least 1")
+        if workers > 1 and io not in ("auto", "nfq-loop"):
+            raise DirectorError(f"--workers {workers}: several workers need --io nfq-loop, not {io}")
+        self.workers = workers
         self.path = path
         self.io = io
         self.queue = queue
@@ -205,7 +210,9 @@ class Director:
     def _plan(self, config: Config):
         from pylvs.netctl import plan_for
 
-        return plan_for(config, queue=self.queue, capture=self.capture, fail_open=self.fail_open)
+        # Several workers: the rules spread flows over their queues (--queue-balance).
+        queue = self.queue if self.workers == 1 else (self.queue, self.queue + self.workers - 1)
+        return plan_for(config, queue=queue, capture=self.capture, fail_open=self.fail_open)
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -409,8 +416,10 @@ class Director:
             vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C
-            from pylvs.dataplane.io.nfq_loop import NativeLoop
+            from pylvs.dataplane.io.nfq_loop import NativeLoop, Workers
 
+            if self.workers > 1:
+                return Workers(self.queue, self.workers, self.fwd, fail_open=self.fail_open, gso=True)
             return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=True)
         # The Python DR sender's frames must fit the link, so with it the queue hands DR
         # packets over segmented (no GSO); NAT and tunnel verdicts go back whole.

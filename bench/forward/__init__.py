@@ -3,7 +3,7 @@ and HAProxy on the same machine, in the network-namespace lab.
 
     sudo .venv/bin/python -m bench.forward                      # 3 runs x 5 s, every config
     sudo .venv/bin/python -m bench.forward --quick --configs A,B,C   # smoke test, ~1 min
-    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,DR,DRL]
+    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,DR,DRL]
                             [--metrics cps,rps,udp,bulk,lat] [--out docs/bench-forward-latest.md]
                             [--quick] [--python PY] [--ready-timeout 60] [--keep-work]
 
@@ -22,6 +22,7 @@ Configurations (brought up in dir1, measured, taken down; the same order in ever
 | D1 | `python -m pylvs lvs -c FILE --nodaemon --io nfqueue` (per-packet NFQUEUE) | VIP |
 | D2 | the same with `--io nfq-native` (batched native NFQUEUE, the engine called from Python) | VIP |
 | D3 | the same with `--io nfq-loop` (the whole loop in C, the engine as a cfunc) | VIP |
+| D3W | the same with `--workers 2` (two loops, two queues, one connection table) | VIP |
 | DR | the same with `--io afpacket`, `network = direct`, on the direct lab | VIP |
 | DRL | the same with `--io nfq-loop`, `network = direct`, on the direct lab | VIP |
 

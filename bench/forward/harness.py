@@ -48,8 +48,9 @@ LOAD_SYSCTLS = {
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
-NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3")
-PYLVS_IO = {"D1": "nfqueue", "D2": "nfq-native", "D3": "nfq-loop", "DR": "afpacket", "DRL": "nfq-loop"}
+NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W")
+PYLVS_IO = {"D1": ("nfqueue",), "D2": ("nfq-native",), "D3": ("nfq-loop",), "D3W": ("nfq-loop", "--workers", "2"),
+            "DR": ("afpacket",), "DRL": ("nfq-loop",)}  # `pylvs lvs --io ...`
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
 # nft ruleset lines that are structure, not rules (leftover check after pylvs stops)
 _NFT_STRUCTURE = ("table ", "chain ", "}", "type ", "policy ", "flags ")
@@ -335,7 +336,7 @@ class Bench:
         path = self.work / f"lvs.cf.{cfg}"
         path.write_text(text)
         self.start_forwarder(lab, [self.o.python, "-m", "pylvs", "lvs", "-c", str(path), "--nodaemon",
-                                   "--io", PYLVS_IO[cfg]], f"pylvs-{cfg}")
+                                   "--io", *PYLVS_IO[cfg]], f"pylvs-{cfg}")
         return vip
 
     def start_forwarder(self, lab: Lab, argv: list[str], what: str) -> None:

@@ -50,10 +50,11 @@ CONFIGS: dict[str, str] = {
     "D1": "pylvs NAT, per-packet NFQUEUE (`--io nfqueue`) -> VIP",
     "D2": "pylvs NAT, batched native NFQUEUE, engine called from Python (`--io nfq-native`) -> VIP",
     "D3": "pylvs NAT, the whole loop in C, engine as a cfunc (`--io nfq-loop`) -> VIP",
+    "D3W": "pylvs NAT, two C loops on two queues, one connection table (`--io nfq-loop --workers 2`) -> VIP",
     "DR": "pylvs direct routing, AF_PACKET (`--io afpacket`) -> VIP",
     "DRL": "pylvs direct routing, the C loop over NFQUEUE (`--io nfq-loop`) -> VIP",
 }
-PYLVS_CONFIGS = ("D1", "D2", "D3", "DR", "DRL")
+PYLVS_CONFIGS = ("D1", "D2", "D3", "D3W", "DR", "DRL")
 DR_CONFIGS = ("DR", "DRL")  # measured on the `direct` lab
 
 

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "from Python), nfqueue (netfilterqueue), afpacket (DR/TUN); auto = the fastest that "
                         "works here, named in the start-up log line")
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="forwarding threads, each on its own NFQUEUE (--queue .. --queue+N-1, flows spread "
+                        "by --queue-balance), one shared connection table (nfq-loop; default 1)")
     p.add_argument("--fail-closed", action="store_true",
                    help="drop VIP traffic when pylvs cannot keep up or is not running "
                         "(default: fail open, the kernel accepts it)")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                  status_path=args.status, control_path=args.control,
                  capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
-                 notify_fd=args.notify_fd)  # fmt: skip
+                 notify_fd=args.notify_fd, workers=args.workers)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     d.install_signals()

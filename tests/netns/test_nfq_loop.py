@@ -26,8 +26,10 @@ from pylvs.ipvsadm import format_list
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
 from pylvs.lab.lvscf import Service, lvs_cf
+from pylvs.lab.probes import http_get
 from pylvs.netctl.plan import CHAIN_IN, CHAIN_OUT
 
+SECOND_CLIENTS = 200  # 10.77.1.200..215: more client addresses for the balance test
 FUZZ_EXAMPLES = 120  # batches; each at most FUZZ_BATCH packets: the load is bounded
 FUZZ_BATCH = 12
 SEND_GAP = 0.0005  # seconds between two fuzzed packets: far below what fills the queue
@@ -149,3 +151,34 @@ def test_idle_director_expires_closed_connections(nat_director):
     time.sleep(ctm.DEFAULT_TIMEOUTS["TIME_WAIT"] + 2)  # no packet at all meanwhile
     idle = d.wait_for(lambda s: s["connections"] == 0, 3, "the table empty")
     assert inactive(idle) == [0] * len(inactive(idle)) and len(inactive(idle)) == 4, format_list(idle)
+
+
+def test_two_workers_share_one_connection_table(make_lab, tmp_path):
+    """``--workers 2``: two C loops on queues 0 and 1 (the rules balance flows over them),
+    one connection table: every connection is served whichever queue each direction
+    lands on, both workers forward, and the counts add up."""
+    lab = make_lab("nat", real_servers=2)
+    # The balance hashes addresses (not ports): 16 client addresses make 16 flows in each
+    # direction, so both queues get some unless 32 fair coins all fall one way.
+    client = lab.clients[0]
+    sources = [f"10.77.1.{SECOND_CLIENTS + k}" for k in range(16)]
+    for ip in sources:
+        lab.run(client, ["ip", "addr", "add", f"{ip}/24", "dev", client.iface(topo.PUBLIC).name])
+    d = LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="rr")]), extra=("--workers", "2"))
+    try:
+        rules = lab.run("dir1", ["iptables", "-t", "mangle", "-S", CHAIN_IN]).stdout
+        assert "--queue-balance 0:1" in rules, rules
+        served = set()
+        for k in range(60):
+            sock = lab.socket(client)
+            sock.bind((sources[k % len(sources)], 0))
+            served.add(http_get(sock, topo.VIP, topo.HTTP_PORT).body.decode().strip())
+        assert served == {rs.name for rs in lab.real_servers}
+        status = d.wait_for(lambda s: all(w["packets"] > 0 for w in s["adapter"]["workers"]), 5,
+                            "both workers forwarding")  # fmt: skip
+        assert [w["queue"] for w in status["adapter"]["workers"]] == [0, 1]
+        assert status["adapter"]["packets"] == sum(w["packets"] for w in status["adapter"]["workers"])
+        www = status["services"][0]
+        assert www["stats"]["conns"] == 60 and sum(x["stats"]["conns"] for x in www["dests"]) == 60
+    finally:
+        assert d.stop() == 0

@@ -238,3 +238,15 @@ def test_standby_forwards_only_between_usr1_and_usr2(director, tmp_path):
     assert os.read(r, 100).decode().split() == ["standby", "active", "standby", "active", "standby"]
     os.close(r)
     os.close(w)
+
+
+def test_workers_need_the_c_loop_and_balance_their_queues(tmp_path):
+    cf = tmp_path / "lvs.cf"
+    cf.write_text(HEAD.format(network="nat") + virtual("www", VIP, VPORT, servers=[("a", RIP1, None, 1)]))
+    with pytest.raises(DirectorError, match="need --io nfq-loop"):
+        Director(str(cf), io="nfq-native", workers=2)
+    with pytest.raises(DirectorError, match="at least 1"):
+        Director(str(cf), workers=0)
+    d = Director(str(cf), queue=4, workers=3, ctl=NETCTL.DryRun())
+    rules = "\n".join(str(c) for c in d._plan(d._read()).chains)
+    assert "--queue-balance 4:6" in rules and "--queue-num" not in rules
