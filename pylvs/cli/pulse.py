@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-n", "--nodaemon", action="store_true", help="stay in the foreground")
     p.add_argument("--forceactive", action="store_true", help="start active (take the VIPs at once)")
     p.add_argument("--io", choices=IO_CHOICES, default="auto", help="the director's packet I/O (see pylvs lvs)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="the director's forwarding threads "
+                                                                       "(see pylvs lvs)")
     p.add_argument("--status", default=DEFAULT_STATUS, metavar="PATH",
                    help=f"pulse's status file, JSON, rewritten every second (default {DEFAULT_STATUS})")
     p.add_argument("--lvs-status", default=None, metavar="PATH", help="the director's status file")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, foreground=args.nodaemon, ident="pulse")
     log = logging.getLogger("pylvs.pulse")
     p = Pulse(args.configfile, forceactive=args.forceactive, io=args.io, status_path=args.status,
-              lvs_status=args.lvs_status, lvs_control=args.lvs_control, verbose=args.verbose)  # fmt: skip
+              lvs_status=args.lvs_status, lvs_control=args.lvs_control, verbose=args.verbose,
+              workers=args.workers)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     p.install_signals()
