@@ -627,7 +627,7 @@ class ConnRecord:
 
 def sync_due(*, live: bool, expired: bool, flags: int, proto: int, state: int, in_pkts: int,
              sync_state: int | None, sync_pkts: int) -> bool:
-    """Plain twin of conntab's collect_sync due rule (ip_vs_sync_conn_needed with the
+    """Plain twin of connsync's collect_sync due rule (ip_vs_sync_conn_needed with the
     default sysctls, plus LAST_ACK): ``sync_state`` None = never sent."""
     if not live or expired or flags & (ct.F_TEMPLATE | ct.F_ONE_PACKET):
         return False

@@ -42,7 +42,7 @@ TIME_WAIT or CLOSE (mode bit 2: also FIN_WAIT without replies) ends that entry a
 scheduled as a new connection, so a client port reused quickly is balanced and counted.
 Rate estimators (``estimator``) and the lblc/lblcr collector run from the director's
 control thread (``forwarder``), and so does connection sync, which reads and writes the
-connection table between batches (``conntab.collect_sync`` / ``apply_sync``).
+connection table between batches (``connsync.collect_sync`` / ``apply_sync``).
 
 Not done yet: ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
 ``cache_bypass`` of fwmark services; errors about the IPIP packet itself (reference 8,

@@ -24,6 +24,7 @@ import numpy as np
 
 from pylvs._native import ffi, lib
 from pylvs.config.model import Config
+from pylvs.dataplane import connsync as cs
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import tables as tb
@@ -69,7 +70,7 @@ class Forwarder:
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
         self.busy = 0.0  # seconds spent in engine.process (the status shows it per batch)
-        self._sync_out = np.zeros(SYNC_COLLECT_MAX, dtype=ctm.SYNC_DTYPE)  # reused by sync_collect
+        self._sync_out = np.zeros(SYNC_COLLECT_MAX, dtype=cs.SYNC_DTYPE)  # reused by sync_collect
         self._sync_fwmark: np.ndarray | None = None
         self._sync_fwmark_of: tb.Tables | None = None
 
@@ -182,16 +183,16 @@ class Forwarder:
             if self._sync_fwmark_of is not t:  # the svc fwmark column, once per generation
                 self._sync_fwmark = np.ascontiguousarray(t.svc["fwmark"], dtype=np.uint32)
                 self._sync_fwmark_of = t
-            n = ctm.collect_sync(self.ct, now, self._sync_out, t.dest_svc, self._sync_fwmark)
+            n = cs.collect_sync(self.ct, now, self._sync_out, t.dest_svc, self._sync_fwmark)
             return self._sync_out[:n].copy()
 
     def sync_apply(self, records: np.ndarray, now: float | None = None) -> dict[str, int]:
         """The backup sync daemon's write: create or update the entries of ``records``
-        (conntab.apply_sync), then refresh the schedulers over the rows whose counters
-        moved, as the engine does between packets.  Returns conntab.APPLY_COUNTER_NAMES counts."""
+        (connsync.apply_sync), then refresh the schedulers over the rows whose counters
+        moved, as the engine does between packets.  Returns connsync.APPLY_COUNTER_NAMES counts."""
         with self.exclusive():
             now = self.clock() if now is None else now
-            counts = ctm.apply_sync(self.ct, records, now, self.tables)
+            counts = cs.apply_sync(self.ct, records, now, self.tables)
             t = self.tables
             en._drain_touched(self.ct, t.svc, t.dest, t.state, t.dest_svc)
             return counts

@@ -5,7 +5,7 @@ Follows reference section 10 and the kernel's ``net/netfilter/ipvs/ip_vs_sync.c`
 ``ip_vs_process_message_v0``).  No sockets, no clock: ``pylvs.ha.syncd`` sends and
 receives; ``pylvs.dataplane.conntab`` makes and applies the records.
 
-Records are ``SYNC_DTYPE`` rows (``conntab.SYNC_DTYPE``): addresses in host order and
+Records are ``SYNC_DTYPE`` rows (``connsync.SYNC_DTYPE``): addresses in host order and
 pylvs state numbers (``conntab.STATE_NAMES``), so a UDP connection is ``S_UDP`` in a
 record and 0 (``IP_VS_UDP_S_NORMAL``) on the wire.
 
@@ -31,17 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pylvs.dataplane.conntab import (
-    F_SEQ_MASK,
-    F_TEMPLATE,
-    IP_VS_CONN_F_BACKUP_MASK,
-    IPPROTO_IP,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    S_UDP,
-    SYNC_DTYPE,
-    TCP_STATE_NAMES,
-)
+from pylvs.dataplane.connsync import F_SEQ_MASK, IP_VS_CONN_F_BACKUP_MASK, SYNC_DTYPE
+from pylvs.dataplane.conntab import F_TEMPLATE, IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP, S_UDP, TCP_STATE_NAMES
 
 # --- Where the numbers come from -------------------------------------------------------
 SYNC_MCAST_GROUP = "224.0.0.81"  # IP_VS_SYNC_GROUP (ip_vs_sync.c), reference 10

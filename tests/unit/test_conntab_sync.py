@@ -1,5 +1,5 @@
-"""Connection sync on the connection table: conntab.collect_sync (the master's due rule)
-and conntab.apply_sync (the backup), then whole failovers: node A forwards, its records
+"""Connection sync on the connection table: connsync.collect_sync (the master's due rule)
+and connsync.apply_sync (the backup), then whole failovers: node A forwards, its records
 go through the wire format to node B, and B forwards the same connection the same way."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from golden import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pylvs.dataplane import connsync as cs
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.ha import sync
@@ -34,8 +35,8 @@ from pylvs.sched import ADDR
 
 
 def collect(d: Director, now: float = NOW, rows: int = 64) -> np.ndarray:
-    out = np.zeros(rows, dtype=ctm.SYNC_DTYPE)
-    n = ctm.collect_sync(d.ct, now, out, d.tables.dest_svc, d.tables.svc["fwmark"])
+    out = np.zeros(rows, dtype=cs.SYNC_DTYPE)
+    n = cs.collect_sync(d.ct, now, out, d.tables.dest_svc, d.tables.svc["fwmark"])
     return out[:n].copy()
 
 
@@ -161,8 +162,8 @@ def test_due_rule_matches_the_plain_twin(specs):
         if naive.sync_due(live=s["live"], expired=s["expired"], flags=flags, proto=s["proto"], state=s["state"],
                           in_pkts=s["in_pkts"], sync_state=s["sync_state"], sync_pkts=s["sync_pkts"]):
             want.append(1000 + k)
-    out = np.zeros(32, dtype=ctm.SYNC_DTYPE)
-    n = ctm.collect_sync(t, NOW, out, np.zeros(1, np.int32), np.zeros(1, np.uint32))
+    out = np.zeros(32, dtype=cs.SYNC_DTYPE)
+    n = cs.collect_sync(t, NOW, out, np.zeros(1, np.int32), np.zeros(1, np.uint32))
     assert sorted(out[:n]["caddr"].tolist()) == want
 
 
@@ -183,23 +184,23 @@ def row_of(d: Director, rip: str) -> int:
 def test_apply_creates_updates_and_moves_the_counts():
     b = Director(NAT_CF)
     r1 = row_of(b, RIP1)
-    c = ctm.apply_sync(b.ct, rec(), NOW, b.tables)
+    c = cs.apply_sync(b.ct, rec(), NOW, b.tables)
     assert c["created"] == 1
     e = b.entry(6, CLIENT, CPORT, VIP, VPORT)
     assert e.state == "ESTABLISHED" and e.flags & ctm.F_SYNC and e.dest == r1 and e.expires == NOW + 900
     assert ctm.conns(b.ct, r1) == (1, 0, 0)
-    c = ctm.apply_sync(b.ct, rec(state=ctm.S_CLOSE_WAIT, flags=ctm.F_INACTIVE, timeout=60), NOW + 5, b.tables)
+    c = cs.apply_sync(b.ct, rec(state=ctm.S_CLOSE_WAIT, flags=ctm.F_INACTIVE, timeout=60), NOW + 5, b.tables)
     assert c["updated"] == 1
     e = b.entry(6, CLIENT, CPORT, VIP, VPORT)
     assert e.state == "CLOSE_WAIT" and e.expires == NOW + 65 and ctm.conns(b.ct, r1) == (0, 1, 0)
-    c = ctm.apply_sync(b.ct, rec(flags=0), NOW + 6, b.tables)
+    c = cs.apply_sync(b.ct, rec(flags=0), NOW + 6, b.tables)
     assert ctm.conns(b.ct, r1) == (1, 0, 0)
     assert ctm.count(b.ct) == 1
 
 
 def test_apply_skips_what_this_director_does_not_have():
     b = Director(NAT_CF)
-    c = ctm.apply_sync(b.ct, np.concatenate([rec(vport=81), rec(daddr=ip2int(RIP2)), rec(dport=9999),
+    c = cs.apply_sync(b.ct, np.concatenate([rec(vport=81), rec(daddr=ip2int(RIP2)), rec(dport=9999),
                                              rec(state=40)]), NOW, b.tables)
     assert c == {"created": 0, "updated": 0, "no_service": 1, "no_dest": 2, "table_full": 0, "bad_state": 1}
     assert ctm.count(b.ct) == 0
@@ -207,7 +208,7 @@ def test_apply_skips_what_this_director_does_not_have():
 
 def test_apply_takes_the_forwarding_method_of_this_director():
     b = Director(DR_CF)
-    ctm.apply_sync(b.ct, rec(dport=VPORT, flags=ctm.FWD_MASQ), NOW, b.tables)
+    cs.apply_sync(b.ct, rec(dport=VPORT, flags=ctm.FWD_MASQ), NOW, b.tables)
     e = b.entry(6, CLIENT, CPORT, VIP, VPORT)
     assert e.flags & ctm.F_FWD_MASK == ctm.FWD_DROUTE and e.flags & ctm.F_NOOUTPUT
 
@@ -217,10 +218,10 @@ def test_applied_templates_are_found_by_the_persistence_lookup():
     r2 = row_of(b, RIP2)
     tpl = rec(caddr=ip2int("203.0.113.0"), cport=0, daddr=ip2int(RIP2), dport=VPORT, flags=ctm.F_TEMPLATE,
               state=0, timeout=300)
-    assert ctm.apply_sync(b.ct, tpl, NOW, b.tables)["created"] == 1
+    assert cs.apply_sync(b.ct, tpl, NOW, b.tables)["created"] == 1
     n = ctm.lookup_template(b.ct, 6, ip2int("203.0.113.0"), ip2int(VIP), VPORT, NOW)
     assert n >= 0 and b.ct.entries[n]["dest"] == r2 and ctm.conns(b.ct, r2) == (0, 0, 1)
-    assert ctm.apply_sync(b.ct, tpl, NOW + 10, b.tables)["updated"] == 1
+    assert cs.apply_sync(b.ct, tpl, NOW + 10, b.tables)["updated"] == 1
     assert b.ct.entries[n]["expires"] == NOW + 310
 
 
@@ -233,7 +234,7 @@ def through_the_wire(a: Director, b: Director, now: float = NOW) -> dict:
     for msg in sync.encode_v1(1, records):
         d = sync.decode(msg)
         assert d.problems == {}
-        for k, v in ctm.apply_sync(b.ct, d.conns, now, b.tables).items():
+        for k, v in cs.apply_sync(b.ct, d.conns, now, b.tables).items():
             totals[k] = totals.get(k, 0) + v
     return totals
 

@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pylvs.dataplane import connsync as cs
 from pylvs.dataplane import conntab as ctm
 from pylvs.ha import sync
 
@@ -69,14 +70,14 @@ def test_split_by_max_size_and_255_entries():
     assert sum(sync.decode(m).conns.shape[0] for m in msgs) == 100
     big = sync.encode_v1(3, np.repeat(conn(), 300), max_size=65000)
     assert [m[4] for m in big] == [255, 45]
-    assert sync.encode_v1(3, np.zeros(0, dtype=ctm.SYNC_DTYPE)) == []
+    assert sync.encode_v1(3, np.zeros(0, dtype=cs.SYNC_DTYPE)) == []
 
 
 records = st.fixed_dictionaries({
     "proto": st.sampled_from([6, 17]), "caddr": st.integers(0, 2**32 - 1), "cport": st.integers(0, 65535),
     "vaddr": st.integers(0, 2**32 - 1), "vport": st.integers(0, 65535), "daddr": st.integers(0, 2**32 - 1),
     "dport": st.integers(0, 65535), "fwmark": st.integers(0, 2**32 - 1), "timeout": st.integers(0, 2**32 - 1),
-    "flags": st.integers(0, 0xFFFF).map(lambda f: f & ctm.IP_VS_CONN_F_BACKUP_MASK & ~ctm.F_TEMPLATE),
+    "flags": st.integers(0, 0xFFFF).map(lambda f: f & cs.IP_VS_CONN_F_BACKUP_MASK & ~ctm.F_TEMPLATE),
     "state": st.integers(0, 10),
 })  # fmt: skip
 
@@ -92,7 +93,7 @@ def test_round_trip(rows, syncid, max_size):
     assert all(len(m) <= max_size for m in msgs)
     back = [sync.decode(m) for m in msgs]
     assert all(d.syncid == syncid and d.problems == {} for d in back)
-    got = np.concatenate([d.conns for d in back]) if back else np.zeros(0, dtype=ctm.SYNC_DTYPE)
+    got = np.concatenate([d.conns for d in back]) if back else np.zeros(0, dtype=cs.SYNC_DTYPE)
     assert got.tolist() == c.tolist()
 
 
@@ -186,4 +187,4 @@ def test_version_0_messages():
 def test_constants_say_where_they_come_from():
     assert sync.SYNC_MCAST_GROUP == "224.0.0.81" and sync.SYNC_PORT == 8848
     assert sync.SYNC_MESG_MAX == 1472
-    assert ctm.IP_VS_CONN_F_BACKUP_MASK == 0x1F87
+    assert cs.IP_VS_CONN_F_BACKUP_MASK == 0x1F87
