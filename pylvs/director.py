@@ -35,7 +35,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pylvs.addr import ip_int, ip_str, mac_bytes
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import load_for_daemon
 from pylvs.config.model import Config
@@ -74,20 +74,12 @@ class DirectorError(Exception):
     """The director cannot start (the message says what and where)."""
 
 
-def _ip_int(addr: Any) -> int:
-    return struct.unpack("!I", socket.inet_aton(str(addr)))[0]
-
-
-def _ip_str(x: int) -> str:
-    return socket.inet_ntoa(struct.pack("!I", int(x)))
-
-
 def source_address_towards(addr: str) -> int:
     """The address this host would send from to ``addr`` (a route lookup: a connected
     UDP socket sends nothing).  The IPIP outer source, as the kernel's route would pick."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((addr, 9))
-        return _ip_int(s.getsockname()[0])
+        return ip_int(s.getsockname()[0])
 
 
 @dataclass
@@ -120,11 +112,11 @@ class Neighbours:
         table = dict(self.table)
         for a in set(int(x) for x in addrs) | missing:
             try:
-                n = self.lookup(_ip_str(a))
+                n = self.lookup(ip_str(a))
             except Exception as exc:  # noqa: BLE001 - logged; the address is retried later
-                log.warning("cannot resolve the MAC of real server %s: %s", _ip_str(a), exc)
+                log.warning("cannot resolve the MAC of real server %s: %s", ip_str(a), exc)
                 continue
-            table[a] = (int(n.ifindex), _mac_bytes(n.src_mac), _mac_bytes(n.mac))
+            table[a] = (int(n.ifindex), mac_bytes(n.src_mac), mac_bytes(n.mac))
         self.table = table
 
 
@@ -136,8 +128,6 @@ def _mtu(ifindex: int) -> int:
         return 1500  # Ethernet's; the frame send would fail and count, never hang
 
 
-def _mac_bytes(mac: str | bytes) -> bytes:
-    return mac if isinstance(mac, bytes) else bytes.fromhex(mac.replace(":", ""))
 
 
 def _base_device(dev: str) -> str:
@@ -413,7 +403,7 @@ class Director:
             devs = {_base_device(v.address.device) for v in config.virtuals if v.active and v.address}
             if len(devs) != 1:
                 raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
-            vips = {_ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
+            vips = {ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C
             from pylvs.dataplane.io.nfq_loop import NativeLoop, Workers

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pylvs._native import ffi, lib
+from pylvs.addr import ip_str
 from pylvs.config.model import Config
 from pylvs.dataplane import connsync as cs
 from pylvs.dataplane import conntab as ctm
@@ -45,9 +46,6 @@ GC_INTERVAL = CHECK_EXPIRE_INTERVAL_MS / 1000  # seconds
 SYNC_COLLECT_MAX = 256 * 40
 
 
-def _ip(x: int) -> str:
-    x = int(x)
-    return f"{x >> 24 & 255}.{x >> 16 & 255}.{x >> 8 & 255}.{x & 255}"
 
 
 class Forwarder:
@@ -228,7 +226,7 @@ class Forwarder:
                 if not row[FLAGS] & F_AVAILABLE:
                     continue
                 dests.append({
-                    "addr": _ip(row[ADDR]), "port": int(row[PORT]), "forward": FORWARD_NAMES[int(s["fwd"])],
+                    "addr": ip_str(row[ADDR]), "port": int(row[PORT]), "forward": FORWARD_NAMES[int(s["fwd"])],
                     "weight": int(row[W]), "active": int(row[ACT]), "inactive": int(row[INACT]),
                     "persistent": int(persist[r]), "uthreshold": int(row[UTHR]), "lthreshold": int(row[LTHR]),
                     "stats": dict(zip(en.STAT_NAMES, stats_d[r].tolist(), strict=True)),
@@ -236,10 +234,10 @@ class Forwarder:
                 })  # fmt: skip
             services.append({
                 "proto": PROTO_NAMES.get(int(s["l4proto"]), str(int(s["l4proto"]))),
-                "vip": _ip(s["vaddr"]), "port": int(s["vport"]), "fwmark": int(s["fwmark"]),
+                "vip": ip_str(s["vaddr"]), "port": int(s["vport"]), "fwmark": int(s["fwmark"]),
                 "scheduler": SCHED_NAMES[int(s["alg_id"])],
                 "persistent": int(s["timeout"]) if s["flags"] & tb.SVC_F_PERSISTENT else 0,
-                "pmask": _ip(s["pmask"]),
+                "pmask": ip_str(s["pmask"]),
                 "stats": dict(zip(en.STAT_NAMES, stats_s[i].tolist(), strict=True)),
                 "rates": dict(zip(RATE_NAMES, rates_s[i].tolist(), strict=True)),
                 "dests": dests,

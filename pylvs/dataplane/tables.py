@@ -45,12 +45,12 @@ the block moves (``_block_cap``), occupied rows packed at the end in list order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from ipaddress import IPv4Address
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
+from pylvs.addr import ip_int
 from pylvs.config.model import ANY_ADDRESS, Config, RealServer, VirtualServer
 from pylvs.dataplane.conntab import FWD_DROUTE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP
 from pylvs.sched import ACT, ADDR, ALGORITHMS, F_AVAILABLE, FLAGS, INACT, LTHR, NFIELDS, PORT, UTHR, W, set_dest_row
@@ -125,14 +125,6 @@ class Tables(NamedTuple):
 
 # --- Keys -------------------------------------------------------------------------------
 
-def _ip(x: Any) -> int:
-    if isinstance(x, IPv4Address):
-        return int(x)
-    if isinstance(x, str):
-        return int(IPv4Address(x))
-    return int(x)
-
-
 def service_key(v: VirtualServer) -> tuple:
     """A virtual's identity, as config.check spells it: ("fwmark", mark) or
     (protocol, VIP, port)."""
@@ -156,13 +148,13 @@ def _norm_skey(key: tuple) -> tuple:
     proto = PROTO_BY_NAME.get(key[0], key[0]) if isinstance(key[0], str) else int(key[0])
     if not isinstance(proto, int):
         raise ValueError(f"unknown protocol in service key {key!r}")
-    return (proto, _ip(key[1]), int(key[2]))
+    return (proto, ip_int(key[1]), int(key[2]))
 
 
 def _norm_health(health: Mapping | None) -> dict[tuple, HealthState]:
     out: dict[tuple, HealthState] = {}
     for (skey, rip, port), h in (health or {}).items():
-        out[(_norm_skey(skey), _ip(rip), int(port))] = h
+        out[(_norm_skey(skey), ip_int(rip), int(port))] = h
     return out
 
 
@@ -240,7 +232,7 @@ def _lookup_kernel(svc_keys, svc_keys_idx, fwm_keys, fwm_idx, proto, vaddr, vpor
 def lookup_service(tables: Tables, proto: int, vaddr: int, vport: int, mark: int = 0) -> int:
     """Python wrapper of ``_lookup_kernel``: service index or -1."""
     return int(_lookup_kernel(tables.svc_keys, tables.svc_keys_idx, tables.fwm_keys, tables.fwm_idx,
-                              int(proto), _ip(vaddr), int(vport), int(mark)))
+                              int(proto), ip_int(vaddr), int(vport), int(mark)))
 
 
 def service_index(tables: Tables, key: tuple) -> int:
@@ -339,12 +331,12 @@ def _expand(config: Config, health: dict) -> list[_Want]:
         fields = {
             "proto": 0 if v.fwmark else l4,
             "l4proto": l4,
-            "vaddr": _ip(v.vip) if v.vip is not None else 0,
+            "vaddr": ip_int(v.vip) if v.vip is not None else 0,
             "vport": v.port,
             "fwmark": v.fwmark,
             "flags": SVC_F_PERSISTENT if v.persistent > 0 else 0,
             "timeout": max(v.persistent, 0),
-            "pmask": PMASK_DEFAULT if v.pmask == ANY_ADDRESS else _ip(v.pmask),
+            "pmask": PMASK_DEFAULT if v.pmask == ANY_ADDRESS else ip_int(v.pmask),
             "alg_id": ALG_ID[v.scheduler],
             "fwd": fwd,
             "active": 1,
@@ -356,7 +348,7 @@ def _expand(config: Config, health: dict) -> list[_Want]:
                 continue
             if s.address is None:
                 raise ValueError(f"virtual {v.name!r}, server {s.name!r}: active without an address")
-            ident = (_ip(s.address), dest_port(config, v, s))
+            ident = (ip_int(s.address), dest_port(config, v, s))
             if ident in dests:
                 raise ValueError(f"virtual {v.name!r}: destination {ident!r} twice (was the config checked?)")
             h = health.get((key, ident[0], ident[1]))
@@ -369,7 +361,7 @@ def _expand(config: Config, health: dict) -> list[_Want]:
             elif v.quiesce_server:
                 dests[ident] = 0  # nanny -q: ipvsadm -e ... -w 0 (reference 4.5)
         if not any_up and v.sorry_server is not None:
-            ident = (_ip(v.sorry_server), v.port)  # lvsd: SORRY:VPORT -w 1 (reference 3.4)
+            ident = (ip_int(v.sorry_server), v.port)  # lvsd: SORRY:VPORT -w 1 (reference 3.4)
             dests.setdefault(ident, SORRY_WEIGHT)
         wants.append(_Want(key, fields, v.scheduler, dests))
     return wants

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from pylvs.addr import parse_mac  # noqa: F401 - send_arp's MAC forms; garp.parse_mac for callers
+
 LOG = logging.getLogger("pylvs.ha.garp")
 
 # The frame (reference 2.6 table; send_arp.c).
@@ -63,21 +65,6 @@ def garp_frame(mac: bytes, ip: str, *, dst: bytes = BROADCAST_MAC) -> bytes:
     return (ETH_HEADER.pack(dst, mac, ETH_P_ARP)
             + ARP_BODY.pack(ARPHRD_ETHER, ETH_P_IP, ETH_ALEN, IPV4_ALEN, ARPOP_REPLY, mac, addr, mac, addr)
             + bytes(PADDING))
-
-
-def parse_mac(text: str) -> bytes:
-    """A MAC as send_arp accepts it: 12 hex digits (001122aabbcc) or 00:11:22:aa:bb:cc."""
-    parts = text.split(":")
-    if len(parts) == ETH_ALEN and all(1 <= len(p) <= 2 for p in parts):
-        digits = "".join(p.zfill(2) for p in parts)
-    elif len(parts) == 1 and len(text) == 2 * ETH_ALEN:
-        digits = text
-    else:
-        raise ValueError(f"bad MAC address {text!r}: expected 001122aabbcc or 00:11:22:aa:bb:cc")
-    try:
-        return bytes.fromhex(digits)
-    except ValueError:
-        raise ValueError(f"bad MAC address {text!r}: not hexadecimal") from None
 
 
 def format_mac(mac: bytes) -> str:

@@ -11,6 +11,7 @@ import time
 import pytest
 from golden import HEAD, tcp, virtual
 
+from pylvs.addr import ip_int
 from pylvs.config import check_text
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
@@ -41,12 +42,7 @@ def established(fwd: Forwarder, cport: int) -> None:
 
 def has_entry(fwd: Forwarder, cport: int) -> bool:
     with fwd.exclusive():
-        return ctm.lookup_in(fwd.ct, 6, _ip(CLIENT), cport, _ip(VIP), 80, time.monotonic()) >= 0
-
-
-def _ip(s: str) -> int:
-    a, b, c, d = (int(x) for x in s.split("."))
-    return a << 24 | b << 16 | c << 8 | d
+        return ctm.lookup_in(fwd.ct, 6, ip_int(CLIENT), cport, ip_int(VIP), 80, time.monotonic()) >= 0
 
 
 def wait_for(cond, timeout: float = WAIT) -> bool:

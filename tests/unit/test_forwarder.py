@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 
+from pylvs.addr import ip_int
 from pylvs.config import check_text
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
@@ -98,7 +99,7 @@ def _close(f, k, server_port=None):
     """A whole NAT connection from client port 40000+k: handshake, FINs both ways (TIME_WAIT)."""
     cport = 40000 + k
     [syn] = send(f, [tcp(CLIENT, VIP, cport, VPORT, "S")]).dest_row
-    rip = RIP1 if f.tables.dest[syn, ADDR] == tb._ip(RIP1) else RIP2
+    rip = RIP1 if f.tables.dest[syn, ADDR] == ip_int(RIP1) else RIP2
     send(f, [tcp(rip, CLIENT, VPORT, cport, "SA")])
     send(f, [tcp(CLIENT, VIP, cport, VPORT, "A"), tcp(CLIENT, VIP, cport, VPORT, "FA")])
     send(f, [tcp(rip, CLIENT, VPORT, cport, "FA")])

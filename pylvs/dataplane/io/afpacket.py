@@ -85,6 +85,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from pylvs._native import ffi, lib
+from pylvs.addr import mac_bytes
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import rewrite as rw
 
@@ -187,12 +188,6 @@ def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) ->
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def _mac_bytes(mac: bytes | str) -> bytes:
-    if isinstance(mac, str):
-        mac = bytes.fromhex(mac.replace(":", ""))
-    if len(mac) != ETH_ALEN:
-        raise ValueError(f"MAC {mac!r} is not {ETH_ALEN} bytes")
-    return bytes(mac)
 
 
 def _read_sys(ifname: str, name: str) -> str:
@@ -326,7 +321,7 @@ class DrSender:
                 continue
             if off < ETH_HLEN:
                 raise ValueError(f"row {i}: packet at {off}, no headroom for an Ethernet header")
-            mv[off - ETH_HLEN:off] = _mac_bytes(dst_mac) + _mac_bytes(src_mac) + ETHERTYPE_IPV4
+            mv[off - ETH_HLEN:off] = mac_bytes(dst_mac) + mac_bytes(src_mac) + ETHERTYPE_IPV4
             if sender.send(ifindex, mv[off - ETH_HLEN:off + length]):
                 st["send_errors"] += 1
             else:
@@ -516,7 +511,7 @@ class AfPacketIO:
             return None
         ifindex, src_mac, dst_mac = nh
         send = self.sender.sender(ifindex)
-        return send, _mac_bytes(dst_mac) + _mac_bytes(src_mac) + ETHERTYPE_IPV4, self.sender.mtu(ifindex)
+        return send, mac_bytes(dst_mac) + mac_bytes(src_mac) + ETHERTYPE_IPV4, self.sender.mtu(ifindex)
 
     def _transmit(self, n: int, v: en.Verdicts, link: np.ndarray) -> None:
         st = self._stats
