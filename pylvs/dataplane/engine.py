@@ -167,11 +167,6 @@ CONN_REUSE_FIN_WAIT = 2
 # sweep outruns the creation rate (at most one entry and one template per packet).
 SWEEP_PER_PACKET = 2
 SWEEP_BASE = 64
-
-
-def batch_sweep_budget(n: int) -> int:
-    return SWEEP_PER_PACKET * n + SWEEP_BASE
-
 TREE_SCHEDULERS = ("lc", "wlc", "sed", "nq", "fo", "ovf")  # keep a tree over the counters
 _TREE_ALG_IDS = tuple(ALG_ID[name] for name in TREE_SCHEDULERS)
 # Rows one packet can touch: its entry and template, plus what the eviction scan of a
@@ -608,7 +603,7 @@ def _is_tree(alg_id):
 
 
 def _refresh_trees(tables: Tables) -> None:
-    """``_refresh_trees_kernel`` over ``tables`` (the control thread, under the lock)."""
+    """``_refresh_trees_kernel`` over ``tables`` (the control thread, under the gate)."""
     _refresh_trees_kernel(tables.svc, tables.dest, tables.state)
 
 
@@ -766,6 +761,12 @@ def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
         raise ValueError("the connection table counts on other arrays: conntab.attach(ct, tables.dest, tables.persist)")
     if counters.svc.shape[0] != tables.svc.shape[0] or counters.dest.shape[0] != tables.dest.shape[0]:
         raise ValueError("counters are sized for other tables: new_counters(tables)")
+
+
+def batch_sweep_budget(n: int) -> int:
+    """Slots the per-batch sweep visits for a batch of ``n`` (the C loop computes the same
+    from SWEEP_PER_PACKET and SWEEP_BASE in struct pl_fwd)."""
+    return SWEEP_PER_PACKET * n + SWEEP_BASE
 
 
 def options(expire_nodest_conn: bool = False, expire_quiescent_template: bool = False,

@@ -9,6 +9,12 @@ weight changes and servers going down and up.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 from engine_inputs import FWMARK, WEIGHTS, batches
@@ -21,10 +27,12 @@ from golden import (
     NAT_CF,
     NOW,
     RIP1,
+    TWO_CF,
     UDP_CPORT,
     UDP_ICMP_QUOTE,
     UDP_VPORT,
     VIP,
+    VPORT,
     Case,
     ip2int,
     tcp,
@@ -37,10 +45,12 @@ from pylvs._native import lib
 from scapy.layers.inet import ICMP, IP
 
 from pylvs.config import check_text
+from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import tables as tb
-from pylvs.dataplane.engine_cfunc import BatchArrays
+from pylvs.dataplane.engine_cfunc import BATCH_SLOTS, BatchArrays, _describe
 from pylvs.dataplane.forwarder import Forwarder
+from pylvs.sched import ACT, INACT
 from pylvs.sched._dispatch import NAMES
 
 ROWS = 64
@@ -193,8 +203,6 @@ def test_scheduler_sequences_through_both_entry_points(sched, events):
 
 
 def test_descriptor_refuses_a_wrong_layout():
-    from pylvs.dataplane.engine_cfunc import BATCH_SLOTS, _describe
-
     arrays = BatchArrays(4, STRIDE)
     good = (arrays.buf, arrays.off, arrays.lens, arrays.marks, arrays.fields, arrays.ops, arrays.verdict,
             arrays.reason, arrays.dest_row)  # fmt: skip
@@ -211,13 +219,6 @@ def test_control_thread_and_c_entry_point_take_turns_at_the_gate():
     tables (servers down and up), expires, collects sync records and snapshots, 150
     times: every packet is counted once, the per-server counts match the entries, and
     the control thread was never starved."""
-    import threading
-
-    from golden import TWO_CF, VPORT
-
-    from pylvs.dataplane import conntab as ctm
-    from pylvs.sched import ACT, INACT
-
     config = check_text(TWO_CF).config
     fwd = Forwarder(tb.compile(config), capacity=4096, clock=lambda: NOW)
     cfwd = fwd.native()
@@ -267,11 +268,6 @@ def test_both_entry_points_stay_in_bounds():
     of range raises instead of corrupting memory silently, which in the cfunc it would).
     In a child process: the flag is read when numba starts; its own cache folder, since
     bounds-checked code is other code."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parents[2]
     cache = Path(sys.prefix) / "numba-boundscheck-cache"  # beside the venv: kept between runs
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(cache))
