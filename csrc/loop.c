@@ -147,6 +147,7 @@ struct pl_nfq_loop {
     uint32_t *ids;
     uint8_t *info;
     uint8_t *acts;
+    struct pl_neigh *hops;      /* per row: the next hop a DR packet leaves by (copied under the gate) */
     int pkt_fd;                 /* AF_PACKET, send only: DR frames */
     int raw_fd;                 /* AF_INET raw, IP_HDRINCL: ICMP errors from the VIP */
     atomic_int stop;
@@ -171,7 +172,8 @@ struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const s
     L->ids = calloc(b->rows, sizeof(*L->ids));
     L->info = calloc(b->rows, 1);
     L->acts = calloc(b->rows, 1);
-    if (!L->ids || !L->info || !L->acts)
+    L->hops = calloc(b->rows, sizeof(*L->hops));
+    if (!L->ids || !L->info || !L->acts || !L->hops)
         goto fail;
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -202,6 +204,7 @@ void pl_nfq_loop_free(struct pl_nfq_loop *L)
     free(L->ids);
     free(L->info);
     free(L->acts);
+    free(L->hops);
     free(L);
 }
 
@@ -265,16 +268,14 @@ static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
     return 0;
 }
 
+/* Send DR packet i to the next hop copied for it under the gate (hops[i]).  After the
+ * gate: a send that blocks or fails never holds up the other workers or the control
+ * thread; a full socket buffer is a counted error (MSG_DONTWAIT), never a wait. */
 static void send_dr(struct pl_nfq_loop *L, size_t i)
 {
-    const struct pl_fwd *f = L->f;
-    int64_t row = L->b.dest_row[i];
-    const struct pl_neigh *nh = (row >= 0 && (size_t)row < f->n_neigh) ? &f->neigh[row] : NULL;
-    if (!nh || nh->ifindex <= 0) {
-        L->st.dr_unresolved++;
-        note_miss(L, row);
-        return;
-    }
+    const struct pl_neigh *nh = &L->hops[i];
+    if (nh->ifindex <= 0)
+        return; /* counted and noted under the gate */
     uint32_t off = L->b.off[i], len = L->b.lens[i];
     if (off < ETH_HLEN_ + VNET_HLEN || (size_t)off + len > L->b.stride || len < 20) {
         L->st.dr_send_errors++;
@@ -298,7 +299,8 @@ static void send_dr(struct pl_nfq_loop *L, size_t i)
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
                               .sll_ifindex = nh->ifindex, .sll_halen = 6};
     memcpy(sll.sll_addr, nh->dst, 6);
-    if (sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+    if (sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, MSG_DONTWAIT, (struct sockaddr *)&sll,
+               sizeof(sll)) < 0)
         L->st.dr_send_errors++;
     else
         L->st.dr_sent++;
@@ -314,15 +316,17 @@ static void send_reject(struct pl_nfq_loop *L, size_t i)
     const uint8_t *pkt = L->b.buf + i * L->b.stride + off;
     struct sockaddr_in to = {.sin_family = AF_INET};
     memcpy(&to.sin_addr, pkt + IP_DADDR_OFF, 4);
-    if (sendto(L->raw_fd, pkt, len, 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+    if (sendto(L->raw_fd, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to)) < 0)
         L->st.reject_send_errors++;
     else
         L->st.rejected++;
 }
 
-/* Verdict actions for a batch the engine decided (the gate held: DR reads f->neigh). */
+/* The verdict actions of a batch the engine decided, with the gate held: what DR packets
+ * need from the published tables (their next hop) is copied into hops[]; nothing is sent. */
 static void act(struct pl_nfq_loop *L, size_t n)
 {
+    const struct pl_fwd *f = L->f;
     for (size_t i = 0; i < n; i++) {
         uint8_t a;
         switch (L->b.verdict[i]) {
@@ -335,13 +339,20 @@ static void act(struct pl_nfq_loop *L, size_t n)
             a = PL_NFQ_ACCEPT_PAYLOAD;
             L->st.mangled++;
             break;
-        case PL_V_DR:
-            send_dr(L, i);
+        case PL_V_DR: {
+            int64_t row = L->b.dest_row[i];
+            if (row >= 0 && (size_t)row < f->n_neigh && f->neigh[row].ifindex > 0) {
+                L->hops[i] = f->neigh[row];
+            } else {
+                L->hops[i].ifindex = 0;
+                L->st.dr_unresolved++;
+                note_miss(L, row);
+            }
             a = PL_NFQ_DROP;
             L->st.dropped++;
             break;
+        }
         case PL_V_REJECT:
-            send_reject(L, i);
             a = PL_NFQ_DROP;
             L->st.dropped++;
             break;
@@ -351,6 +362,17 @@ static void act(struct pl_nfq_loop *L, size_t n)
             break;
         }
         L->acts[i] = a;
+    }
+}
+
+/* After the gate: the frames and ICMP errors the batch's verdicts call for. */
+static void send_all(struct pl_nfq_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (L->b.verdict[i] == PL_V_DR)
+            send_dr(L, i);
+        else if (L->b.verdict[i] == PL_V_REJECT)
+            send_reject(L, i);
     }
 }
 
@@ -367,7 +389,8 @@ int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
             pl_gate_batch_enter(L->g);
             uint64_t t1 = now_ns();
             const struct pl_fwd *f = L->f;
-            if (f->engine && f->state) {
+            int decided = f->engine && f->state;
+            if (decided) {
                 pl_engine_batch(f, &L->b, (size_t)n, pl_monotonic());
                 act(L, (size_t)n);
             } else {
@@ -385,6 +408,8 @@ int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
             uint64_t t2 = now_ns();
             L->st.gate_wait_ns += t1 - t0;
             L->st.engine_ns += t2 - t1;
+            if (decided)
+                send_all(L, (size_t)n);
             int rc = pl_nfq_verdict(L->q, (size_t)n, L->ids, L->acts, L->b.buf, L->b.stride, L->b.off, L->b.lens);
             if (rc < 0)
                 return rc;

@@ -35,7 +35,11 @@
  *                  (raw IP socket), NF_DROP; DROP and anything else -> NF_DROP.
  *                  A DR packet whose row has no next hop is dropped, counted,
  *                  and its row remembered for pl_nfq_loop_misses (the control
- *                  plane resolves it and republishes).
+ *                  plane resolves it and republishes).  Only the engine and the
+ *                  copying of each DR packet's next hop happen under the gate; the
+ *                  frames, ICMP errors (MSG_DONTWAIT: a full buffer is a counted
+ *                  error) and verdicts are sent after it, so one worker's sends
+ *                  never hold up another worker or the control thread.
  */
 #ifndef PYLVS_LOOP_H
 #define PYLVS_LOOP_H

@@ -208,6 +208,9 @@ class Director:
     def start(self) -> None:
         config = self._read()
         self.adapter_name = self._io_name(config)  # "auto" resolved once
+        if self.workers > 1 and self.adapter_name != "nfq-loop":
+            raise DirectorError(f"--workers {self.workers}: several workers need the nfq-loop adapter, "
+                                f"and --io {self.io} gave {self.adapter_name} here")
         self.capture = "afpacket" if self.adapter_name == "afpacket" else "nfqueue"
         if self.ctl is None:
             from pylvs.netctl import NetCtl
@@ -278,8 +281,11 @@ class Director:
             if self.thread.is_alive():
                 log.error("the dataplane thread did not stop within %.0f s", ADAPTER_JOIN_TIMEOUT)
             self.thread = None
-        if self.adapter is not None and hasattr(self.adapter, "close"):
-            self.adapter.close()
+        try:
+            if self.adapter is not None and hasattr(self.adapter, "close"):
+                self.adapter.close()
+        except RuntimeError as exc:  # a stuck C loop is leaked, never freed under itself
+            log.error("%s", exc)
         self.adapter = None
         for sender in self.senders:
             sender.close()
@@ -533,8 +539,8 @@ class Director:
                 self.fwd.collect_garbage()
                 next_gc = now + GC_INTERVAL
             self.fwd.expire(EXPIRE_SLICE)
-            if self.neighbours is not None and hasattr(self.adapter, "missing_rows"):
-                self.neighbours.missing.update(self._row_addr(r) for r in self.adapter.missing_rows())
+            if self.neighbours is not None and hasattr(self.adapter, "missing_addresses"):
+                self.neighbours.missing.update(self.adapter.missing_addresses())
             if self.neighbours is not None and (now >= next_neigh or (self.neighbours.missing and now >= next_miss)):
                 self.refresh_neighbours()  # control thread: may wait
                 next_neigh = now + NEIGHBOUR_REFRESH

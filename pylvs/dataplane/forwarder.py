@@ -247,6 +247,7 @@ class Forwarder:
                 "reasons": reasons, "services": services}  # fmt: skip
 
 
+MTU_MAX = 0xFFFF  # struct pl_neigh keeps the MTU in 16 bits (loopback's is 65536)
 NEIGH_DTYPE = np.dtype([("ifindex", "<i4"), ("mtu", "<u2"), ("dst", "u1", 6), ("src", "u1", 6),
                         ("reserved", "<u2")])  # struct pl_neigh (csrc/loop.h)
 if NEIGH_DTYPE.itemsize != ffi.sizeof("struct pl_neigh") or any(
@@ -261,7 +262,7 @@ def next_hop_array(tables: tb.Tables, next_hops: dict[int, tuple[int, int, bytes
         hop = next_hops.get(int(tables.dest[r, ADDR]))
         if hop is not None:
             ifindex, mtu, src, dst = hop
-            out[r] = (ifindex, mtu, tuple(dst), tuple(src), 0)
+            out[r] = (ifindex, min(mtu, MTU_MAX), tuple(dst), tuple(src), 0)
     return out
 
 

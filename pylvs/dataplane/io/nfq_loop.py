@@ -15,8 +15,8 @@ only every ``RUN_SLICE_MS`` to look at ``stop``, so a stop is noticed within tha
 What changes the forwarding state reaches the loop through the forwarder: every swap
 republishes the ``struct pl_fwd`` it reads (under the gate), ``Forwarder.set_next_hops``
 the next hops.  A DR packet whose real server has no next hop yet is dropped, counted
-(``dr_unresolved``) and its row remembered: ``missing_rows`` hands them to the control
-thread, which resolves them.  Queue options are ``nfq_native``'s (fail-open, GSO,
+(``dr_unresolved``) and its row remembered: ``missing_addresses`` hands them to the
+control thread, which resolves them.  Queue options are ``nfq_native``'s (fail-open, GSO,
 queue length, receive buffer); with fail-open, packets that arrive before the first
 tables are published are accepted (``unpublished``).  The C loop reads CLOCK_MONOTONIC:
 the forwarder's clock must be ``time.monotonic``.
@@ -35,6 +35,7 @@ from pylvs.dataplane.engine_cfunc import BatchArrays
 from pylvs.dataplane.forwarder import Forwarder
 from pylvs.dataplane.io import _verdict as vd
 from pylvs.dataplane.io.nfq_native import open_queue
+from pylvs.sched import ADDR
 
 RUN_SLICE_MS = 200  # C runs this long between two looks at the Python stop event
 POLL_MS = 50  # the receive poll: how soon pl_nfq_loop_stop or the slice end is noticed
@@ -92,15 +93,19 @@ class NativeLoop:
             if self._loop is not None:
                 lib.pl_nfq_loop_stop(self._loop)
 
-    def missing_rows(self) -> list[int]:
-        """Dest rows a DR packet found without a next hop since the last call (control
-        thread; the rows are the current generation's)."""
-        with self.fwd.exclusive(), self._life:
+    def missing_addresses(self) -> set[int]:
+        """The real servers (host-order addresses) a DR packet found without a next hop
+        since the last call.  The loop notes dest rows; they are read back under the gate
+        against the tables published now (a row noted under older tables may name
+        another server, or none: that costs one needless lookup, never an error)."""
+        fwd = self.fwd
+        with fwd.exclusive(), self._life:
             if self._loop is None:
-                return []
+                return set()
             k = lib.pl_nfq_loop_misses(self._loop, ffi.cast("int64_t *", self._miss.ctypes.data),
                                        self._miss.shape[0])
-            return [int(r) for r in self._miss[:k] if r >= 0]
+            dest = fwd.tables.dest
+            return {int(dest[r, ADDR]) for r in self._miss[:k].tolist() if 0 <= r < dest.shape[0]}
 
     def stats(self) -> dict[str, int | float]:
         with self._life:
@@ -193,8 +198,8 @@ class Workers:
         for loop in self.loops:
             loop.request_stop()
 
-    def missing_rows(self) -> list[int]:
-        return sorted({r for loop in self.loops for r in loop.missing_rows()})
+    def missing_addresses(self) -> set[int]:
+        return set().union(*(loop.missing_addresses() for loop in self.loops))
 
     def stats(self) -> dict[str, object]:
         per = [loop.stats() for loop in self.loops]
@@ -206,5 +211,12 @@ class Workers:
         return total
 
     def close(self) -> None:
+        """Close every loop; the first that could not be closed is raised afterwards."""
+        errors = []
         for loop in self.loops:
-            loop.close()
+            try:
+                loop.close()
+            except RuntimeError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
