@@ -148,6 +148,9 @@ struct pl_nfq_loop {
     uint8_t *info;
     uint8_t *acts;
     struct pl_neigh *hops;      /* per row: the next hop a DR packet leaves by (copied under the gate) */
+    struct mmsghdr *mmsg;       /* per row: the DR frames of a batch, one sendmmsg */
+    struct iovec *siov;
+    struct sockaddr_ll *sll;
     int pkt_fd;                 /* AF_PACKET, send only: DR frames */
     int raw_fd;                 /* AF_INET raw, IP_HDRINCL: ICMP errors from the VIP */
     atomic_int stop;
@@ -173,7 +176,10 @@ struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const s
     L->info = calloc(b->rows, 1);
     L->acts = calloc(b->rows, 1);
     L->hops = calloc(b->rows, sizeof(*L->hops));
-    if (!L->ids || !L->info || !L->acts || !L->hops)
+    L->mmsg = calloc(b->rows, sizeof(*L->mmsg));
+    L->siov = calloc(b->rows, sizeof(*L->siov));
+    L->sll = calloc(b->rows, sizeof(*L->sll));
+    if (!L->ids || !L->info || !L->acts || !L->hops || !L->mmsg || !L->siov || !L->sll)
         goto fail;
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -205,6 +211,9 @@ void pl_nfq_loop_free(struct pl_nfq_loop *L)
     free(L->info);
     free(L->acts);
     free(L->hops);
+    free(L->mmsg);
+    free(L->siov);
+    free(L->sll);
     free(L);
 }
 
@@ -268,24 +277,23 @@ static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
     return 0;
 }
 
-/* Send DR packet i to the next hop copied for it under the gate (hops[i]).  After the
- * gate: a send that blocks or fails never holds up the other workers or the control
- * thread; a full socket buffer is a counted error (MSG_DONTWAIT), never a wait. */
-static void send_dr(struct pl_nfq_loop *L, size_t i)
+/* Frame DR packet i for the next hop copied for it under the gate (hops[i]) and queue it
+ * in the batch's sendmmsg (L->mmsg); 0 when it is queued, else why not (counted). */
+static int frame_dr(struct pl_nfq_loop *L, size_t i, size_t k)
 {
     const struct pl_neigh *nh = &L->hops[i];
     if (nh->ifindex <= 0)
-        return; /* counted and noted under the gate */
+        return -1; /* counted and noted under the gate */
     uint32_t off = L->b.off[i], len = L->b.lens[i];
     if (off < ETH_HLEN_ + VNET_HLEN || (size_t)off + len > L->b.stride || len < 20) {
         L->st.dr_send_errors++;
-        return;
+        return -1;
     }
     uint8_t *ip = L->b.buf + i * L->b.stride + off;
     struct vnet_hdr v;
     if (vnet_for(ip, len, nh->mtu, &v) < 0) {
         L->st.dr_too_big++;
-        return;
+        return -1;
     }
     if (v.gso_type != VNET_GSO_NONE)
         L->st.dr_gso++;
@@ -296,14 +304,43 @@ static void send_dr(struct pl_nfq_loop *L, size_t i)
     eth[13] = 0x00;
     uint8_t *frame = eth - VNET_HLEN;
     memcpy(frame, &v, VNET_HLEN);
-    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
-                              .sll_ifindex = nh->ifindex, .sll_halen = 6};
-    memcpy(sll.sll_addr, nh->dst, 6);
-    if (sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, MSG_DONTWAIT, (struct sockaddr *)&sll,
-               sizeof(sll)) < 0)
-        L->st.dr_send_errors++;
-    else
-        L->st.dr_sent++;
+    struct sockaddr_ll *sll = &L->sll[k];
+    memset(sll, 0, sizeof(*sll));
+    sll->sll_family = AF_PACKET;
+    sll->sll_protocol = htons(ETH_P_IP);
+    sll->sll_ifindex = nh->ifindex;
+    sll->sll_halen = 6;
+    memcpy(sll->sll_addr, nh->dst, 6);
+    L->siov[k].iov_base = frame;
+    L->siov[k].iov_len = VNET_HLEN + ETH_HLEN_ + len;
+    struct msghdr *m = &L->mmsg[k].msg_hdr;
+    memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
+    m->msg_name = sll;
+    m->msg_namelen = sizeof(*sll);
+    m->msg_iov = &L->siov[k];
+    m->msg_iovlen = 1;
+    return 0;
+}
+
+/* Send the k queued DR frames in as few sendmmsg calls as the socket takes.  A frame the
+ * kernel refuses is counted and skipped; a full buffer (MSG_DONTWAIT) drops and counts
+ * the rest of the batch: never a wait. */
+static void flush_dr(struct pl_nfq_loop *L, size_t k)
+{
+    size_t done = 0;
+    while (done < k) {
+        int r = sendmmsg(L->pkt_fd, L->mmsg + done, (unsigned)(k - done), MSG_DONTWAIT);
+        if (r > 0) {
+            L->st.dr_sent += (uint64_t)r;
+            done += (size_t)r;
+        } else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+            L->st.dr_send_errors++; /* this frame */
+            done++;
+        } else {
+            L->st.dr_send_errors += k - done;
+            return;
+        }
+    }
 }
 
 static void send_reject(struct pl_nfq_loop *L, size_t i)
@@ -365,15 +402,21 @@ static void act(struct pl_nfq_loop *L, size_t n)
     }
 }
 
-/* After the gate: the frames and ICMP errors the batch's verdicts call for. */
+/* After the gate: the frames (one sendmmsg for the batch's DR packets) and ICMP errors
+ * the batch's verdicts call for. */
 static void send_all(struct pl_nfq_loop *L, size_t n)
 {
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (L->b.verdict[i] == PL_V_DR)
-            send_dr(L, i);
-        else if (L->b.verdict[i] == PL_V_REJECT)
+        if (L->b.verdict[i] == PL_V_DR) {
+            if (frame_dr(L, i, k) == 0)
+                k++;
+        } else if (L->b.verdict[i] == PL_V_REJECT) {
             send_reject(L, i);
+        }
     }
+    if (k)
+        flush_dr(L, k);
 }
 
 int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)

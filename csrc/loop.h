@@ -37,8 +37,8 @@
  *                  and its row remembered for pl_nfq_loop_misses (the control
  *                  plane resolves it and republishes).  Only the engine and the
  *                  copying of each DR packet's next hop happen under the gate; the
- *                  frames, ICMP errors (MSG_DONTWAIT: a full buffer is a counted
- *                  error) and verdicts are sent after it, so one worker's sends
+ *                  frames (one sendmmsg per batch), ICMP errors (MSG_DONTWAIT: a
+ *                  full buffer is a counted error) and verdicts are sent after it, so one worker's sends
  *                  never hold up another worker or the control thread.
  */
 #ifndef PYLVS_LOOP_H
