@@ -35,6 +35,7 @@ from numba.extending import intrinsic
 
 from pylvs._native import ffi
 from pylvs.dataplane import conntab as ctm
+from pylvs.dataplane import engine as en
 from pylvs.dataplane import headers as hd
 from pylvs.dataplane import rewrite as rw
 from pylvs.dataplane.engine import Counters, _process_kernel
@@ -149,10 +150,7 @@ def _describe(slots: tuple, arrays: tuple) -> np.ndarray:
 def describe_state(ct: ctm.ConnTable, tables: Tables, counters: Counters) -> np.ndarray:
     """The state descriptor; the caller keeps ``ct``, ``tables`` and ``counters`` alive
     for as long as the descriptor is published."""
-    if ct.dest is not tables.dest or ct.persist is not tables.persist:
-        raise ValueError("the connection table counts on other arrays: conntab.attach(ct, tables.dest, tables.persist)")
-    if counters.svc.shape[0] != tables.svc.shape[0] or counters.dest.shape[0] != tables.dest.shape[0]:
-        raise ValueError("counters are sized for other tables: new_counters(tables)")
+    en._check_state(tables, ct, counters)  # the same refusals as engine.process
     return _describe(STATE_SLOTS, (
         ct.entries, ct.next_free, ct.in_index, ct.out_index, ct.meta, ct.counters, ct.dest, ct.persist,
         ct.touched, ct.timeouts, tables.svc, tables.state, tables.dest_svc, tables.svc_keys, tables.svc_keys_idx,
@@ -165,8 +163,6 @@ class NativeState:
     re-aims it (at a swap: the caller holds the gate) and keeps what it points into alive."""
 
     def __init__(self, *, opts: int, tunnel_src: int) -> None:
-        from pylvs.dataplane import engine as en  # the constants the C side folds with
-
         c = ffi.new("struct pl_fwd *")
         c.engine = ffi.cast("pl_engine_fn", ENGINE.address)
         c.opts = opts
