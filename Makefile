@@ -7,12 +7,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.pylvs-installed
+XDP_OBJECT := pylvs/dataplane/io/xdp_pylvs.o
 
 # Build tools, the libraries netfilterqueue builds against, and the tools the netns
-# tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), and netbase for
-# /etc/services (lvs.cf ports may be service names).
+# tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), netbase for
+# /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp.
 APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
-	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev \
+	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14 \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
 .PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
@@ -65,8 +66,12 @@ lint: deps
 # deps ends by compiling every numba kernel into its cache (pylvs.precompile): once after
 # an install or a source change, a few seconds of loading otherwise, so a first
 # `pylvs lvs` forwards within seconds instead of compiling for a minute.
-deps: apt-deps $(PIP_STAMP)
+deps: apt-deps $(PIP_STAMP) $(XDP_OBJECT)
 	@$(PY) -m pylvs.precompile
+
+# The XDP program of --io afxdp (csrc/bpf), for the BPF target; libbpf loads it at start.
+$(XDP_OBJECT): csrc/bpf/xdp_pylvs.c csrc/bpf/xdp_pylvs.h | apt-deps
+	clang-14 -O2 -g -Wall -target bpf -I/usr/include/$$(gcc -dumpmachine) -c $< -o $@
 
 # Install only the packages dpkg does not already have.
 apt-deps:
@@ -85,10 +90,10 @@ $(VENV)/bin/python: | apt-deps
 	$(PYTHON) -m venv $(VENV)
 
 # Re-run pip only when the package definition or the C helpers change.
-$(PIP_STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+$(PIP_STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py csrc/bpf/*.h)
 	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info pylvs/_native.* .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info pylvs/_native.* $(XDP_OBJECT) .pytest_cache .hypothesis

@@ -15,9 +15,10 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 HEADERS = sorted(HERE.glob("*.h"))
 SOURCES = sorted(HERE.glob("*.c"))
-# System libraries the helpers link (Debian: libnetfilter-queue-dev, libmnl-dev).
-# nfq.c: the NFQUEUE socket (libmnl) and its config/verdict headers (libnetfilter_queue).
-LIBRARIES = ["netfilter_queue", "mnl"]
+# System libraries the helpers link (Debian: libnetfilter-queue-dev, libmnl-dev, libbpf-dev).
+# nfq.c: the NFQUEUE socket (libmnl) and its config/verdict headers (libnetfilter_queue);
+# xsk.c: loading the XDP program and its maps (libbpf).
+LIBRARIES = ["netfilter_queue", "mnl", "bpf"]
 
 
 def _cdef_text(header: Path) -> str:

@@ -1,7 +1,8 @@
 /* Internet checksum helpers (RFC 1071 sum, RFC 1624 incremental update). */
+#include <string.h>
+#include <arpa/inet.h>
+
 #include "checksum.h"
-
-
 
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
@@ -122,4 +123,112 @@ int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len)
             store16(l4 + UDP_CSUM_OFFSET, pl_csum_l4(ip, total));
     }
     return 0;
+}
+
+/* ---- checksum completion for CHECKSUM_PARTIAL packets ------------------------------ */
+
+/* One's-complement sum of bytes in memory order, 8 bytes at a time.  The sum is
+ * byte-order independent (RFC 1071 section 2(B)): summing native words of
+ * big-endian data gives the byte-swapped big-endian sum, stored back as is. */
+static uint64_t sum_native(const uint8_t *p, size_t n, uint64_t acc)
+{
+    uint64_t carry = 0;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        acc += v;
+        carry += acc < v;
+        p += 8;
+        n -= 8;
+    }
+    while (n >= 2) {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        acc += v;
+        carry += acc < v;
+        p += 2;
+        n -= 2;
+    }
+    if (n) {
+        uint16_t v = 0;
+        memcpy(&v, p, 1); /* the odd byte is the high half of a zero-padded word */
+        acc += v;
+        carry += acc < v;
+    }
+    acc += carry;
+    if (acc < carry)
+        acc++;
+    return acc;
+}
+
+static uint16_t fold_native(uint64_t acc)
+{
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    return (uint16_t)acc;
+}
+
+/* Compute the TCP/UDP checksum of an unfragmented IPv4 packet in full (the
+ * kernel leaves only the pseudo-header sum in it for CHECKSUM_PARTIAL).
+ * Returns 1 if a checksum was written, 0 if the packet is not one to fix. */
+int pl_csum_l4_complete(uint8_t *ip, size_t len)
+{
+    if (len < 20 || (ip[0] >> 4) != 4)
+        return 0;
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    if (ihl < 20 || total < ihl || total > len)
+        return 0;
+    if (((ip[6] & 0x3f) | ip[7]) != 0) /* MF or an offset: a fragment */
+        return 0;
+    size_t l4len = total - ihl, coff;
+    if (ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER)
+        coff = TCP_CSUM_OFFSET;
+    else if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)
+        coff = UDP_CSUM_OFFSET;
+    else
+        return 0;
+    uint8_t *l4 = ip + ihl;
+    l4[coff] = l4[coff + 1] = 0;
+    uint64_t acc = sum_native(ip + 12, 8, 0); /* source and destination address */
+    acc += htons((uint16_t)ip[9]);
+    acc += htons((uint16_t)l4len);
+    acc = sum_native(l4, l4len, acc);
+    uint16_t check = (uint16_t)~fold_native(acc);
+    if (ip[9] == IPPROTO_UDP_ && check == 0)
+        check = 0xffff; /* RFC 768: zero means "no checksum" */
+    memcpy(l4 + coff, &check, 2);
+    return 1;
+}
+
+/* 1 if the TCP/UDP checksum of an unfragmented IPv4 packet is the folded pseudo-header
+ * sum that CHECKSUM_PARTIAL leaves for the device to finish (include/net/checksum.h:
+ * ~csum_tcpudp_magic(saddr, daddr, len, proto, 0)).  A complete checksum that happens to
+ * equal it is recomputed to itself, so completing whenever this says 1 is always safe. */
+int pl_csum_l4_partial(const uint8_t *ip, size_t len)
+{
+    if (len < 20 || (ip[0] >> 4) != 4)
+        return 0;
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    if (ihl < 20 || total < ihl || total > len || (((ip[6] & 0x3f) | ip[7]) != 0))
+        return 0;
+    size_t l4len = total - ihl, coff;
+    if (ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER)
+        coff = TCP_CSUM_OFFSET;
+    else if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)
+        coff = UDP_CSUM_OFFSET;
+    else
+        return 0;
+    const uint8_t *l4 = ip + ihl;
+    uint16_t stored = (uint16_t)(l4[coff] << 8 | l4[coff + 1]);
+    if (ip[9] == IPPROTO_UDP_ && stored == 0)
+        return 0; /* no checksum at all */
+    uint64_t acc = sum_words(ip + 12, 8, 0);
+    acc += ip[9];
+    acc += l4len;
+    return stored == fold(acc);
 }

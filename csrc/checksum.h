@@ -1,7 +1,14 @@
 /* Internet checksums for the rewrite code: IPv4 header, TCP and UDP (full),
  * and the incremental update of RFC 1624 (eqn. 3).  All 16-bit values are
  * returned in host order and are meant to be stored big-endian in the header.
- * Offsets and lengths are trusted: callers validate the packet first. */
+ * Offsets and lengths are trusted: callers validate the packet first.
+ *
+ * pl_csum_l4_complete  compute the TCP/UDP checksum of an unfragmented packet in full
+ *                      (CHECKSUM_PARTIAL left only the pseudo-header sum in it): 1 if
+ *                      written, 0 if not a packet to fix.
+ * pl_csum_l4_partial   1 if the packet's TCP/UDP checksum field holds just that
+ *                      pseudo-header sum (a frame that lost its CHECKSUM_PARTIAL mark,
+ *                      as AF_XDP copies do): completing it is then always right. */
 #ifndef PYLVS_CHECKSUM_H
 #define PYLVS_CHECKSUM_H
 #include <stddef.h>
@@ -12,5 +19,7 @@ uint16_t pl_csum_l4(const uint8_t *ip, size_t packet_len);
 uint16_t pl_csum_update16(uint16_t check, uint16_t old_value, uint16_t new_value);
 uint16_t pl_csum_update32(uint16_t check, uint32_t old_value, uint32_t new_value);
 int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len);
+int pl_csum_l4_complete(uint8_t *ip, size_t len);
+int pl_csum_l4_partial(const uint8_t *ip, size_t len);
 
 #endif

@@ -16,9 +16,18 @@
 #include "loop.h"
 #include "nfq.h"
 #include "rewrite.h"
+#include "xsk.h"
+#include "bpf/xdp_pylvs.h"
 
 #define ETH_HLEN_ 14
+#define IP_SADDR_OFF 12
 #define IP_DADDR_OFF 16
+#define IP_DF 0x40             /* in byte 6 (RFC 791) */
+#define IPV4_HEADER 20
+#define IPIP_HEADER 20         /* the outer header a tunnel adds */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMP_QUOTE 8           /* bytes of the offending datagram after its header (RFC 792) */
 #define IPPROTO_TCP_ 6
 #define TCP_CSUM_OFF 16         /* RFC 793 */
 #define TCP_FLAGS_OFF 13
@@ -136,38 +145,44 @@ int64_t pl_engine_batch(const struct pl_fwd *f, const struct pl_batch *b, size_t
     return n_ops;
 }
 
-/* ---- the NFQUEUE loop ----------------------------------------------------------------- */
+/* ---- the loop ------------------------------------------------------------------------ */
 
-struct pl_nfq_loop {
-    struct pl_nfq *q;
+enum { OUT_NONE, OUT_FRAME, OUT_ROUTE };   /* how a packet leaves, decided under the gate */
+
+struct pl_loop {
+    struct pl_nfq *q;           /* one source: an NFQUEUE queue ... */
+    struct pl_xsk *const *xs;   /* ... or AF_XDP sockets */
+    size_t n_xs;
     struct pl_gate *g;
     const struct pl_fwd *f;
     struct pl_batch b;
     uint32_t flags;
     uint32_t *ids;
     uint8_t *info;
-    uint8_t *acts;
-    struct pl_neigh *hops;      /* per row: the next hop a DR packet leaves by (copied under the gate) */
-    struct mmsghdr *mmsg;       /* per row: the DR frames of a batch, one sendmmsg */
+    uint8_t *acts;              /* NFQUEUE verdicts */
+    uint8_t *how;               /* OUT_* per row */
+    struct pl_xsk_meta *meta;   /* AF_XDP: what the program said of each frame */
+    struct pl_neigh *hops;      /* per row: the next hop a frame leaves by (copied under the gate) */
+    struct mmsghdr *mmsg;       /* per row: the frames of a batch, one sendmmsg */
     struct iovec *siov;
     struct sockaddr_ll *sll;
-    int pkt_fd;                 /* AF_PACKET, send only: DR frames */
-    int raw_fd;                 /* AF_INET raw, IP_HDRINCL: ICMP errors from the VIP */
+    int pkt_fd;                 /* AF_PACKET, send only: frames */
+    int raw_fd;                 /* AF_INET raw, IP_HDRINCL: through the kernel's routing */
     atomic_int stop;
     int64_t misses[PL_LOOP_MISS_MAX];
     size_t n_misses;
     struct pl_loop_stats st;
+    struct pl_xsk_stats xst;
 };
 
-struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
-                                    const struct pl_batch *b, uint32_t flags, int *err)
+static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const struct pl_batch *b,
+                                uint32_t flags, int *err)
 {
-    struct pl_nfq_loop *L = calloc(1, sizeof(*L));
+    struct pl_loop *L = calloc(1, sizeof(*L));
     int e = ENOMEM;
     if (!L)
         goto fail;
     L->pkt_fd = L->raw_fd = -1;
-    L->q = q;
     L->g = g;
     L->f = f;
     L->b = *b;
@@ -175,11 +190,13 @@ struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const s
     L->ids = calloc(b->rows, sizeof(*L->ids));
     L->info = calloc(b->rows, 1);
     L->acts = calloc(b->rows, 1);
+    L->how = calloc(b->rows, 1);
+    L->meta = calloc(b->rows, sizeof(*L->meta));
     L->hops = calloc(b->rows, sizeof(*L->hops));
     L->mmsg = calloc(b->rows, sizeof(*L->mmsg));
     L->siov = calloc(b->rows, sizeof(*L->siov));
     L->sll = calloc(b->rows, sizeof(*L->sll));
-    if (!L->ids || !L->info || !L->acts || !L->hops || !L->mmsg || !L->siov || !L->sll)
+    if (!L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll)
         goto fail;
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -195,11 +212,36 @@ struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const s
 fail:
     if (err)
         *err = e;
-    pl_nfq_loop_free(L);
+    pl_loop_free(L);
     return NULL;
 }
 
-void pl_nfq_loop_free(struct pl_nfq_loop *L)
+struct pl_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err)
+{
+    struct pl_loop *L = loop_new(g, f, b, flags, err);
+    if (L)
+        L->q = q;
+    return L;
+}
+
+struct pl_loop *pl_xsk_loop_new(struct pl_xsk *const *xs, size_t n_xs, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err)
+{
+    if (n_xs == 0) {
+        if (err)
+            *err = EINVAL;
+        return NULL;
+    }
+    struct pl_loop *L = loop_new(g, f, b, flags, err);
+    if (L) {
+        L->xs = xs;
+        L->n_xs = n_xs;
+    }
+    return L;
+}
+
+void pl_loop_free(struct pl_loop *L)
 {
     if (!L)
         return;
@@ -210,6 +252,8 @@ void pl_nfq_loop_free(struct pl_nfq_loop *L)
     free(L->ids);
     free(L->info);
     free(L->acts);
+    free(L->how);
+    free(L->meta);
     free(L->hops);
     free(L->mmsg);
     free(L->siov);
@@ -217,17 +261,22 @@ void pl_nfq_loop_free(struct pl_nfq_loop *L)
     free(L);
 }
 
-void pl_nfq_loop_stop(struct pl_nfq_loop *L)
+void pl_loop_stop(struct pl_loop *L)
 {
     atomic_store(&L->stop, 1);
 }
 
-void pl_nfq_loop_get_stats(const struct pl_nfq_loop *L, struct pl_loop_stats *out)
+void pl_loop_get_stats(const struct pl_loop *L, struct pl_loop_stats *out)
 {
     *out = L->st; /* a torn read of a counter is harmless for a status view */
 }
 
-size_t pl_nfq_loop_misses(struct pl_nfq_loop *L, int64_t *rows, size_t max)
+void pl_loop_get_xsk_stats(const struct pl_loop *L, struct pl_xsk_stats *out)
+{
+    *out = L->xst;
+}
+
+size_t pl_loop_misses(struct pl_loop *L, int64_t *rows, size_t max)
 {
     size_t k = L->n_misses < max ? L->n_misses : max;
     memcpy(rows, L->misses, k * sizeof(*rows));
@@ -235,7 +284,7 @@ size_t pl_nfq_loop_misses(struct pl_nfq_loop *L, int64_t *rows, size_t max)
     return k;
 }
 
-static void note_miss(struct pl_nfq_loop *L, int64_t row)
+static void note_miss(struct pl_loop *L, int64_t row)
 {
     for (size_t j = 0; j < L->n_misses; j++)
         if (L->misses[j] == row)
@@ -244,7 +293,7 @@ static void note_miss(struct pl_nfq_loop *L, int64_t row)
         L->misses[L->n_misses++] = row;
 }
 
-/* The virtio-net header for a DR frame of `len` IP bytes at `ip`: none for one that fits
+/* The virtio-net header for a frame of `len` IP bytes at `ip`: none for one that fits
  * the MTU; for a TCP super-packet (a GSO queue hands them over whole) the segment size and
  * the checksum work the kernel does while it cuts it, with the TCP checksum field set back
  * to the pseudo-header sum that CHECKSUM_PARTIAL expects.  0, or -1 when it cannot leave. */
@@ -277,26 +326,81 @@ static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
     return 0;
 }
 
-/* Frame DR packet i for the next hop copied for it under the gate (hops[i]) and queue it
+static uint16_t csum16(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    for (; n >= 2; p += 2, n -= 2)
+        acc += (uint32_t)(p[0] << 8 | p[1]);
+    if (n)
+        acc += (uint32_t)p[0] << 8;
+    while (acc >> 16)
+        acc = (acc & 0xffff) + (acc >> 16);
+    return (uint16_t)~acc;
+}
+
+/* ip_vs_tunnel_xmit's answer to a tunnel packet that no longer fits: ICMP "fragmentation
+ * needed" with the tunnel's MTU, from the packet's destination (the VIP) to its source,
+ * sent through the kernel's routing.  `inner` is the client's packet (after the outer
+ * header the engine put in front).  0 if sent. */
+static int send_frag_needed(struct pl_loop *L, const uint8_t *inner, uint32_t inner_len, uint32_t mtu)
+{
+    uint32_t ihl = (uint32_t)(inner[0] & 0x0f) * 4;
+    if (ihl < IPV4_HEADER || ihl > inner_len)
+        return -1;
+    uint32_t quote = ihl + ICMP_QUOTE <= inner_len ? ihl + ICMP_QUOTE : inner_len;
+    uint8_t pkt[IPV4_HEADER + 8 + 60 + ICMP_QUOTE];
+    uint32_t len = IPV4_HEADER + 8 + quote;
+    memset(pkt, 0, sizeof(pkt));
+    pkt[0] = 0x45;
+    pkt[2] = (uint8_t)(len >> 8);
+    pkt[3] = (uint8_t)len;
+    pkt[8] = 64; /* TTL */
+    pkt[9] = 1;  /* ICMP */
+    memcpy(pkt + IP_SADDR_OFF, inner + IP_DADDR_OFF, 4);
+    memcpy(pkt + IP_DADDR_OFF, inner + IP_SADDR_OFF, 4);
+    uint16_t c = csum16(pkt, IPV4_HEADER);
+    pkt[10] = (uint8_t)(c >> 8);
+    pkt[11] = (uint8_t)c;
+    uint8_t *icmp = pkt + IPV4_HEADER;
+    icmp[0] = ICMP_DEST_UNREACH;
+    icmp[1] = ICMP_FRAG_NEEDED;
+    icmp[6] = (uint8_t)(mtu >> 8);
+    icmp[7] = (uint8_t)mtu;
+    memcpy(icmp + 8, inner, quote);
+    c = csum16(icmp, 8 + quote);
+    icmp[2] = (uint8_t)(c >> 8);
+    icmp[3] = (uint8_t)c;
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    memcpy(&to.sin_addr, pkt + IP_DADDR_OFF, 4);
+    return sendto(L->raw_fd, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to)) < 0 ? -1 : 0;
+}
+
+/* Frame packet i for the next hop copied for it under the gate (hops[i]) and queue it
  * in the batch's sendmmsg (L->mmsg); 0 when it is queued, else why not (counted). */
-static int frame_dr(struct pl_nfq_loop *L, size_t i, size_t k)
+static int frame_out(struct pl_loop *L, size_t i, size_t k)
 {
     const struct pl_neigh *nh = &L->hops[i];
-    if (nh->ifindex <= 0)
-        return -1; /* counted and noted under the gate */
     uint32_t off = L->b.off[i], len = L->b.lens[i];
     if (off < ETH_HLEN_ + VNET_HLEN || (size_t)off + len > L->b.stride || len < 20) {
-        L->st.dr_send_errors++;
+        L->st.send_errors++;
         return -1;
     }
     uint8_t *ip = L->b.buf + i * L->b.stride + off;
     struct vnet_hdr v;
     if (vnet_for(ip, len, nh->mtu, &v) < 0) {
-        L->st.dr_too_big++;
+        if (L->b.verdict[i] == PL_V_TUNNEL && len > IPIP_HEADER + IPV4_HEADER &&
+            (ip[IPIP_HEADER + 6] & IP_DF) && nh->mtu > IPIP_HEADER + IPV4_HEADER) {
+            if (send_frag_needed(L, ip + IPIP_HEADER, len - IPIP_HEADER, nh->mtu - IPIP_HEADER) == 0)
+                L->st.frag_needed++;
+            else
+                L->st.send_errors++;
+        } else {
+            L->st.too_big++;
+        }
         return -1;
     }
     if (v.gso_type != VNET_GSO_NONE)
-        L->st.dr_gso++;
+        L->st.gso++;
     uint8_t *eth = ip - ETH_HLEN_;
     memcpy(eth, nh->dst, 6);
     memcpy(eth + 6, nh->src, 6);
@@ -322,50 +426,64 @@ static int frame_dr(struct pl_nfq_loop *L, size_t i, size_t k)
     return 0;
 }
 
-/* Send the k queued DR frames in as few sendmmsg calls as the socket takes.  A frame the
+/* Send the k queued frames in as few sendmmsg calls as the socket takes.  A frame the
  * kernel refuses is counted and skipped; a full buffer (MSG_DONTWAIT) drops and counts
  * the rest of the batch: never a wait. */
-static void flush_dr(struct pl_nfq_loop *L, size_t k)
+static void flush_frames(struct pl_loop *L, size_t k)
 {
     size_t done = 0;
     while (done < k) {
         int r = sendmmsg(L->pkt_fd, L->mmsg + done, (unsigned)(k - done), MSG_DONTWAIT);
         if (r > 0) {
-            L->st.dr_sent += (uint64_t)r;
+            L->st.sent += (uint64_t)r;
             done += (size_t)r;
         } else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            L->st.dr_send_errors++; /* this frame */
+            L->st.send_errors++; /* this frame */
             done++;
         } else {
-            L->st.dr_send_errors += k - done;
+            L->st.send_errors += k - done;
             return;
         }
     }
 }
 
-static void send_reject(struct pl_nfq_loop *L, size_t i)
+/* Packet i through the kernel's routing (raw IP): an ICMP error from the VIP, or a NAT
+ * reply the XDP program found no next hop for. */
+static void send_routed(struct pl_loop *L, size_t i)
 {
+    int reject = L->b.verdict[i] == PL_V_REJECT;
     uint32_t off = L->b.off[i], len = L->b.lens[i];
-    if (len < 20 || (size_t)off + len > L->b.stride) {
-        L->st.reject_send_errors++;
-        return;
-    }
     const uint8_t *pkt = L->b.buf + i * L->b.stride + off;
     struct sockaddr_in to = {.sin_family = AF_INET};
-    memcpy(&to.sin_addr, pkt + IP_DADDR_OFF, 4);
-    if (sendto(L->raw_fd, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to)) < 0)
-        L->st.reject_send_errors++;
+    int ok = len >= 20 && (size_t)off + len <= L->b.stride;
+    if (ok) {
+        memcpy(&to.sin_addr, pkt + IP_DADDR_OFF, 4);
+        ok = sendto(L->raw_fd, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to)) >= 0;
+    }
+    if (reject)
+        ok ? L->st.rejected++ : L->st.reject_send_errors++;
     else
-        L->st.rejected++;
+        ok ? L->st.routed++ : L->st.route_errors++;
 }
 
-/* The verdict actions of a batch the engine decided, with the gate held: what DR packets
- * need from the published tables (their next hop) is copied into hops[]; nothing is sent. */
-static void act(struct pl_nfq_loop *L, size_t n)
+/* The next hop of dest row `row` into hops[i]; 0, or -1 (counted, noted) without one. */
+static int row_hop(struct pl_loop *L, size_t i, int64_t row)
 {
     const struct pl_fwd *f = L->f;
+    if (row >= 0 && (size_t)row < f->n_neigh && f->neigh[row].ifindex > 0) {
+        L->hops[i] = f->neigh[row];
+        return 0;
+    }
+    L->st.no_next_hop++;
+    note_miss(L, row);
+    return -1;
+}
+
+/* NFQUEUE: the verdict of each packet, and how it leaves; the gate held. */
+static void act_nfq(struct pl_loop *L, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
-        uint8_t a;
+        uint8_t a = PL_NFQ_DROP, how = OUT_NONE;
         switch (L->b.verdict[i]) {
         case PL_V_PASS:
             a = PL_NFQ_ACCEPT;
@@ -376,55 +494,108 @@ static void act(struct pl_nfq_loop *L, size_t n)
             a = PL_NFQ_ACCEPT_PAYLOAD;
             L->st.mangled++;
             break;
-        case PL_V_DR: {
-            int64_t row = L->b.dest_row[i];
-            if (row >= 0 && (size_t)row < f->n_neigh && f->neigh[row].ifindex > 0) {
-                L->hops[i] = f->neigh[row];
-            } else {
-                L->hops[i].ifindex = 0;
-                L->st.dr_unresolved++;
-                note_miss(L, row);
-            }
-            a = PL_NFQ_DROP;
+        case PL_V_DR:
+            if (row_hop(L, i, L->b.dest_row[i]) == 0)
+                how = OUT_FRAME;
             L->st.dropped++;
             break;
-        }
         case PL_V_REJECT:
-            a = PL_NFQ_DROP;
+            how = OUT_ROUTE;
             L->st.dropped++;
             break;
         default: /* PL_V_DROP; never forward the unknown */
-            a = PL_NFQ_DROP;
             L->st.dropped++;
             break;
         }
         L->acts[i] = a;
+        L->how[i] = how;
     }
 }
 
-/* After the gate: the frames (one sendmmsg for the batch's DR packets) and ICMP errors
- * the batch's verdicts call for. */
-static void send_all(struct pl_nfq_loop *L, size_t n)
+/* AF_XDP: how each packet leaves; the gate held. */
+static void act_xsk(struct pl_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t how = OUT_NONE;
+        const struct pl_xsk_meta *m = &L->meta[i];
+        switch (L->b.verdict[i]) {
+        case PL_V_NAT:
+            if (m->kind == PL_XDP_FROM_SERVER && m->ifindex > 0) {
+                struct pl_neigh *nh = &L->hops[i];
+                nh->ifindex = (int32_t)m->ifindex;
+                nh->mtu = 0xffff; /* the route lookup checked the size */
+                memcpy(nh->dst, m->dst, 6);
+                memcpy(nh->src, m->src, 6);
+                how = OUT_FRAME;
+            } else if (m->kind == PL_XDP_FROM_SERVER_ROUTE) {
+                how = OUT_ROUTE;
+            } else if (row_hop(L, i, L->b.dest_row[i]) == 0) {
+                how = OUT_FRAME;
+            }
+            break;
+        case PL_V_DR:
+        case PL_V_TUNNEL:
+            if (row_hop(L, i, L->b.dest_row[i]) == 0)
+                how = OUT_FRAME;
+            break;
+        case PL_V_REJECT:
+            how = OUT_ROUTE;
+            break;
+        case PL_V_PASS:
+            L->st.unpassed++;
+            break;
+        default:
+            break;
+        }
+        L->how[i] = how;
+    }
+}
+
+/* After the gate: the frames (one sendmmsg for the batch) and what goes through the
+ * kernel's routing. */
+static void send_all(struct pl_loop *L, size_t n)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (L->b.verdict[i] == PL_V_DR) {
-            if (frame_dr(L, i, k) == 0)
+        if (L->how[i] == OUT_FRAME) {
+            if (frame_out(L, i, k) == 0)
                 k++;
-        } else if (L->b.verdict[i] == PL_V_REJECT) {
-            send_reject(L, i);
+        } else if (L->how[i] == OUT_ROUTE) {
+            send_routed(L, i);
         }
     }
     if (k)
-        flush_dr(L, k);
+        flush_frames(L, k);
 }
 
-int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
+static long receive(struct pl_loop *L, int poll_ms)
+{
+    if (L->q)
+        return pl_nfq_recv(L->q, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks, L->ids,
+                           L->info, poll_ms);
+    return pl_xsk_recv(L->xs, L->n_xs, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks,
+                       L->meta, poll_ms, &L->xst);
+}
+
+/* Nothing published yet: every packet gets the fail-open/closed verdict (AF_XDP: the
+ * program is attached only after the first tables, so this is NFQUEUE's case). */
+static void unpublished(struct pl_loop *L, size_t n)
+{
+    int open = (L->flags & PL_LOOP_F_FAIL_OPEN) != 0;
+    memset(L->acts, open ? PL_NFQ_ACCEPT : PL_NFQ_DROP, n);
+    memset(L->how, OUT_NONE, n);
+    L->st.unpublished += (uint64_t)n;
+    if (open && L->q)
+        L->st.accepted += (uint64_t)n;
+    else
+        L->st.dropped += (uint64_t)n;
+}
+
+int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms)
 {
     uint64_t until = now_ns() + (uint64_t)(max_ms > 0 ? max_ms : 0) * 1000000u;
     while (!atomic_load(&L->stop)) {
-        long n = pl_nfq_recv(L->q, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks, L->ids,
-                             L->info, poll_ms);
+        long n = receive(L, poll_ms);
         if (n < 0)
             return (int)n;
         if (n > 0) {
@@ -432,18 +603,14 @@ int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
             pl_gate_batch_enter(L->g);
             uint64_t t1 = now_ns();
             const struct pl_fwd *f = L->f;
-            int decided = f->engine && f->state;
-            if (decided) {
+            if (f->engine && f->state) {
                 pl_engine_batch(f, &L->b, (size_t)n, pl_monotonic());
-                act(L, (size_t)n);
-            } else {
-                uint8_t a = (L->flags & PL_LOOP_F_FAIL_OPEN) ? PL_NFQ_ACCEPT : PL_NFQ_DROP;
-                memset(L->acts, a, (size_t)n);
-                L->st.unpublished += (uint64_t)n;
-                if (a == PL_NFQ_ACCEPT)
-                    L->st.accepted += (uint64_t)n;
+                if (L->q)
+                    act_nfq(L, (size_t)n);
                 else
-                    L->st.dropped += (uint64_t)n;
+                    act_xsk(L, (size_t)n);
+            } else {
+                unpublished(L, (size_t)n);
             }
             L->st.packets += (uint64_t)n;
             L->st.batches++;
@@ -451,11 +618,13 @@ int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms)
             uint64_t t2 = now_ns();
             L->st.gate_wait_ns += t1 - t0;
             L->st.engine_ns += t2 - t1;
-            if (decided)
-                send_all(L, (size_t)n);
-            int rc = pl_nfq_verdict(L->q, (size_t)n, L->ids, L->acts, L->b.buf, L->b.stride, L->b.off, L->b.lens);
-            if (rc < 0)
-                return rc;
+            send_all(L, (size_t)n);
+            if (L->q) {
+                int rc = pl_nfq_verdict(L->q, (size_t)n, L->ids, L->acts, L->b.buf, L->b.stride, L->b.off,
+                                        L->b.lens);
+                if (rc < 0)
+                    return rc;
+            }
         }
         if (max_ms > 0 && now_ns() >= until)
             break;

@@ -22,24 +22,37 @@
  *                  it had is taken back), exactly as engine.process does.  Returns
  *                  the op count, or -EINVAL when n exceeds the rows.  The caller
  *                  holds the gate.  Tests call it to hold it equal to engine.process.
- * pl_nfq_loop_*    the loop over a pl_nfq queue (nfq.h).  pl_nfq_loop_run loops
- *                  until pl_nfq_loop_stop or `max_ms` have passed (so a Python
- *                  caller can look at its own stop event between runs) and
- *                  returns 0, or -errno on a fatal receive or verdict error.
- *                  Per packet: PASS -> NF_ACCEPT; NAT, TUNNEL -> NF_ACCEPT with
- *                  the rewritten packet; DR -> an Ethernet frame to the dest
- *                  row's next hop (AF_PACKET with a virtio-net header: a TCP
- *                  super-packet from a GSO queue leaves whole and the kernel cuts
- *                  it to the out MTU), NF_DROP; REJECT (the packet became
- *                  an ICMP error from the VIP) -> sent from the local stack
- *                  (raw IP socket), NF_DROP; DROP and anything else -> NF_DROP.
- *                  A DR packet whose row has no next hop is dropped, counted,
- *                  and its row remembered for pl_nfq_loop_misses (the control
- *                  plane resolves it and republishes).  Only the engine and the
- *                  copying of each DR packet's next hop happen under the gate; the
- *                  frames (one sendmmsg per batch), ICMP errors (MSG_DONTWAIT: a
- *                  full buffer is a counted error) and verdicts are sent after it, so one worker's sends
- *                  never hold up another worker or the control thread.
+ * pl_loop          the loop, over one of two sources:
+ *   pl_nfq_loop_new  an NFQUEUE queue (nfq.h).  Per packet: PASS -> NF_ACCEPT; NAT,
+ *                  TUNNEL -> NF_ACCEPT with the rewritten packet (the kernel routes
+ *                  it); DR -> an Ethernet frame to the dest row's next hop, NF_DROP;
+ *                  REJECT (the packet became an ICMP error from the VIP) -> sent from
+ *                  the local stack (raw IP socket), NF_DROP; DROP and anything else
+ *                  -> NF_DROP.
+ *   pl_xsk_loop_new  AF_XDP sockets (xsk.h) fed by the XDP program.  Nothing goes
+ *                  back to the kernel's receive path: NAT, DR and TUNNEL packets all
+ *                  leave as frames, to the dest row's next hop or (a NAT reply) to the
+ *                  next hop the program's route lookup put in the frame's meta; a
+ *                  reply the program could not route (no neighbour entry yet) and
+ *                  REJECT go out through the kernel's routing (raw IP socket); a
+ *                  tunnel packet too big for the out MTU with DF set gets ICMP
+ *                  "fragmentation needed" back to its sender (ip_vs_tunnel_xmit);
+ *                  PASS cannot be handed back and is dropped, counted (unpassed:
+ *                  the program passes what the engine would, so these are TCP
+ *                  packets without SYN of no connection, ...).
+ *                  Frames leave by AF_PACKET with a virtio-net header (a TCP
+ *                  super-packet from a GSO queue leaves whole and the kernel cuts it
+ *                  to the out MTU).  A packet whose dest row has no next hop is
+ *                  dropped, counted, and its row remembered for pl_loop_misses (the
+ *                  control plane resolves it and republishes).
+ *                  pl_loop_run loops until pl_loop_stop or `max_ms` have passed (so
+ *                  a Python caller can look at its own stop event between runs) and
+ *                  returns 0, or -errno on a fatal receive or verdict error.  Only
+ *                  the engine and the copying of each packet's next hop happen under
+ *                  the gate; the frames (one sendmmsg per batch), ICMP errors
+ *                  (MSG_DONTWAIT: a full buffer is a counted error) and verdicts are
+ *                  sent after it, so one worker's sends never hold up another worker
+ *                  or the control thread.
  */
 #ifndef PYLVS_LOOP_H
 #define PYLVS_LOOP_H
@@ -99,16 +112,20 @@ struct pl_batch {
 struct pl_loop_stats {
     uint64_t packets;           /* packets given a verdict by the engine or the fallback */
     uint64_t batches;
-    uint64_t accepted;          /* NF_ACCEPT unchanged */
-    uint64_t dropped;           /* NF_DROP (DROP, DR and REJECT sent or not) */
-    uint64_t mangled;           /* NF_ACCEPT with the rewritten packet */
-    uint64_t dr_sent;
-    uint64_t dr_unresolved;     /* DR row without a next hop */
-    uint64_t dr_too_big;        /* DR packet over the out MTU that is not TCP (cannot be cut) */
-    uint64_t dr_gso;            /* DR TCP super-packets sent whole, the kernel cutting them */
-    uint64_t dr_send_errors;
+    uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged */
+    uint64_t dropped;           /* NFQUEUE: NF_DROP (DROP, DR and REJECT sent or not) */
+    uint64_t mangled;           /* NFQUEUE: NF_ACCEPT with the rewritten packet */
+    uint64_t sent;              /* frames sent to a next hop (NFQUEUE: DR only) */
+    uint64_t no_next_hop;       /* a dest row without a next hop: dropped, row noted */
+    uint64_t too_big;           /* over the out MTU and not TCP (cannot be cut): dropped */
+    uint64_t gso;               /* TCP super-packets sent whole, the kernel cutting them */
+    uint64_t send_errors;
     uint64_t rejected;          /* ICMP errors sent for V_REJECT */
     uint64_t reject_send_errors;
+    uint64_t routed;            /* AF_XDP: NAT replies handed to the kernel's routing */
+    uint64_t route_errors;
+    uint64_t frag_needed;       /* AF_XDP: tunnel packets too big with DF: ICMP to the sender */
+    uint64_t unpassed;          /* AF_XDP: V_PASS, which a socket cannot hand back: dropped */
     uint64_t unpublished;       /* packets that met no published tables */
     uint64_t engine_ns;         /* time inside pl_engine_batch */
     uint64_t gate_wait_ns;      /* time waiting for the gate */
@@ -126,13 +143,18 @@ int64_t pl_engine_batch(const struct pl_fwd *f, const struct pl_batch *b, size_t
 double pl_monotonic(void);
 
 struct pl_nfq;
-struct pl_nfq_loop;
-struct pl_nfq_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
-                                    const struct pl_batch *b, uint32_t flags, int *err);
-int pl_nfq_loop_run(struct pl_nfq_loop *L, int max_ms, int poll_ms);
-void pl_nfq_loop_stop(struct pl_nfq_loop *L);
-void pl_nfq_loop_get_stats(const struct pl_nfq_loop *L, struct pl_loop_stats *out);
-size_t pl_nfq_loop_misses(struct pl_nfq_loop *L, int64_t *rows, size_t max);
-void pl_nfq_loop_free(struct pl_nfq_loop *L);
+struct pl_xsk;
+struct pl_xsk_stats;
+struct pl_loop;
+struct pl_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err);
+struct pl_loop *pl_xsk_loop_new(struct pl_xsk *const *xs, size_t n_xs, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err);
+int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms);
+void pl_loop_stop(struct pl_loop *L);
+void pl_loop_get_stats(const struct pl_loop *L, struct pl_loop_stats *out);
+void pl_loop_get_xsk_stats(const struct pl_loop *L, struct pl_xsk_stats *out);
+size_t pl_loop_misses(struct pl_loop *L, int64_t *rows, size_t max);
+void pl_loop_free(struct pl_loop *L);
 
 #endif

@@ -55,85 +55,6 @@ struct pl_nfq {
     struct pl_nfq_stats st;
 };
 
-/* ---- checksum completion for CHECKSUM_PARTIAL packets ------------------------------ */
-
-/* One's-complement sum of bytes in memory order, 8 bytes at a time.  The sum is
- * byte-order independent (RFC 1071 section 2(B)): summing native words of
- * big-endian data gives the byte-swapped big-endian sum, stored back as is. */
-static uint64_t sum_native(const uint8_t *p, size_t n, uint64_t acc)
-{
-    uint64_t carry = 0;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        acc += v;
-        carry += acc < v;
-        p += 8;
-        n -= 8;
-    }
-    while (n >= 2) {
-        uint16_t v;
-        memcpy(&v, p, 2);
-        acc += v;
-        carry += acc < v;
-        p += 2;
-        n -= 2;
-    }
-    if (n) {
-        uint16_t v = 0;
-        memcpy(&v, p, 1); /* the odd byte is the high half of a zero-padded word */
-        acc += v;
-        carry += acc < v;
-    }
-    acc += carry;
-    if (acc < carry)
-        acc++;
-    return acc;
-}
-
-static uint16_t fold_native(uint64_t acc)
-{
-    acc = (acc & 0xffffffffu) + (acc >> 32);
-    acc = (acc & 0xffffffffu) + (acc >> 32);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)acc;
-}
-
-/* Compute the TCP/UDP checksum of an unfragmented IPv4 packet in full (the
- * kernel leaves only the pseudo-header sum in it for CHECKSUM_PARTIAL).
- * Returns 1 if a checksum was written, 0 if the packet is not one to fix. */
-int pl_nfq_csum_complete(uint8_t *ip, size_t len)
-{
-    if (len < 20 || (ip[0] >> 4) != 4)
-        return 0;
-    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
-    size_t total = (size_t)ip[2] << 8 | ip[3];
-    if (ihl < 20 || total < ihl || total > len)
-        return 0;
-    if (((ip[6] & 0x3f) | ip[7]) != 0) /* MF or an offset: a fragment */
-        return 0;
-    size_t l4len = total - ihl, coff;
-    if (ip[9] == IPPROTO_TCP_ && l4len >= 20)
-        coff = TCP_CSUM_OFF;
-    else if (ip[9] == IPPROTO_UDP_ && l4len >= 8)
-        coff = UDP_CSUM_OFF;
-    else
-        return 0;
-    uint8_t *l4 = ip + ihl;
-    l4[coff] = l4[coff + 1] = 0;
-    uint64_t acc = sum_native(ip + 12, 8, 0); /* source and destination address */
-    acc += htons((uint16_t)ip[9]);
-    acc += htons((uint16_t)l4len);
-    acc = sum_native(l4, l4len, acc);
-    uint16_t check = (uint16_t)~fold_native(acc);
-    if (ip[9] == IPPROTO_UDP_ && check == 0)
-        check = 0xffff; /* RFC 768: zero means "no checksum" */
-    memcpy(l4 + coff, &check, 2);
-    return 1;
-}
-
 /* ---- socket ------------------------------------------------------------------------- */
 
 static int send_all(struct pl_nfq *q, struct iovec *iov, size_t iovcnt)
@@ -504,7 +425,7 @@ static int take(struct pl_nfq *q, uint8_t *buf, size_t stride, size_t r, size_t 
                     fl |= PL_NFQ_PKT_GSO;
                     q->st.gso_packets++;
                 }
-                if ((m.skbinfo & NFQA_SKB_CSUMNOTREADY) && pl_nfq_csum_complete(dst, m.plen)) {
+                if ((m.skbinfo & NFQA_SKB_CSUMNOTREADY) && pl_csum_l4_complete(dst, m.plen)) {
                     fl |= PL_NFQ_PKT_CSUM_FIXED;
                     q->st.csum_fixed++;
                 }

@@ -36,7 +36,6 @@
  *                  through the iovec, not copied).  A payload outside its row
  *                  or longer than PL_NFQ_MAX_PAYLOAD is dropped instead
  *                  (`payload_errors`).  0 or -errno.
- * pl_nfq_csum_complete  the checksum completion above, on one packet (tests).
  * pl_nfq_wrap_fd   a pl_nfq over an open datagram socket, nothing bound or
  *                  configured, the descriptor left open by pl_nfq_close: lets
  *                  unprivileged tests feed crafted netlink messages through a
@@ -98,7 +97,6 @@ int pl_nfq_verdict(struct pl_nfq *q, size_t n, const uint32_t *ids, const uint8_
                    const uint8_t *buf, size_t stride, const uint32_t *off, const uint32_t *lens);
 void pl_nfq_get_stats(const struct pl_nfq *q, struct pl_nfq_stats *out);
 void pl_nfq_close(struct pl_nfq *q);
-int pl_nfq_csum_complete(uint8_t *ip, size_t len);
 struct pl_nfq *pl_nfq_wrap_fd(int fd, uint16_t queue_num, size_t max_rows, int *err);
 
 #endif

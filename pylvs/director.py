@@ -20,12 +20,14 @@
 Adapters (``--io``): ``nfq-loop`` (the whole loop in C, the engine called as a cfunc:
 no Python per packet; the default when it is built), ``nfq-native`` (batched C I/O
 around the engine called from Python, kept for comparison), ``nfqueue`` (the
-``netfilterqueue`` package, per packet), ``afpacket`` (frames in and out; direct routing
-and tunnelling only).  With an NFQUEUE adapter, direct-routing packets are sent as
-frames to the real server's MAC and their queued copy is dropped; NAT and tunnelled
-packets go back to the kernel in the verdict, rewritten.  Why the rules sit where they
-do: docs/netctl.md.  The control loop also expires connections on a clock
-(``Forwarder.expire``), so counts stay right while no packet arrives.
+``netfilterqueue`` package, per packet), ``afxdp`` (an XDP program hands the service
+traffic to AF_XDP sockets served by the same C loop; NAT, DR and TUN, no firewall marks),
+``afpacket`` (frames in and out; direct routing and tunnelling only).  With an NFQUEUE
+adapter, direct-routing packets are sent as frames to the real server's MAC and their
+queued copy is dropped; NAT and tunnelled packets go back to the kernel in the
+verdict, rewritten.  Why the rules sit where they do: docs/netctl.md.  The control
+loop also expires connections on a clock (``Forwarder.expire``), so counts stay right
+while no packet arrives.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ from pylvs.sched import ADDR
 
 log = logging.getLogger("pylvs.lvs")
 
-IO_CHOICES = ("auto", "nfq-loop", "nfq-native", "nfqueue", "afpacket")
+IO_CHOICES = ("auto", "nfq-loop", "afxdp", "nfq-native", "nfqueue", "afpacket")
+XDP_MODES = ("auto", "native", "skb")
 STATUS_INTERVAL = 1.0  # seconds between status-file writes
 CONTROL_WAKEUP = 0.25  # control loop granularity (signals are noticed within this)
 ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
@@ -141,7 +144,8 @@ class Director:
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  make_health: Callable[..., Any] = HealthRunner,
-                 standby: bool = False, notify_fd: int | None = None, workers: int = 1) -> None:  # fmt: skip
+                 standby: bool = False, notify_fd: int | None = None, workers: int = 1,
+                 xdp_mode: str = "auto") -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -151,6 +155,9 @@ class Director:
         self.workers = workers
         self.path = path
         self.io = io
+        if xdp_mode not in XDP_MODES:
+            raise DirectorError(f"--xdp-mode {xdp_mode}: choose one of {', '.join(XDP_MODES)}")
+        self.xdp_mode = xdp_mode
         self.queue = queue
         self.fail_open = fail_open
         self.status_path = status_path
@@ -211,7 +218,7 @@ class Director:
         if self.workers > 1 and self.adapter_name != "nfq-loop":
             raise DirectorError(f"--workers {self.workers}: several workers need the nfq-loop adapter, "
                                 f"and --io {self.io} gave {self.adapter_name} here")
-        self.capture = "afpacket" if self.adapter_name == "afpacket" else "nfqueue"
+        self.capture = self.adapter_name if self.adapter_name in ("afpacket", "afxdp") else "nfqueue"
         if self.ctl is None:
             from pylvs.netctl import NetCtl
 
@@ -258,7 +265,7 @@ class Director:
         self.stop_event = threading.Event()  # one per activation: the last one stays set
         self.ctl.apply(self.plan)
         self.active = True
-        if config.network in ("direct", "tunnel"):
+        if config.network in ("direct", "tunnel") or self.adapter_name == "afxdp":  # afxdp: NAT's too
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
             self.refresh_neighbours()
         self.adapter = self._make_adapter(config)
@@ -350,6 +357,8 @@ class Director:
             return False
         self.fwd.swap(new)
         self.refresh_neighbours()
+        if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
+            self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
         self.config, self.plan = config, plan
         self.reloads += 1
         log.info("reloaded %s: generation %d", self.path, new.generation)
@@ -411,6 +420,16 @@ class Director:
                 raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
             vips = {ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
+        if name == "afxdp":
+            from pylvs.dataplane.io.afxdp import AfXdpLoop, route_devices
+
+            keys = self.plan.xdp
+            devices = list(keys.devices)
+            if config.network == "nat":  # where the real servers' replies arrive
+                devices += route_devices(a for a, _, _ in keys.servers)
+            loop = AfXdpLoop(devices, self.fwd, keys, mode=self.xdp_mode, fail_open=self.fail_open)
+            log.info("AF_XDP: %s", ", ".join(f"{d} ({m} mode)" for d, m in loop.modes.items()))
+            return loop
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C
             from pylvs.dataplane.io.nfq_loop import NativeLoop, Workers
 

@@ -25,7 +25,7 @@ EXIT_FAILURE = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from pylvs.director import IO_CHOICES
+    from pylvs.director import IO_CHOICES, XDP_MODES
 
     p = subparsers.add_parser("lvs", help="run the virtual services of lvs.cf (the lvs daemon)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -33,9 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"configuration file (default: {DEFAULT_CONFIG_PATH})")
     p.add_argument("--nodaemon", action="store_true", help="stay in the foreground")
     p.add_argument("--io", choices=IO_CHOICES, default="auto",
-                   help="packet I/O: nfq-loop (the whole loop in C), nfq-native (batched C I/O, engine called "
+                   help="packet I/O: nfq-loop (the whole loop in C), afxdp (the C loop on AF_XDP sockets fed "
+                        "by an XDP program; no firewall marks), nfq-native (batched C I/O, engine called "
                         "from Python), nfqueue (netfilterqueue), afpacket (DR/TUN); auto = the fastest that "
                         "works here, named in the start-up log line")
+    p.add_argument("--xdp-mode", choices=XDP_MODES, default="auto",
+                   help="afxdp: attach the XDP program in the driver (native), generic (skb) mode, or "
+                        "native where the driver has it (auto)")
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="forwarding threads, each on its own NFQUEUE (--queue .. --queue+N-1, flows spread "
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                  status_path=args.status, control_path=args.control,
                  capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
-                 notify_fd=args.notify_fd, workers=args.workers)  # fmt: skip
+                 notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     d.install_signals()

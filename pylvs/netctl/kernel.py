@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from pylvs.netctl.plan import (
     CAPTURE_AFPACKET,
+    CAPTURE_AFXDP,
     CAPTURE_NFQUEUE,
     CHAIN_IN,
     CHAIN_PREFIX,
@@ -85,6 +86,8 @@ class Capabilities:
     details: str = ""
 
     def missing_for(self, capture: str) -> list[str]:
+        if capture == CAPTURE_AFXDP:
+            return []  # no rules: the adapter attaches its program and says why it cannot
         need = ({"nfqueue_target": self.nfqueue_target, "notrack_target": self.notrack_target}
                 if capture == CAPTURE_NFQUEUE else
                 {"netdev_ingress": self.netdev_ingress, "afpacket": self.afpacket})

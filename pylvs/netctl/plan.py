@@ -17,8 +17,12 @@ from typing import NamedTuple
 
 from pylvs.config.model import ANY_ADDRESS, BoundAddress, Config, VirtualServer
 
-CAPTURE_NFQUEUE, CAPTURE_AFPACKET = "nfqueue", "afpacket"
-CAPTURES = (CAPTURE_NFQUEUE, CAPTURE_AFPACKET)
+CAPTURE_NFQUEUE, CAPTURE_AFPACKET, CAPTURE_AFXDP = "nfqueue", "afpacket", "afxdp"
+CAPTURES = (CAPTURE_NFQUEUE, CAPTURE_AFPACKET, CAPTURE_AFXDP)
+# afxdp: the keys of the XDP program's maps (csrc/bpf/xdp_pylvs.c); protocol 0 stands for
+# the ICMP errors of an address, port 0 for every port.
+XDP_ICMP_ERRORS = 0
+IPPROTO_NUMBERS = {"tcp": 6, "udp": 17}
 
 # Our iptables chains: every chain netctl creates starts with this prefix, so a crashed
 # director's leftovers can be found (NetCtl.clean_stale) without a state file.
@@ -103,6 +107,19 @@ class Chain:
 
 
 @dataclass(frozen=True)
+class XdpKeys:
+    """What the afxdp capture's XDP program redirects (pylvs.dataplane.io.afxdp):
+    ``services`` (VIP, port, protocol number), port 0 = every port, protocol 0 = ICMP
+    errors to the VIP; NAT ``servers`` (RIP, the port it answers from, protocol), the same
+    wildcards; ``devices``, where the program goes: the VIPs' devices and (NAT) the
+    nat_router's.  Addresses are dotted strings."""
+
+    devices: tuple[str, ...] = ()
+    services: tuple[tuple[str, int, int], ...] = ()
+    servers: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to install for one config (see plan_for).  ``str(plan)`` lists it."""
 
@@ -111,6 +128,7 @@ class Plan:
     fail_open: bool
     chains: tuple[Chain, ...] = ()  # nfqueue capture
     nft: str | None = None  # afpacket capture: JSON batch that (re)creates `netdev pylvs`
+    xdp: XdpKeys | None = None  # afxdp capture: what the XDP program redirects
     addresses: tuple[Address, ...] = ()
     sysctls: Mapping[str, str] = field(default_factory=FrozenMap)
 
@@ -138,6 +156,10 @@ class Plan:
         for c in self.chains:
             out.append(f"iptables -t {c.table}: {c.hook} -> {c.name} ({c.position})")
             out += [f"  -A {c.name} {r}" for r in c.rules]
+        if self.xdp:
+            out.append(f"xdp: devices {', '.join(self.xdp.devices) or '(none)'}")
+            out += [f"  service {a}:{p} proto {k or 'icmp-errors'}" for a, p, k in self.xdp.services]
+            out += [f"  server {a}:{p} proto {k or 'icmp-errors'}" for a, p, k in self.xdp.servers]
         if self.nft:
             out.append(f"nft: table {NFT_FAMILY} {NFT_TABLE}")
             for cmd in self.nft_commands():
@@ -297,6 +319,33 @@ def _rip_matches(config: Config, v: VirtualServer) -> list[tuple[str, str]]:
     return out
 
 
+def _xdp_keys(config: Config, virtuals: tuple[VirtualServer, ...]) -> XdpKeys:
+    devices: list[str] = []
+    services: list[tuple[str, int, int]] = []
+    servers: list[tuple[str, int, int]] = []
+    nat = config.network == "nat"
+    for v in virtuals:
+        if v.fwmark:
+            raise PlanError(
+                f"virtual {v.name!r} is a firewall-mark service (fwmark = {v.fwmark}): marks are set "
+                "by netfilter, which AF_XDP frames never pass; use --io nfq-loop")
+        if v.address is None:
+            continue
+        devices.append(v.address.device.split(":", 1)[0])
+        proto = IPPROTO_NUMBERS[v.protocol]
+        services += [(str(v.vip), 0 if _all_ports(v) else v.port, proto), (str(v.vip), 0, XDP_ICMP_ERRORS)]
+        if not nat:
+            continue
+        rips = [(str(s.address), _rport(config, v, s.port)) for s in v.servers if s.active and s.address]
+        if v.sorry_server is not None:
+            rips.append((str(v.sorry_server), v.port))
+        for rip, port in rips:
+            servers += [(rip, 0 if _all_ports(v) else port, proto), (rip, 0, XDP_ICMP_ERRORS)]
+    if nat and config.nat_router is not None:
+        devices.append(config.nat_router.device.split(":", 1)[0])
+    return XdpKeys(devices=_dedupe(devices), services=_dedupe(services), servers=_dedupe(servers))
+
+
 def _queue_target(queue: int | tuple[int, int], fail_open: bool) -> str:
     if isinstance(queue, tuple):
         lo, hi = queue
@@ -366,7 +415,8 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
 
     queue: NFQUEUE number (or (first, last) for --queue-balance); fail_open: packets pass
     to the kernel (--queue-bypass) when no program listens on the queue; capture:
-    "nfqueue" (all forwarding methods) or "afpacket" (direct routing and tunnelling)."""
+    "nfqueue" (all forwarding methods), "afxdp" (all forwarding methods, no firewall
+    marks) or "afpacket" (direct routing and tunnelling)."""
     if capture not in CAPTURES:
         raise PlanError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
     virtuals = config.active_virtuals()
@@ -387,7 +437,12 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
     sysctls: dict[str, str] = {}
     chains: tuple[Chain, ...] = ()
     nft = None
-    if capture == CAPTURE_NFQUEUE:
+    xdp = None
+    if capture == CAPTURE_AFXDP:
+        xdp = _xdp_keys(config, virtuals)
+        if nat:  # the program's route lookup answers only where the kernel would forward
+            sysctls[SYSCTL_IP_FORWARD] = "1"
+    elif capture == CAPTURE_NFQUEUE:
         target = _queue_target(queue, fail_open)
         if virtuals:
             chains = _nfqueue_chains(config, virtuals, target)
@@ -420,5 +475,5 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
                 rules.append(_icmp_rule(str(v.vip)))
         if per_dev:
             nft = json.dumps(nft_batch(per_dev), sort_keys=True)
-    return Plan(capture=capture, queue=queue, fail_open=fail_open, chains=chains, nft=nft,
+    return Plan(capture=capture, queue=queue, fail_open=fail_open, chains=chains, nft=nft, xdp=xdp,
                 addresses=tuple(addresses.values()), sysctls=FrozenMap(sysctls))

@@ -26,7 +26,7 @@ from pylvs.lab.probes import http_keepalive_get
 from pylvs.lab.servers import BULK_PATH, SHA256_PATH, bulk_chunks
 from pylvs.sched import ALGORITHMS
 
-NAT_IOS = ("nfq-loop", "nfq-native", "nfqueue")
+NAT_IOS = ("nfq-loop", "afxdp", "nfq-native", "nfqueue")
 UDP_PORT = topo.UDP_ECHO_PORT
 
 
@@ -100,8 +100,8 @@ def test_nat_every_scheduler_selectable_from_lvs_cf(make_lab, director):
         assert served_by(lab) in names, sched
 
 
-@pytest.mark.parametrize(("kind", "io"), [("direct", "auto"), ("direct", "afpacket"),
-                                          ("tunnel", "auto"), ("tunnel", "afpacket")])
+@pytest.mark.parametrize(("kind", "io"), [("direct", "auto"), ("direct", "afpacket"), ("direct", "afxdp"),
+                                          ("tunnel", "auto"), ("tunnel", "afpacket"), ("tunnel", "afxdp")])
 def test_direct_routing_and_tunnelling(make_lab, director, kind, io):
     lab = make_lab(kind, real_servers=2)
     names = {rs.name for rs in lab.real_servers}

@@ -95,7 +95,7 @@ def test_csum_complete(n: int) -> None:
                 bytes(udp(CLIENT, VIP, 1, 2, b"y" * n))):
         b = _partial(pkt)
         buf = ffi.from_buffer("uint8_t[]", b)
-        assert lib.pl_nfq_csum_complete(buf, len(b)) == 1
+        assert lib.pl_csum_l4_complete(buf, len(b)) == 1
         assert bytes(b) == pkt
 
 
@@ -104,7 +104,7 @@ def test_csum_complete_leaves_fragments_and_others() -> None:
     icmp = bytearray(bytes(IP(src=CLIENT, dst=VIP) / Raw(b"\x08\x00" + b"\x00" * 10)))
     for b in (frag, icmp, bytearray(b"\x45" + b"\x00" * 10)):
         before = bytes(b)
-        assert lib.pl_nfq_csum_complete(ffi.from_buffer("uint8_t[]", b), len(b)) == 0
+        assert lib.pl_csum_l4_complete(ffi.from_buffer("uint8_t[]", b), len(b)) == 0
         assert bytes(b) == before
 
 

@@ -4,7 +4,7 @@
     loop.run(stop)                 # until stop (a threading.Event) is set
     loop.close()
 
-``run`` hands the thread to ``pl_nfq_loop_run`` (csrc/loop.c) with the GIL released:
+``run`` hands the thread to ``pl_loop_run`` (csrc/loop.c) with the GIL released:
 receive a batch (``pl_nfq_recv``: recvmmsg straight into the rows), take the forwarder's
 gate, call the engine cfunc (``engine_cfunc.ENGINE``) and the C rewrite
 (``pl_engine_batch``), send direct-routing frames (AF_PACKET, to the next hop the control
@@ -24,33 +24,22 @@ the forwarder's clock must be ``time.monotonic``.
 
 from __future__ import annotations
 
-import os
 import threading
 
-import numpy as np
-
 from pylvs._native import ffi, lib
-from pylvs.dataplane import engine as en
 from pylvs.dataplane.engine_cfunc import BatchArrays
 from pylvs.dataplane.forwarder import Forwarder
 from pylvs.dataplane.io import _verdict as vd
+from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
 from pylvs.dataplane.io.nfq_native import open_queue
-from pylvs.sched import ADDR
 
-RUN_SLICE_MS = 200  # C runs this long between two looks at the Python stop event
-POLL_MS = 50  # the receive poll: how soon pl_nfq_loop_stop or the slice end is noticed
-ROWS_DEFAULT = 256
-CLOSE_TIMEOUT = 2.0  # seconds close() waits for run() to return (it polls every POLL_MS)
-
-# engine verdicts as csrc/loop.h numbers them
-assert (en.V_PASS, en.V_DROP, en.V_NAT, en.V_DR, en.V_TUNNEL, en.V_REJECT) == (
-    lib.PL_V_PASS, lib.PL_V_DROP, lib.PL_V_NAT, lib.PL_V_DR, lib.PL_V_TUNNEL, lib.PL_V_REJECT)  # fmt: skip
-
-_LOOP_KEYS = ("packets", "batches", "accepted", "dropped", "mangled", "dr_sent", "dr_unresolved", "dr_too_big",
-              "dr_gso", "dr_send_errors", "rejected", "reject_send_errors", "unpublished")  # fmt: skip
+_LOOP_KEYS = ("packets", "batches", "accepted", "dropped", "mangled", "rejected", "reject_send_errors", "unpublished")
+# struct pl_loop_stats names its frame counters for every adapter; here every frame is DR
+_DR_KEYS = {"dr_sent": "sent", "dr_unresolved": "no_next_hop", "dr_too_big": "too_big", "dr_gso": "gso",
+            "dr_send_errors": "send_errors"}  # fmt: skip
 
 
-class NativeLoop:
+class NativeLoop(CLoop):
     """One NFQUEUE queue served by the C loop (see the module docstring)."""
 
     def __init__(self, queue_num: int, fwd: Forwarder, *, rows: int = ROWS_DEFAULT, fail_open: bool = True,
@@ -58,64 +47,34 @@ class NativeLoop:
                  stride: int | None = None) -> None:  # fmt: skip
         if not 0 <= queue_num <= 0xFFFF:
             raise ValueError(f"queue_num {queue_num} is not 0..65535")
+        super().__init__(f"NFQUEUE {queue_num}", fwd)
         self.queue_num = queue_num
-        self.fwd = fwd
         self.fail_open = fail_open
         self.arrays = BatchArrays(rows, vd.stride_for(gso) if stride is None else stride)
-        self._life = threading.Lock()  # close() against stats() from another thread
-        self._final: dict[str, int] = {}
-        self._running = threading.Lock()  # held by run()
-        self._stopping = False
         cfwd = fwd.native()  # compiles or loads the cfunc before anything is bound
         self._q = open_queue(queue_num, fail_open, gso, maxlen, rcvbuf, rows)
         err = ffi.new("int *")
         flags = lib.PL_LOOP_F_FAIL_OPEN if fail_open else 0
-        self._loop = lib.pl_nfq_loop_new(self._q, fwd.gate, cfwd, self.arrays.c, flags, err)
-        if self._loop == ffi.NULL:
-            lib.pl_nfq_close(self._q)
+        try:
+            self._started(lib.pl_nfq_loop_new(self._q, fwd.gate, cfwd, self.arrays.c, flags, err), err)
+        except OSError:
+            self._free_source()
+            raise
+
+    def _free_source(self) -> None:
+        if self._q is not None:
+            lib.pl_nfq_close(self._q)  # the kernel unbinds the queue
             self._q = None
-            raise OSError(err[0], f"NFQUEUE {queue_num}: the C loop could not start: {os.strerror(err[0])}")
-        self._miss = np.zeros(lib.PL_LOOP_MISS_MAX, dtype=np.int64)
-
-    def run(self, stop: threading.Event) -> None:
-        """Forward until ``stop`` is set or ``request_stop`` is called; a receive or
-        verdict error the loop cannot go on from raises OSError."""
-        with self._running:  # close() frees the loop only once this is left
-            while not stop.is_set() and self._loop is not None and not self._stopping:
-                rc = lib.pl_nfq_loop_run(self._loop, RUN_SLICE_MS, POLL_MS)
-                if rc < 0:
-                    raise OSError(-rc, f"NFQUEUE {self.queue_num}: {os.strerror(-rc)}")
-
-    def request_stop(self) -> None:
-        """Stop the C loop at its next poll (a flag: signals do not reach it)."""
-        with self._life:
-            self._stopping = True
-            if self._loop is not None:
-                lib.pl_nfq_loop_stop(self._loop)
-
-    def missing_addresses(self) -> set[int]:
-        """The real servers (host-order addresses) a DR packet found without a next hop
-        since the last call.  The loop notes dest rows; they are read back under the gate
-        against the tables published now (a row noted under older tables may name
-        another server, or none: that costs one needless lookup, never an error)."""
-        fwd = self.fwd
-        with fwd.exclusive(), self._life:
-            if self._loop is None:
-                return set()
-            k = lib.pl_nfq_loop_misses(self._loop, ffi.cast("int64_t *", self._miss.ctypes.data),
-                                       self._miss.shape[0])
-            dest = fwd.tables.dest
-            return {int(dest[r, ADDR]) for r in self._miss[:k].tolist() if 0 <= r < dest.shape[0]}
 
     def stats(self) -> dict[str, int | float]:
         with self._life:
             if self._loop is None:
                 return dict(self._final)
-            ls = ffi.new("struct pl_loop_stats *")
-            lib.pl_nfq_loop_get_stats(self._loop, ls)
+            ls = self._loop_stats()
             qs = ffi.new("struct pl_nfq_stats *")
             lib.pl_nfq_get_stats(self._q, qs)
         s: dict[str, int | float] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+        s.update({k: int(getattr(ls, c)) for k, c in _DR_KEYS.items()})
         s["packets"] += int(qs.oversize)
         s["accepted"] += int(qs.oversize)
         s["dropped"] += int(qs.payload_errors)
@@ -124,32 +83,8 @@ class NativeLoop:
         for k in ("gso_packets", "csum_fixed", "oversize", "enobufs", "malformed", "nl_errors", "sendmsgs",
                   "send_errors", "payload_errors"):  # fmt: skip
             s[k] = int(getattr(qs, k))
-        s["engine_us_per_batch"] = round(ls.engine_ns / 1e3 / max(int(ls.batches), 1), 2)
-        s["gate_wait_us"] = round(ls.gate_wait_ns / 1e3, 1)
+        self._timing(ls, s)
         return s
-
-    def close(self) -> None:
-        """Stop and free the loop, then close the socket (the kernel unbinds the queue)."""
-        if self._loop is None:
-            return
-        self.request_stop()
-        if not self._running.acquire(timeout=CLOSE_TIMEOUT):
-            # the loop still runs (a stuck thread): leaking it beats freeing it under itself
-            raise RuntimeError(f"NFQUEUE {self.queue_num}: the C loop did not stop within {CLOSE_TIMEOUT} s")
-        self._running.release()
-        final = self.stats()
-        with self._life:
-            if self._loop is not None:
-                lib.pl_nfq_loop_free(self._loop)
-                lib.pl_nfq_close(self._q)
-                self._loop = self._q = None
-                self._final = final
-
-    def __enter__(self) -> NativeLoop:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Workers:

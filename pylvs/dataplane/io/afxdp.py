@@ -1,0 +1,195 @@
+"""AF_XDP with the whole forwarding loop in C (``--io afxdp``): NAT, DR and TUN.
+
+    loop = AfXdpLoop(["eth0", "eth1"], fwd, keys)   # attaches the program, opens the sockets
+    loop.run(stop)                                 # until stop (a threading.Event) is set
+    loop.set_keys(new_keys)                        # a reload: what the program redirects
+    loop.close()                                   # sockets closed, program detached
+
+On each device an XDP program (``csrc/bpf/xdp_pylvs.c``, built by ``make deps`` with
+clang into ``xdp_pylvs.o`` beside this file) redirects to AF_XDP sockets only what the
+director forwards: TCP/UDP to a virtual service, ICMP errors to a VIP, and (NAT) the real
+servers' replies that the kernel would forward, with the route's next hop in front of
+each frame.  Everything else (ARP, ping, SSH to the box, health-check replies, fragments)
+goes to the kernel untouched.  Which services and servers: ``XdpKeys`` from the plan
+(``netctl.plan.plan_for(capture="afxdp")``).
+
+One socket per receive queue of each device, in copy mode (veth and most drivers; zero
+copy needs driver support and buys little at these rates), all served by one C loop
+(``csrc/loop.c`` over ``csrc/xsk.c``): frames are copied into the batch rows, the engine
+cfunc decides, and packets leave as Ethernet frames by AF_PACKET (sendmmsg, virtio-net
+header), to the next hop compiled per dest row (NAT to a server, DR, TUN) or the one the
+program found (NAT replies).  Nothing can go back up the kernel's receive path from an
+AF_XDP socket: the program passes what the engine would pass (``unpassed`` counts what
+still arrives: a TCP packet without SYN of no connection, which NFQUEUE hands to the
+kernel for its RST).  A frame from a local sender on a veth has only the pseudo-header
+sum as its TCP/UDP checksum (CHECKSUM_PARTIAL does not survive the copy): the loop
+completes it (``csum_completed``).
+
+The program is attached in native (driver) mode where the driver has it, else in skb
+(generic) mode; ``mode`` forces one.  A device that already has an XDP program is
+refused.  ``fail_open=False`` makes the program drop, rather than pass to the kernel, a
+frame for a queue whose socket is gone (the director killed): NFQUEUE's
+``--queue-bypass`` choice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+from pylvs._native import ffi, lib
+from pylvs.addr import ip_int
+from pylvs.dataplane import engine as en
+from pylvs.dataplane.engine_cfunc import BatchArrays
+from pylvs.dataplane.forwarder import Forwarder
+from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
+from pylvs.netctl.plan import XdpKeys
+
+XDP_OBJECT = Path(__file__).with_name("xdp_pylvs.o")
+MODES = {"auto": lib.PL_XDP_MODE_AUTO, "native": lib.PL_XDP_MODE_NATIVE, "skb": lib.PL_XDP_MODE_SKB}
+MODE_NAMES = {lib.PL_XDP_MODE_NATIVE: "native", lib.PL_XDP_MODE_SKB: "skb"}
+FRAMES = 4096  # per socket, 4 KiB each: 16 MiB of UMEM, a few ms of line rate
+# the program's counter slots (csrc/bpf/xdp_pylvs.h PL_XDP_*)
+XDP_COUNTERS = ("to_service", "from_server", "from_server_routed", "server_to_local", "passed")
+assert len(XDP_COUNTERS) == lib.PL_XSK_COUNTERS
+_LOOP_KEYS = ("packets", "batches", "sent", "no_next_hop", "too_big", "gso", "send_errors", "rejected",
+              "reject_send_errors", "routed", "route_errors", "frag_needed", "unpassed", "unpublished")  # fmt: skip
+_XSK_KEYS = ("frames", "polls", "short_frames", "oversize", "bad_meta", "csum_completed", "fill_short")
+
+
+def route_devices(addrs: Iterable[str]) -> list[str]:
+    """The devices the routes to ``addrs`` leave by (a NAT real server's replies come in
+    there).  An address without a route is skipped: nothing of it can arrive."""
+    from pyroute2 import IPRoute
+
+    out: list[str] = []
+    with IPRoute() as ipr:
+        for a in dict.fromkeys(addrs):
+            try:
+                oif = ipr.route("get", dst=a)[0].get_attr("RTA_OIF")
+                out.append(ipr.get_links(oif)[0].get_attr("IFLA_IFNAME"))
+            except Exception:  # noqa: BLE001, S112 - no route: nothing to capture
+                continue
+    return list(dict.fromkeys(out))
+
+
+def rx_queues(dev: str) -> int:
+    """The device's receive queues (one socket each: the driver spreads flows over them)."""
+    try:
+        return max(1, sum(1 for q in os.listdir(f"/sys/class/net/{dev}/queues") if q.startswith("rx-")))
+    except OSError:
+        return 1
+
+
+class XdpProgram:
+    """The program on one device, its maps and counters."""
+
+    def __init__(self, dev: str, *, mode: str = "auto", fail_open: bool = True, obj: Path = XDP_OBJECT) -> None:
+        if mode not in MODES:
+            raise ValueError(f"XDP mode {mode!r}: choose one of {', '.join(MODES)}")
+        if not obj.is_file():
+            raise OSError(f"the XDP program {obj} is missing: `make deps` builds it (clang, libbpf-dev)")
+        self.dev = dev
+        try:
+            ifindex = socket.if_nametoindex(dev)
+        except OSError as exc:
+            raise OSError(f"AF_XDP: no device {dev!r} ({exc})") from None
+        err = ffi.new("int *")
+        opts = 0 if fail_open else lib.PL_XSK_OPT_FAIL_CLOSED
+        self._x = lib.pl_xdp_attach(str(obj).encode(), ifindex, MODES[mode], opts, err)
+        if self._x == ffi.NULL:
+            self._x = None
+            why = "it already has an XDP program" if err[0] in (17, 16) else os.strerror(err[0])  # EEXIST, EBUSY
+            raise OSError(err[0], f"AF_XDP: cannot attach the XDP program to {dev} ({mode} mode): {why}")
+        self.mode = MODE_NAMES[lib.pl_xdp_mode(self._x)]
+
+    def set_keys(self, keys: XdpKeys) -> None:
+        for which, rows in ((lib.PL_XDP_MAP_SERVICES, keys.services), (lib.PL_XDP_MAP_SERVERS, keys.servers)):
+            n = len(rows)
+            addr = ffi.new("uint32_t[]", [ip_int(a) for a, _, _ in rows] or [0])
+            port = ffi.new("uint16_t[]", [p for _, p, _ in rows] or [0])
+            proto = ffi.new("uint8_t[]", [k for _, _, k in rows] or [0])
+            rc = lib.pl_xdp_set_keys(self._x, which, addr, port, proto, n)
+            if rc < 0:
+                raise OSError(-rc, f"AF_XDP on {self.dev}: cannot fill the program's map: {os.strerror(-rc)}")
+
+    def counters(self) -> dict[str, int]:
+        out = ffi.new("uint64_t[]", lib.PL_XSK_COUNTERS)
+        if self._x is None or lib.pl_xdp_counters(self._x, out) < 0:
+            return dict.fromkeys(XDP_COUNTERS, 0)
+        return {k: int(out[i]) for i, k in enumerate(XDP_COUNTERS)}
+
+    def close(self) -> None:
+        if self._x is not None:
+            lib.pl_xdp_detach(self._x)
+            self._x = None
+
+
+class AfXdpLoop(CLoop):
+    """The program on ``devices``, a socket on each of their receive queues, one C loop
+    (see the module docstring).  ``keys`` are set last: only then is anything redirected."""
+
+    def __init__(self, devices: Iterable[str], fwd: Forwarder, keys: XdpKeys, *, mode: str = "auto",
+                 fail_open: bool = True, rows: int = ROWS_DEFAULT, frames: int = FRAMES) -> None:  # fmt: skip
+        devices = list(dict.fromkeys(devices))
+        super().__init__(f"AF_XDP {','.join(devices)}", fwd)
+        if not devices:
+            raise ValueError("AF_XDP needs at least one device")
+        self.arrays = BatchArrays(rows, en.STRIDE_DEFAULT)
+        self.programs: list[XdpProgram] = []
+        self._socks: list = []
+        cfwd = fwd.native()  # compiles or loads the cfunc before anything is attached
+        try:
+            for dev in devices:
+                prog = XdpProgram(dev, mode=mode, fail_open=fail_open)
+                self.programs.append(prog)
+                for q in range(rx_queues(dev)):
+                    err = ffi.new("int *")
+                    s = lib.pl_xsk_open(prog._x, q, frames, err)
+                    if s == ffi.NULL:
+                        raise OSError(err[0], f"AF_XDP: no socket on {dev} queue {q}: {os.strerror(err[0])}")
+                    self._socks.append(s)
+            self._xs = ffi.new("struct pl_xsk *[]", self._socks)
+            err = ffi.new("int *")
+            self._started(lib.pl_xsk_loop_new(self._xs, len(self._socks), fwd.gate, cfwd, self.arrays.c, 0, err),
+                          err)  # fmt: skip
+            self.set_keys(keys)
+        except BaseException:
+            self._free_source()
+            if self._loop is not None:
+                lib.pl_loop_free(self._loop)
+                self._loop = None
+            raise
+
+    @property
+    def modes(self) -> dict[str, str]:
+        return {p.dev: p.mode for p in self.programs}
+
+    def set_keys(self, keys: XdpKeys) -> None:
+        """What every device's program redirects from now on (a reload)."""
+        for p in self.programs:
+            p.set_keys(keys)
+
+    def stats(self) -> dict[str, object]:
+        with self._life:
+            if self._loop is None:
+                return dict(self._final)
+            ls = self._loop_stats()
+            xs = ffi.new("struct pl_xsk_stats *")
+            lib.pl_loop_get_xsk_stats(self._loop, xs)
+            s: dict[str, object] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+            s.update({k: int(getattr(xs, k)) for k in _XSK_KEYS})
+            s["xdp"] = {p.dev: {"mode": p.mode, **p.counters()} for p in self.programs}
+        self._timing(ls, s)
+        return s
+
+    def _free_source(self) -> None:
+        # the programs first: nothing is redirected into a socket about to close
+        for p in self.programs:
+            p.close()
+        self.programs = []
+        for s in self._socks:
+            lib.pl_xsk_close(s)
+        self._socks = []
