@@ -394,3 +394,35 @@ long pl_xsk_recv(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t row
     }
     return (long)w;
 }
+
+/* A program of ours left attached by a director that died (SIGKILL leaves it: XDP
+ * programs attached by netlink outlive their loader): detach it.  1 if one was removed,
+ * 0 if the device has none of ours, -errno on failure. */
+int pl_xdp_clean_stale(int ifindex)
+{
+    static const uint32_t modes[] = {XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
+    int removed = 0;
+    for (size_t k = 0; k < sizeof(modes) / sizeof(modes[0]); k++) {
+        uint32_t id = 0;
+        if (bpf_xdp_query_id(ifindex, (int)modes[k], &id) || id == 0)
+            continue;
+        int fd = bpf_prog_get_fd_by_id(id);
+        if (fd < 0)
+            continue;
+        struct bpf_prog_info info;
+        uint32_t len = sizeof(info);
+        memset(&info, 0, sizeof(info));
+        int ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strcmp(info.name, PL_XDP_PROG_NAME) == 0;
+        if (ours) {
+            struct bpf_xdp_attach_opts o = {.sz = sizeof(o), .old_prog_fd = fd};
+            int rc = bpf_xdp_detach(ifindex, XDP_FLAGS_REPLACE | modes[k], &o);
+            if (rc) {
+                close(fd);
+                return rc;
+            }
+            removed = 1;
+        }
+        close(fd);
+    }
+    return removed;
+}

@@ -17,6 +17,8 @@
  * pl_xdp_counters   the program's counters summed over CPUs (PL_XDP_N_COUNTERS of them,
  *                   bpf/xdp_pylvs.h).
  * pl_xdp_detach     detach (only our program: a program attached since is left) and free.
+ * pl_xdp_clean_stale  detach a program of ours (by its name, pylvs_xdp) that a killed
+ *                   director left on `ifindex`: 1 if removed, 0 if none, -errno.
  *
  * pl_xsk_open       an AF_XDP socket on the program's device, receive queue `queue`, copy
  *                   mode, receive only, its UMEM of `frames` 4 KiB frames all on the fill
@@ -73,6 +75,7 @@ int pl_xdp_set_keys(struct pl_xdp *x, int map, const uint32_t *addr, const uint1
                     const uint8_t *proto, size_t n);
 int pl_xdp_counters(const struct pl_xdp *x, uint64_t *out);
 void pl_xdp_detach(struct pl_xdp *x);
+int pl_xdp_clean_stale(int ifindex);
 
 struct pl_xsk *pl_xsk_open(struct pl_xdp *x, uint32_t queue, uint32_t frames, int *err);
 void pl_xsk_close(struct pl_xsk *s);

@@ -223,6 +223,7 @@ class Director:
             from pylvs.netctl import NetCtl
 
             NetCtl.clean_stale()
+            self._clean_stale_xdp()
             self.ctl = NetCtl()
         plan = self._plan(config)  # before touching anything: a plan error leaves no trace
         self.health = self.make_health(config, self._on_health)
@@ -395,6 +396,14 @@ class Director:
             self.wake.set()
 
     # -- adapters --------------------------------------------------------------------------
+    @staticmethod
+    def _clean_stale_xdp() -> None:
+        """What a killed afxdp director left on the devices (whatever --io is now)."""
+        from pylvs.dataplane.io import afxdp
+
+        for dev in afxdp.clean_stale():
+            log.info("removed stale XDP program from %s", dev)
+
     def _io_name(self, config: Config) -> str:
         if self.io != "auto":
             return self.io

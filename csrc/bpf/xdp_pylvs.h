@@ -5,6 +5,7 @@
 #define PYLVS_XDP_H
 #include <linux/types.h>
 
+#define PL_XDP_PROG_NAME "pylvs_xdp" /* the program's name, as the kernel keeps it */
 #define PL_XDP_SERVICES_MAX 4096    /* {vip, port, proto} of the virtual services */
 #define PL_XDP_SERVERS_MAX 65536    /* {rip, rport, proto} of the NAT real servers */
 #define PL_XDP_QUEUES_MAX 64        /* receive queues per device with a socket */

@@ -24,7 +24,7 @@ EXIT_FAILURE = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from pylvs.director import IO_CHOICES
+    from pylvs.director import IO_CHOICES, XDP_MODES
 
     p = subparsers.add_parser("pulse", help="heartbeat and failover between two routers (the pulse daemon)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--io", choices=IO_CHOICES, default="auto", help="the director's packet I/O (see pylvs lvs)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="the director's forwarding threads "
                                                                        "(see pylvs lvs)")
+    p.add_argument("--xdp-mode", choices=XDP_MODES, default="auto", help="--io afxdp: the XDP mode (see pylvs lvs)")
     p.add_argument("--status", default=DEFAULT_STATUS, metavar="PATH",
                    help=f"pulse's status file, JSON, rewritten every second (default {DEFAULT_STATUS})")
     p.add_argument("--lvs-status", default=None, metavar="PATH", help="the director's status file")
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("pylvs.pulse")
     p = Pulse(args.configfile, forceactive=args.forceactive, io=args.io, status_path=args.status,
               lvs_status=args.lvs_status, lvs_control=args.lvs_control, verbose=args.verbose,
-              workers=args.workers)  # fmt: skip
+              workers=args.workers, xdp_mode=args.xdp_mode)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     p.install_signals()

@@ -19,6 +19,9 @@ from typing import Any
 
 from pylvs.director import read_status
 
+# `--io auto` of the labs' directors: PYLVS_LAB_IO=afxdp runs every lab that does not
+# name its adapter on AF_XDP instead (`make test-afxdp`).
+LAB_IO = os.environ.get("PYLVS_LAB_IO", "auto")
 START_TIMEOUT = 180.0  # a cold numba cache compiles the engine at start (about a minute on CI)
 RELOAD_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -73,6 +76,11 @@ class _LabDaemon:
         return self.proc.returncode
 
 
+def lab_io(io: str) -> str:
+    """The adapter a lab director runs: ``io``, or PYLVS_LAB_IO's when ``io`` is auto."""
+    return LAB_IO if io == "auto" else io
+
+
 class LabDirector(_LabDaemon):
     def __init__(self, lab: Any, workdir: Path, text: str, *, io: str = "auto", host: str = "dir1",
                  capacity: int = 65536, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
@@ -85,7 +93,7 @@ class LabDirector(_LabDaemon):
         self.status_path.unlink(missing_ok=True)
         self.log_path = workdir / "lvs.log"
         self.control_path = workdir / "lvs.ctl"  # per director: two labs never share one
-        argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", io,
+        argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
                 "--status", str(self.status_path), "--control", str(self.control_path),
                 "--capacity", str(capacity), *extra]  # fmt: skip
         with open(self.log_path, "wb") as log:
@@ -134,7 +142,7 @@ class LabPulse(_LabDaemon):
         for p in (self.status_path, self.lvs_status_path):
             p.unlink(missing_ok=True)
         self.log_path = self.dir / "pulse.log"
-        argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", io,
+        argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
                 "--status", str(self.status_path), "--lvs-status", str(self.lvs_status_path),
                 "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else [])]  # fmt: skip
         with open(self.log_path, "ab") as log:

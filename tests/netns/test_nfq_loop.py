@@ -16,10 +16,9 @@ import socket
 import time
 
 import pytest
+from fuzz_packets import fuzzed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.packet import Raw
 
 from pylvs.dataplane import conntab as ctm
 from pylvs.ipvsadm import format_list
@@ -75,32 +74,6 @@ def settled(d: LabDirector, lab, timeout: float = 15.0):
             return q, s
         if time.monotonic() > deadline:
             raise AssertionError(f"queued {q}, counted {counted(s)}: {s['reasons']}")
-
-
-_client_port = st.integers(1024, 65535)
-_l4_garbage = st.binary(max_size=60)
-
-
-@st.composite
-def fuzzed(draw, vip: str, client: str):
-    kind = draw(st.sampled_from(["tcp", "udp", "icmp_error", "raw_tcp", "raw_udp", "raw_icmp"]))
-    ip = IP(src=client, dst=vip, tos=draw(st.integers(0, 255)), ttl=draw(st.integers(2, 255)),
-            flags=draw(st.sampled_from([0, "DF"])))  # fmt: skip
-    if kind == "tcp":
-        flags = draw(st.sampled_from(["S", "SA", "A", "PA", "FA", "R", "SR", "SF", "", "FPU"]))
-        port = draw(st.sampled_from([topo.HTTP_PORT, topo.HTTP_PORT, 0, 22]))
-        opts = draw(st.sampled_from([[], [("MSS", 1460)], [("WScale", 14), ("SAckOK", b"")], [("NOP", None)] * 3]))
-        return ip / TCP(sport=draw(_client_port), dport=port, flags=flags, seq=draw(st.integers(0, 2**32 - 1)),
-                        options=opts) / Raw(draw(_l4_garbage))  # fmt: skip
-    if kind == "udp":
-        return ip / UDP(sport=draw(_client_port), dport=draw(st.sampled_from([topo.UDP_ECHO_PORT, 9]))) / Raw(
-            draw(_l4_garbage))
-    if kind == "icmp_error":  # about a reply we may or may not know, quote cut anywhere
-        quote = bytes(IP(src=vip, dst=client) / TCP(sport=topo.HTTP_PORT, dport=draw(_client_port)))
-        return ip / ICMP(type=draw(st.sampled_from([3, 4, 11, 12])), code=draw(st.integers(0, 15))) / Raw(
-            quote[:draw(st.integers(0, len(quote)))])
-    proto = {"raw_tcp": 6, "raw_udp": 17, "raw_icmp": 1}[kind]  # a header of any length, any bytes
-    return IP(src=client, dst=vip, proto=proto) / Raw(draw(_l4_garbage))
 
 
 def test_fuzzed_packets_through_the_running_loop(nat_director):

@@ -198,6 +198,33 @@ def test_fwmark_in_afpacket_is_refused_by_name() -> None:
     assert issubclass(PlanError, NetCtlError)
 
 
+def test_afxdp_keys_for_nat_every_port_sorry_server_and_icmp_errors() -> None:
+    body = (virtual("http", 80) + virtual("dns", 9000, "udp", servers=((11, 9001), (12, None)))
+            + virtual("all", 0, extra="  persistent = 60\n  sorry_server = 10.77.2.99", vip="10.77.1.101 eth0:2"))
+    plan = plan_for(config(body), capture="afxdp")
+    assert plan.chains == () and plan.nft is None
+    assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1"}  # bpf_fib_lookup forwards only then
+    assert plan.xdp.devices == ("eth0", "eth1")  # the VIPs' device, the nat_router's
+    assert plan.xdp.services == (
+        ("10.77.1.100", 80, 6), ("10.77.1.100", 0, 0), ("10.77.1.100", 9000, 17),
+        ("10.77.1.101", 0, 6), ("10.77.1.101", 0, 0))  # port 0: every port; proto 0: ICMP errors
+    assert plan.xdp.servers == (
+        ("10.77.2.11", 80, 6), ("10.77.2.11", 0, 0), ("10.77.2.12", 80, 6), ("10.77.2.12", 0, 0),
+        ("10.77.2.11", 9001, 17), ("10.77.2.12", 9000, 17),  # a server's own port is the one it answers from
+        ("10.77.2.11", 0, 6), ("10.77.2.12", 0, 6), ("10.77.2.99", 0, 6), ("10.77.2.99", 0, 0))
+    text = str(plan)
+    assert "xdp: devices eth0, eth1" in text and "service 10.77.1.101:0 proto icmp-errors" in text
+
+
+def test_afxdp_dr_has_no_servers_and_refuses_fwmark() -> None:
+    plan = plan_for(config(virtual("http", 80), "direct", nat=False), capture="afxdp")
+    assert plan.sysctls == {} and plan.xdp.servers == () and plan.xdp.devices == ("eth0",)
+    assert plan.xdp.services == (("10.77.1.100", 80, 6), ("10.77.1.100", 0, 0))
+    body = virtual("bundle", 80, extra="  fwmark = 80\n  persistent = 60")
+    with pytest.raises(PlanError, match=r"virtual 'bundle' is a firewall-mark service.*nfq-loop"):
+        plan_for(config(body, "direct", nat=False), capture="afxdp")
+
+
 def test_nat_refuses_afpacket_and_tunnel_nfqueue_forwards() -> None:
     with pytest.raises(PlanError, match="NAT"):
         plan_for(config(NAT2), capture="afpacket")

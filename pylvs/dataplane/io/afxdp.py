@@ -75,6 +75,21 @@ def route_devices(addrs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def clean_stale() -> list[str]:
+    """Detach the programs a killed director left attached (an XDP program outlives the
+    process that attached it) from every device of this namespace; the devices cleaned.
+    Without this, a director killed with --fail-closed would leave its VIP traffic
+    dropped, and the next start could not attach."""
+    cleaned = []
+    for ifindex, name in socket.if_nameindex():
+        rc = lib.pl_xdp_clean_stale(ifindex)
+        if rc < 0:
+            raise OSError(-rc, f"AF_XDP: cannot detach the stale XDP program on {name}: {os.strerror(-rc)}")
+        if rc:
+            cleaned.append(name)
+    return cleaned
+
+
 def rx_queues(dev: str) -> int:
     """The device's receive queues (one socket each: the driver spreads flows over them)."""
     try:
