@@ -16,7 +16,7 @@ APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14 \
 	iproute2 nftables iptables procps iputils-ping curl netbase
 
-.PHONY: test test-unit test-netns demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
+.PHONY: test test-unit test-netns test-afxdp demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -26,6 +26,13 @@ test-unit: deps
 
 test-netns: deps
 	$(PY) -m pytest tests/netns $(PYTEST_ARGS)
+
+# The end-to-end tests again with every lab director on AF_XDP (--io afxdp) where they
+# do not name their adapter (pylvs.lab.director.LAB_IO); test_afxdp.py runs in `make test`.
+AFXDP_E2E := tests/netns/test_director_e2e.py tests/netns/test_health_e2e.py tests/netns/test_ha_e2e.py \
+	tests/netns/test_syncd_lab.py
+test-afxdp: deps
+	PYLVS_LAB_IO=afxdp $(PY) -m pytest $(AFXDP_E2E) $(PYTEST_ARGS)
 
 # The NAT lab, the director from examples/lvs.cf.lab-nat-demo, bounded client traffic,
 # the per-server distribution and the ipvsadm -L -n table; removes everything after.

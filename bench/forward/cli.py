@@ -30,7 +30,7 @@ class Options:
     metrics: list[str]  # the --metrics groups, in canonical order
     out: Path | None
     quick: bool
-    python: str  # the interpreter that runs `-m pylvs lvs` (D1, D2, D3, DR, DRL)
+    python: str  # the interpreter that runs `-m pylvs lvs` (D1-D4, DR, DRL, DRX)
     ready_timeout: float
     keep_work: bool
     cps_conns: int
@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.forward",
         description="Forwarding benchmark: plain kernel forwarding (A), nftables DNAT (B), "
-                    "HAProxy (C) and pylvs (D1 nfqueue, D2 nfq-native, D3 nfq-loop, D3W two workers, DR afpacket, "
-                    "DRL nfq-loop DR) in the network-namespace lab, interleaved, medians of the runs, "
-                    "ratios against A.")
+                    "HAProxy (C) and pylvs (D1 nfqueue, D2 nfq-native, D3 nfq-loop, D3W two workers, D4 afxdp, "
+                    "DR afpacket, DRL nfq-loop DR, DRX afxdp DR) in the network-namespace lab, interleaved, "
+                    "medians of the runs, ratios against A.")
     p.add_argument("--runs", type=bounded(int, 1, MAX_RUNS), default=None,
                    help=f"runs (default {DEFAULT_RUNS}; --quick: {QUICK_RUNS})")
     p.add_argument("--dur", type=bounded(int, 1, MAX_DUR), default=None,

@@ -1,5 +1,5 @@
 """Text of the files the benchmark hands to other programs: nginx.conf for the real
-servers, the nftables DNAT ruleset (B), haproxy.cfg (C) and lvs.cf (D1-DRL).  Pure.
+servers, the nftables DNAT ruleset (B), haproxy.cfg (C) and lvs.cf (D1-DRX).  Pure.
 
 They follow ../shared/lab/anchors.sh (the reference harness) with the lab's addresses
 (docs/lab.md) and ports that do not clash with the lab's own services (HTTP :80, UDP
@@ -108,7 +108,7 @@ backend be_iperf
 
 def lvs_cf(network: str, vip: str, rips: Sequence[str], *, primary: str, primary_private: str,
            nat_router: str | None = None, ports: Ports = Ports()) -> str:
-    """D1-DRL: one director, three virtual services on the VIP, scheduler rr (weights 1).
+    """D1-DRX: one director, three virtual services on the VIP, scheduler rr (weights 1).
     HTTP is checked with a GET; iperf3 and the UDP sinks with a send_program that always
     answers OK: a TCP connect would occupy iperf3's one test slot, and a sink answers
     nothing (and runs only during the UDP measurement)."""

@@ -1,4 +1,4 @@
-"""The orchestrator: labs, services, configurations A..DRL, measurements, teardown.
+"""The orchestrator: labs, services, configurations A..DRX, measurements, teardown.
 
 Follows ../shared/lab/anchors.sh (the reference harness), on pylvs.lab topologies:
 every configuration is brought up, checked (the target answers HTTP), measured with
@@ -48,9 +48,9 @@ LOAD_SYSCTLS = {
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
-NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W")
+NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D4")
 PYLVS_IO = {"D1": ("nfqueue",), "D2": ("nfq-native",), "D3": ("nfq-loop",), "D3W": ("nfq-loop", "--workers", "2"),
-            "DR": ("afpacket",), "DRL": ("nfq-loop",)}  # `pylvs lvs --io ...`
+            "D4": ("afxdp",), "DR": ("afpacket",), "DRL": ("nfq-loop",), "DRX": ("afxdp",)}  # `pylvs lvs --io ...`
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
 # nft ruleset lines that are structure, not rules (leftover check after pylvs stops)
 _NFT_STRUCTURE = ("table ", "chain ", "}", "type ", "policy ", "flags ")
@@ -155,7 +155,7 @@ class Bench:
         if self.o.quick or self.o.runs == 1:
             caveats.insert(0, f"{self.o.runs} run of {self.o.dur} s: a smoke test, not numbers to quote.")
         if any(c in DR_CONFIGS for c in self.o.configs):
-            caveats.append("DR and DRL run on a second lab of kind `direct` (replies return through gw, not "
+            caveats.append("DR, DRL and DRX run on a second lab of kind `direct` (replies return through gw, not "
                            "the director); their ratios are against A of the NAT lab in the same run.")
         caveats.append(f"Load generators, forwarder, nginx and sinks share this machine's {self.ncpu} vCPUs "
                        "(see ../shared/lab/README.md, Caveats); box CPU counts every process on the machine.")

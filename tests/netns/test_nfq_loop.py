@@ -38,9 +38,9 @@ STABLE = 1.5  # seconds without a queued packet: the fuzz's echoes are over, the
 @pytest.fixture
 def nat_director(make_lab, tmp_path):
     lab = make_lab("nat", real_servers=2)
-    d = LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="wlc"),
-                                                Service(name="echo", port=topo.UDP_ECHO_PORT, protocol="udp",
-                                                        scheduler="rr", send="hc")]))  # fmt: skip
+    services = [Service(scheduler="wlc"),
+                Service(name="echo", port=topo.UDP_ECHO_PORT, protocol="udp", scheduler="rr", send="hc")]
+    d = LabDirector(lab, tmp_path, lvs_cf(lab, services), io="nfq-loop")  # this file is the NFQUEUE loop's
     try:
         assert d.status()["io"] == "nfq-loop"
         yield lab, d
@@ -137,7 +137,7 @@ def test_two_workers_share_one_connection_table(make_lab, tmp_path):
     sources = [f"10.77.1.{SECOND_CLIENTS + k}" for k in range(16)]
     for ip in sources:
         lab.run(client, ["ip", "addr", "add", f"{ip}/24", "dev", client.iface(topo.PUBLIC).name])
-    d = LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="rr")]), extra=("--workers", "2"))
+    d = LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="rr")]), io="nfq-loop", extra=("--workers", "2"))
     try:
         rules = lab.run("dir1", ["iptables", "-t", "mangle", "-S", CHAIN_IN]).stdout
         assert "--queue-balance 0:1" in rules, rules

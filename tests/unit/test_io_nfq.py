@@ -99,6 +99,22 @@ def test_csum_complete(n: int) -> None:
         assert bytes(b) == pkt
 
 
+@pytest.mark.parametrize("n", [0, 1, 9, 1001])
+def test_csum_partial_is_recognised_only_as_the_pseudo_header_sum(n: int) -> None:
+    """AF_XDP loses the CHECKSUM_PARTIAL mark: the loop completes a checksum exactly when
+    it holds the pseudo-header sum (completing a complete one would rewrite it to itself)."""
+    for pkt in (bytes(tcp(CLIENT, VIP, CPORT, VPORT, "PA", b"q" * n)), bytes(udp(CLIENT, VIP, 1, 2, b"y" * n))):
+        assert lib.pl_csum_l4_partial(pkt, len(pkt)) == 0  # complete
+        partial = bytes(_partial(pkt))
+        assert lib.pl_csum_l4_partial(partial, len(partial)) == 1
+    no_sum = bytearray(bytes(udp(CLIENT, VIP, 1, 2, b"y" * n)))
+    no_sum[26:28] = b"\0\0"  # UDP without a checksum: nothing to complete
+    assert lib.pl_csum_l4_partial(bytes(no_sum), len(no_sum)) == 0
+    frag = bytes(_partial(bytes(IP(src=CLIENT, dst=VIP, flags="MF") / TCP() / Raw(b"z" * 8))))
+    assert lib.pl_csum_l4_partial(frag, len(frag)) == 0
+    assert lib.pl_csum_l4_partial(b"\x45" + b"\0" * 10, 11) == 0
+
+
 def test_csum_complete_leaves_fragments_and_others() -> None:
     frag = bytearray(bytes(IP(src=CLIENT, dst=VIP, flags="MF") / TCP() / Raw(b"z" * 8)))
     icmp = bytearray(bytes(IP(src=CLIENT, dst=VIP) / Raw(b"\x08\x00" + b"\x00" * 10)))
