@@ -232,3 +232,26 @@ int pl_csum_l4_partial(const uint8_t *ip, size_t len)
     acc += l4len;
     return stored == fold(acc);
 }
+
+/* 1 if the TCP/UDP checksum of an unfragmented IPv4 packet verifies (the one's-complement
+ * sum over the pseudo-header and the segment, checksum included, is all ones); 0 if not,
+ * or if it is not such a packet.  A UDP checksum of 0 (none) verifies. */
+int pl_csum_l4_valid(const uint8_t *ip, size_t len)
+{
+    if (len < 20 || (ip[0] >> 4) != 4)
+        return 0;
+    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    if (ihl < 20 || total < ihl || total > len || (((ip[6] & 0x3f) | ip[7]) != 0))
+        return 0;
+    size_t l4len = total - ihl;
+    if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER && !(ip[ihl + UDP_CSUM_OFFSET] | ip[ihl + UDP_CSUM_OFFSET + 1]))
+        return 1;
+    if (!((ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER) || (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)))
+        return 0;
+    uint64_t acc = sum_native(ip + 12, 8, 0);
+    acc += htons((uint16_t)ip[9]);
+    acc += htons((uint16_t)l4len);
+    acc = sum_native(ip + ihl, l4len, acc);
+    return fold_native(acc) == 0xffff;
+}

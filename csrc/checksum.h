@@ -8,7 +8,8 @@
  *                      written, 0 if not a packet to fix.
  * pl_csum_l4_partial   1 if the packet's TCP/UDP checksum field holds just that
  *                      pseudo-header sum (a frame that lost its CHECKSUM_PARTIAL mark,
- *                      as AF_XDP copies do): completing it is then always right. */
+ *                      as AF_XDP copies do): completing it is then always right.
+ * pl_csum_l4_valid     1 if the TCP/UDP checksum verifies (UDP without one does). */
 #ifndef PYLVS_CHECKSUM_H
 #define PYLVS_CHECKSUM_H
 #include <stddef.h>
@@ -21,5 +22,6 @@ uint16_t pl_csum_update32(uint16_t check, uint32_t old_value, uint32_t new_value
 int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len);
 int pl_csum_l4_complete(uint8_t *ip, size_t len);
 int pl_csum_l4_partial(const uint8_t *ip, size_t len);
+int pl_csum_l4_valid(const uint8_t *ip, size_t len);
 
 #endif

@@ -18,6 +18,8 @@
 #include "rewrite.h"
 #include "xsk.h"
 #include "bpf/xdp_pylvs.h"
+#include "checksum.h"
+#include "gro.h"
 
 #define ETH_HLEN_ 14
 #define IP_SADDR_OFF 12
@@ -173,6 +175,13 @@ struct pl_loop {
     size_t n_misses;
     struct pl_loop_stats st;
     struct pl_xsk_stats xst;
+    /* AF_XDP: segments merged into super-packets (gro.h), per row */
+    uint8_t *gro_want;
+    uint64_t *gro_key;
+    uint16_t *gro_mtu;
+    int32_t *gro_group, *gro_next, *gro_last;
+    uint32_t *gro_total;
+    struct iovec *giov;         /* 2 per row: a frame's headers, then each segment's payload */
 };
 
 static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const struct pl_batch *b,
@@ -196,7 +205,17 @@ static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const
     L->mmsg = calloc(b->rows, sizeof(*L->mmsg));
     L->siov = calloc(b->rows, sizeof(*L->siov));
     L->sll = calloc(b->rows, sizeof(*L->sll));
-    if (!L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll)
+    L->gro_want = calloc(b->rows, 1);
+    L->gro_key = calloc(b->rows, sizeof(*L->gro_key));
+    L->gro_mtu = calloc(b->rows, sizeof(*L->gro_mtu));
+    L->gro_group = calloc(b->rows, sizeof(*L->gro_group));
+    L->gro_next = calloc(b->rows, sizeof(*L->gro_next));
+    L->gro_last = calloc(b->rows, sizeof(*L->gro_last));
+    L->gro_total = calloc(b->rows, sizeof(*L->gro_total));
+    L->giov = calloc(2 * b->rows, sizeof(*L->giov));
+    if (!L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll ||
+        !L->gro_want || !L->gro_key || !L->gro_mtu || !L->gro_group || !L->gro_next || !L->gro_last ||
+        !L->gro_total || !L->giov)
         goto fail;
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -258,6 +277,14 @@ void pl_loop_free(struct pl_loop *L)
     free(L->mmsg);
     free(L->siov);
     free(L->sll);
+    free(L->gro_want);
+    free(L->gro_key);
+    free(L->gro_mtu);
+    free(L->gro_group);
+    free(L->gro_next);
+    free(L->gro_last);
+    free(L->gro_total);
+    free(L->giov);
     free(L);
 }
 
@@ -551,14 +578,115 @@ static void act_xsk(struct pl_loop *L, size_t n)
     }
 }
 
+/* Frame the super-packet that row h heads (gro.h): its headers say the whole length, the
+ * TCP checksum is left for the kernel (virtio-net NEEDS_CSUM) and the segment size is
+ * h's payload; the members' payloads follow as iovecs.  Queued as message k, its iovecs
+ * from giov[*iov_used]; 0, or -1 (counted) when it cannot leave. */
+static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
+{
+    const struct pl_neigh *nh = &L->hops[h];
+    uint32_t off = L->b.off[h];
+    uint8_t *ip = L->b.buf + h * L->b.stride + off;
+    uint32_t thl = (uint32_t)(ip[IPV4_HEADER + 12] >> 4) * 4;
+    uint32_t own = (uint32_t)(ip[2] << 8 | ip[3]) - IPV4_HEADER - thl;
+    uint32_t total = IPV4_HEADER + thl + L->gro_total[h];
+    if (off < ETH_HLEN_ + VNET_HLEN) {
+        L->st.send_errors++;
+        return -1;
+    }
+    uint8_t *th = ip + IPV4_HEADER;
+    for (int32_t m = L->gro_next[h]; m >= 0; m = L->gro_next[m]) /* GRO keeps the last PSH */
+        th[TCP_FLAGS_OFF] |= L->b.buf[(size_t)m * L->b.stride + L->b.off[m] + IPV4_HEADER + TCP_FLAGS_OFF] & 0x08;
+    ip[2] = (uint8_t)(total >> 8);
+    ip[3] = (uint8_t)total;
+    uint16_t c = pl_csum_ipv4_header(ip, IPV4_HEADER);
+    ip[10] = (uint8_t)(c >> 8);
+    ip[11] = (uint8_t)c;
+    uint64_t sum = 0; /* the pseudo-header sum CHECKSUM_PARTIAL expects */
+    for (int j = 12; j < 20; j += 2)
+        sum += (uint32_t)(ip[j] << 8 | ip[j + 1]);
+    sum += IPPROTO_TCP_ + (total - IPV4_HEADER);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    th[TCP_CSUM_OFF] = (uint8_t)(sum >> 8);
+    th[TCP_CSUM_OFF + 1] = (uint8_t)sum;
+    struct vnet_hdr v = {.flags = VNET_F_NEEDS_CSUM, .gso_type = VNET_GSO_TCPV4,
+                         .hdr_len = (uint16_t)(ETH_HLEN_ + IPV4_HEADER + thl), .gso_size = (uint16_t)own,
+                         .csum_start = ETH_HLEN_ + IPV4_HEADER, .csum_offset = TCP_CSUM_OFF};
+    uint8_t *eth = ip - ETH_HLEN_;
+    memcpy(eth, nh->dst, 6);
+    memcpy(eth + 6, nh->src, 6);
+    eth[12] = 0x08;
+    eth[13] = 0x00;
+    uint8_t *frame = eth - VNET_HLEN;
+    memcpy(frame, &v, VNET_HLEN);
+    struct iovec *iov = &L->giov[*iov_used];
+    size_t cnt = 0;
+    iov[cnt].iov_base = frame;
+    iov[cnt++].iov_len = VNET_HLEN + ETH_HLEN_ + IPV4_HEADER + thl + own;
+    for (int32_t m = L->gro_next[h]; m >= 0; m = L->gro_next[m]) {
+        uint8_t *mip = L->b.buf + (size_t)m * L->b.stride + L->b.off[m];
+        uint32_t mlen = (uint32_t)(mip[2] << 8 | mip[3]) - IPV4_HEADER - thl;
+        iov[cnt].iov_base = mip + IPV4_HEADER + thl;
+        iov[cnt++].iov_len = mlen;
+    }
+    *iov_used += cnt;
+    struct sockaddr_ll *sll = &L->sll[k];
+    memset(sll, 0, sizeof(*sll));
+    sll->sll_family = AF_PACKET;
+    sll->sll_protocol = htons(ETH_P_IP);
+    sll->sll_ifindex = nh->ifindex;
+    sll->sll_halen = 6;
+    memcpy(sll->sll_addr, nh->dst, 6);
+    memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
+    struct msghdr *m = &L->mmsg[k].msg_hdr;
+    m->msg_name = sll;
+    m->msg_namelen = sizeof(*sll);
+    m->msg_iov = iov;
+    m->msg_iovlen = cnt;
+    L->st.gro_frames++;
+    L->st.gro_merged += cnt - 1;
+    return 0;
+}
+
+/* AF_XDP: which frames travel together (gro.h); gro_next links each frame's members. */
+static void plan_gro(struct pl_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct pl_neigh *nh = &L->hops[i];
+        L->gro_want[i] = L->how[i] == OUT_FRAME && L->b.verdict[i] != PL_V_TUNNEL; /* no GSO type for IPIP */
+        uint64_t mac = 0;
+        for (int j = 0; j < 6; j++)
+            mac = mac << 8 | nh->dst[j];
+        L->gro_key[i] = mac << 16 ^ (uint64_t)(uint32_t)nh->ifindex;
+        L->gro_mtu[i] = nh->mtu;
+        L->gro_next[i] = L->gro_last[i] = -1;
+    }
+    pl_gro_plan(L->b.buf, L->b.stride, L->b.off, L->b.lens, L->gro_want, L->gro_key, L->gro_mtu, n, L->gro_group,
+                L->gro_total);
+    for (size_t i = 0; i < n; i++) {
+        int32_t h = L->gro_group[i];
+        if (h == (int32_t)i)
+            continue;
+        int32_t last = L->gro_last[h] >= 0 ? L->gro_last[h] : h;
+        L->gro_next[last] = (int32_t)i;
+        L->gro_last[h] = (int32_t)i;
+    }
+}
+
 /* After the gate: the frames (one sendmmsg for the batch) and what goes through the
  * kernel's routing. */
 static void send_all(struct pl_loop *L, size_t n)
 {
-    size_t k = 0;
+    size_t k = 0, iov_used = 0;
+    if (L->xs)
+        plan_gro(L, n);
     for (size_t i = 0; i < n; i++) {
         if (L->how[i] == OUT_FRAME) {
-            if (frame_out(L, i, k) == 0)
+            if (L->xs && L->gro_group[i] != (int32_t)i)
+                continue; /* it leaves inside the frame of an earlier row */
+            int rc = L->xs && L->gro_next[i] >= 0 ? frame_gro(L, i, k, &iov_used) : frame_out(L, i, k);
+            if (rc == 0)
                 k++;
         } else if (L->how[i] == OUT_ROUTE) {
             send_routed(L, i);

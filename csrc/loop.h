@@ -40,6 +40,8 @@
  *                  PASS cannot be handed back and is dropped, counted (unpassed:
  *                  the program passes what the engine would, so these are TCP
  *                  packets without SYN of no connection, ...).
+ *                  Consecutive TCP segments of a flow leave as one super-packet
+ *                  (gro.h), as the kernel's GRO would have merged them.
  *                  Frames leave by AF_PACKET with a virtio-net header (a TCP
  *                  super-packet from a GSO queue leaves whole and the kernel cuts it
  *                  to the out MTU).  A packet whose dest row has no next hop is
@@ -126,6 +128,8 @@ struct pl_loop_stats {
     uint64_t route_errors;
     uint64_t frag_needed;       /* AF_XDP: tunnel packets too big with DF: ICMP to the sender */
     uint64_t unpassed;          /* AF_XDP: V_PASS, which a socket cannot hand back: dropped */
+    uint64_t gro_frames;        /* AF_XDP: super-packets sent (gro.h) ... */
+    uint64_t gro_merged;        /* ... and the segments that rode in them after the first */
     uint64_t unpublished;       /* packets that met no published tables */
     uint64_t engine_ns;         /* time inside pl_engine_batch */
     uint64_t gate_wait_ns;      /* time waiting for the gate */

@@ -55,7 +55,8 @@ FRAMES = 4096  # per socket, 4 KiB each: 16 MiB of UMEM, a few ms of line rate
 XDP_COUNTERS = ("to_service", "from_server", "from_server_routed", "server_to_local", "passed")
 assert len(XDP_COUNTERS) == lib.PL_XSK_COUNTERS
 _LOOP_KEYS = ("packets", "batches", "sent", "no_next_hop", "too_big", "gso", "send_errors", "rejected",
-              "reject_send_errors", "routed", "route_errors", "frag_needed", "unpassed", "unpublished")  # fmt: skip
+              "reject_send_errors", "routed", "route_errors", "frag_needed", "unpassed", "gro_frames", "gro_merged",
+              "unpublished")  # fmt: skip
 _XSK_KEYS = ("frames", "polls", "short_frames", "oversize", "bad_meta", "csum_completed", "fill_short")
 
 
