@@ -155,6 +155,7 @@ struct pl_loop {
     struct pl_nfq *q;           /* one source: an NFQUEUE queue ... */
     struct pl_xsk *const *xs;   /* ... or AF_XDP sockets */
     size_t n_xs;
+    uint32_t spin_us;           /* AF_XDP busy polling (pl_loop_set_spin) */
     struct pl_gate *g;
     const struct pl_fwd *f;
     struct pl_batch b;
@@ -286,6 +287,11 @@ void pl_loop_free(struct pl_loop *L)
     free(L->gro_total);
     free(L->giov);
     free(L);
+}
+
+void pl_loop_set_spin(struct pl_loop *L, uint32_t usec)
+{
+    L->spin_us = usec;
 }
 
 void pl_loop_stop(struct pl_loop *L)
@@ -702,7 +708,7 @@ static long receive(struct pl_loop *L, int poll_ms)
         return pl_nfq_recv(L->q, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks, L->ids,
                            L->info, poll_ms);
     return pl_xsk_recv(L->xs, L->n_xs, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks,
-                       L->meta, poll_ms, &L->xst);
+                       L->meta, poll_ms, L->spin_us, &L->xst);
 }
 
 /* Nothing published yet: every packet gets the fail-open/closed verdict (AF_XDP: the

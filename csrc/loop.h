@@ -47,6 +47,8 @@
  *                  to the out MTU).  A packet whose dest row has no next hop is
  *                  dropped, counted, and its row remembered for pl_loop_misses (the
  *                  control plane resolves it and republishes).
+ *                  pl_loop_set_spin: AF_XDP, busy polling for `usec` before each
+ *                  sleep (set before pl_loop_run).
  *                  pl_loop_run loops until pl_loop_stop or `max_ms` have passed (so
  *                  a Python caller can look at its own stop event between runs) and
  *                  returns 0, or -errno on a fatal receive or verdict error.  Only
@@ -156,6 +158,7 @@ struct pl_loop *pl_xsk_loop_new(struct pl_xsk *const *xs, size_t n_xs, struct pl
                                 const struct pl_batch *b, uint32_t flags, int *err);
 int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms);
 void pl_loop_stop(struct pl_loop *L);
+void pl_loop_set_spin(struct pl_loop *L, uint32_t usec);
 void pl_loop_get_stats(const struct pl_loop *L, struct pl_loop_stats *out);
 void pl_loop_get_xsk_stats(const struct pl_loop *L, struct pl_xsk_stats *out);
 size_t pl_loop_misses(struct pl_loop *L, int64_t *rows, size_t max);

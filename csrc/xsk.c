@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <linux/if_link.h>
@@ -375,23 +376,42 @@ static size_t take(struct pl_xsk *s, uint8_t *buf, size_t w, size_t rows, size_t
     return w;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 long pl_xsk_recv(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t rows, size_t stride, uint32_t *off,
-                 uint32_t *lens, uint32_t *marks, struct pl_xsk_meta *meta, int poll_ms, struct pl_xsk_stats *st)
+                 uint32_t *lens, uint32_t *marks, struct pl_xsk_meta *meta, int poll_ms, uint32_t spin_us,
+                 struct pl_xsk_stats *st)
 {
     size_t w = 0;
-    for (int round = 0; round < 2; round++) {
+    uint64_t spin_until = 0;
+    for (;;) {
         for (size_t k = 0; k < n_xs && w < rows; k++)
             w = take(xs[k], buf, w, rows, stride, off, lens, marks, meta, st);
-        if (w || round)
-            break;
-        struct pollfd pfd[PL_XDP_QUEUES_MAX * 4];
-        size_t np = n_xs < sizeof(pfd) / sizeof(pfd[0]) ? n_xs : sizeof(pfd) / sizeof(pfd[0]);
-        for (size_t k = 0; k < np; k++)
-            pfd[k] = (struct pollfd){.fd = xs[k]->fd, .events = POLLIN};
-        st->polls++;
-        if (poll(pfd, np, poll_ms) < 0 && errno != EINTR)
-            return -errno;
+        if (w)
+            return (long)w;
+        if (spin_us) { /* look again without sleeping: no wake-up to wait for */
+            uint64_t now = mono_ns();
+            if (!spin_until)
+                spin_until = now + (uint64_t)spin_us * 1000u;
+            if (now < spin_until)
+                continue;
+        }
+        break;
     }
+    struct pollfd pfd[PL_XDP_QUEUES_MAX * 4];
+    size_t np = n_xs < sizeof(pfd) / sizeof(pfd[0]) ? n_xs : sizeof(pfd) / sizeof(pfd[0]);
+    for (size_t k = 0; k < np; k++)
+        pfd[k] = (struct pollfd){.fd = xs[k]->fd, .events = POLLIN};
+    st->polls++;
+    if (poll(pfd, np, poll_ms) < 0 && errno != EINTR)
+        return -errno;
+    for (size_t k = 0; k < n_xs && w < rows; k++)
+        w = take(xs[k], buf, w, rows, stride, off, lens, marks, meta, st);
     return (long)w;
 }
 

@@ -26,7 +26,8 @@
  * pl_xsk_close      unregister and free.
  * pl_xsk_recv       fill up to `rows` rows of a batch from the sockets' receive rings:
  *                   waits at most poll_ms for the first frame (poll), then takes what is
- *                   there.  Row i gets the IP packet at buf[i*stride + PL_HEADROOM]
+ *                   there; with spin_us, looks again without sleeping for that long
+ *                   before it polls (busy polling: no wake-up latency, a core spent).  Row i gets the IP packet at buf[i*stride + PL_HEADROOM]
  *                   (off[i], lens[i]), its meta in meta[i]; marks are 0.  A TCP/UDP
  *                   checksum left partial by a local sender (see pl_csum_l4_partial) is
  *                   completed.  Frames go back on the fill ring at once.  Returns the rows
@@ -81,6 +82,6 @@ struct pl_xsk *pl_xsk_open(struct pl_xdp *x, uint32_t queue, uint32_t frames, in
 void pl_xsk_close(struct pl_xsk *s);
 long pl_xsk_recv(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t rows, size_t stride,
                  uint32_t *off, uint32_t *lens, uint32_t *marks, struct pl_xsk_meta *meta, int poll_ms,
-                 struct pl_xsk_stats *st);
+                 uint32_t spin_us, struct pl_xsk_stats *st);
 
 #endif

@@ -59,6 +59,7 @@ log = logging.getLogger("pylvs.lvs")
 
 IO_CHOICES = ("auto", "nfq-loop", "afxdp", "nfq-native", "nfqueue", "afpacket")
 XDP_MODES = ("auto", "native", "skb")
+BUSY_POLL_MAX_US = 100_000  # --busy-poll: a spin longer than 0.1 s is a core given away
 STATUS_INTERVAL = 1.0  # seconds between status-file writes
 CONTROL_WAKEUP = 0.25  # control loop granularity (signals are noticed within this)
 ADAPTER_JOIN_TIMEOUT = 5.0  # the adapters poll `stop` every 0.2 s
@@ -145,7 +146,7 @@ class Director:
                  clock: Callable[[], float] = time.monotonic,
                  make_health: Callable[..., Any] = HealthRunner,
                  standby: bool = False, notify_fd: int | None = None, workers: int = 1,
-                 xdp_mode: str = "auto") -> None:  # fmt: skip
+                 xdp_mode: str = "auto", busy_poll_us: int = 0) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -158,6 +159,11 @@ class Director:
         if xdp_mode not in XDP_MODES:
             raise DirectorError(f"--xdp-mode {xdp_mode}: choose one of {', '.join(XDP_MODES)}")
         self.xdp_mode = xdp_mode
+        if not 0 <= busy_poll_us <= BUSY_POLL_MAX_US:
+            raise DirectorError(f"--busy-poll {busy_poll_us}: 0 .. {BUSY_POLL_MAX_US} microseconds")
+        if busy_poll_us and io != "afxdp":
+            raise DirectorError("--busy-poll is for --io afxdp")
+        self.busy_poll_us = busy_poll_us
         self.queue = queue
         self.fail_open = fail_open
         self.status_path = status_path
@@ -436,7 +442,8 @@ class Director:
             devices = list(keys.devices)
             if config.network == "nat":  # where the real servers' replies arrive
                 devices += route_devices(a for a, _, _ in keys.servers)
-            loop = AfXdpLoop(devices, self.fwd, keys, mode=self.xdp_mode, fail_open=self.fail_open)
+            loop = AfXdpLoop(devices, self.fwd, keys, mode=self.xdp_mode, fail_open=self.fail_open,
+                             busy_poll_us=self.busy_poll_us)
             log.info("AF_XDP: %s", ", ".join(f"{d} ({m} mode)" for d, m in loop.modes.items()))
             return loop
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C

@@ -3,14 +3,14 @@ and HAProxy on the same machine, in the network-namespace lab.
 
     sudo .venv/bin/python -m bench.forward                      # 3 runs x 5 s, every config
     sudo .venv/bin/python -m bench.forward --quick --configs A,B,C   # smoke test, ~1 min
-    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D4,DR,DRL,DRX]
+    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D4,D4B,DR,DRL,DRX,DRXB]
                             [--metrics cps,rps,udp,bulk,lat] [--out docs/bench-forward-latest.md]
                             [--quick] [--python PY] [--ready-timeout 60] [--keep-work]
 
 It follows the team's reference harness, ../shared/lab/ (anchors.sh, summarize.py,
 RESULTS.md: read its caveats before quoting a number), on pylvs.lab topologies
 (docs/lab.md): a `nat` lab with one client, dir1 and three real servers, and for DR,
-DRL and DRX a second lab of kind `direct`.
+DRL, DRX and DRXB a second lab of kind `direct`.
 
 Configurations (brought up in dir1, measured, taken down; the same order in every run):
 
@@ -24,13 +24,15 @@ Configurations (brought up in dir1, measured, taken down; the same order in ever
 | D3 | the same with `--io nfq-loop` (the whole loop in C, the engine as a cfunc) | VIP |
 | D3W | the same with `--workers 2` (two loops, two queues, one connection table) | VIP |
 | D4 | the same with `--io afxdp` (the C loop on AF_XDP sockets, an XDP program in front) | VIP |
+| D4B | the same with `--busy-poll 200` (the loop spins 200 us before it sleeps) | VIP |
 | DR | the same with `--io afpacket`, `network = direct`, on the direct lab | VIP |
 | DRL | the same with `--io nfq-loop`, `network = direct`, on the direct lab | VIP |
 | DRX | the same with `--io afxdp`, `network = direct`, on the direct lab | VIP |
+| DRXB | the same with `--busy-poll 200` | VIP |
 
 For A, B and C the harness adds the NAT router address 10.77.2.254 (the nat real servers'
 gateway) to dir1's eth1, and for C the VIP on dir1's lo; it removes them again.  For
-D1-DRX it writes an lvs.cf (bench/forward/confgen.py: VIP 10.77.1.100, real servers
+D1-DRXB it writes an lvs.cf (bench/forward/confgen.py: VIP 10.77.1.100, real servers
 10.77.2.11-13, scheduler rr, services http :8080, iperf3 :5201 persistent, udp :9100),
 checks it with pylvs.config.check_text, starts pylvs in dir1 and waits (bounded,
 --ready-timeout) until the VIP answers HTTP.  A configuration that does not come up is

@@ -48,9 +48,10 @@ LOAD_SYSCTLS = {
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
-NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D4")
+NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D4", "D4B")
 PYLVS_IO = {"D1": ("nfqueue",), "D2": ("nfq-native",), "D3": ("nfq-loop",), "D3W": ("nfq-loop", "--workers", "2"),
-            "D4": ("afxdp",), "DR": ("afpacket",), "DRL": ("nfq-loop",), "DRX": ("afxdp",)}  # `pylvs lvs --io ...`
+            "D4": ("afxdp",), "D4B": ("afxdp", "--busy-poll", "200"), "DR": ("afpacket",), "DRL": ("nfq-loop",),
+            "DRX": ("afxdp",), "DRXB": ("afxdp", "--busy-poll", "200")}  # `pylvs lvs --io ...`
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
 # nft ruleset lines that are structure, not rules (leftover check after pylvs stops)
 _NFT_STRUCTURE = ("table ", "chain ", "}", "type ", "policy ", "flags ")

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--xdp-mode", choices=XDP_MODES, default="auto",
                    help="afxdp: attach the XDP program in the driver (native), generic (skb) mode, or "
                         "native where the driver has it (auto)")
+    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                   help="afxdp: after each batch, look for packets again without sleeping for USEC "
+                        "microseconds (lower latency, a core spinning while traffic flows; default 0)")
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="forwarding threads, each on its own NFQUEUE (--queue .. --queue+N-1, flows spread "
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                  status_path=args.status, control_path=args.control,
                  capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
-                 notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode)  # fmt: skip
+                 notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode,
+                 busy_poll_us=args.busy_poll)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     d.install_signals()

@@ -27,7 +27,7 @@ VIP = "10.77.1.100"
 def test_defaults():
     o = cli.parse_args([])
     assert (o.runs, o.dur) == (cli.DEFAULT_RUNS, cli.DEFAULT_DUR)
-    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "DR", "DRL"]
+    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "D4", "D4B", "DR", "DRL", "DRX", "DRXB"]
     assert o.metrics == ["cps", "rps", "udp", "bulk", "lat"]
     assert o.metric_keys == ["cps", "rps", "udp", "bulk", "lat_p50", "lat_p99"]
     assert o.out == Path(cli.DEFAULT_OUT)
@@ -294,3 +294,9 @@ def test_render_report():
     assert "- D2: not run: no such --io" in text
     assert "python -m bench.forward --quick" in text and "- wrk: 4.1.0" in text
     assert "- run 1 C cps: wrk exit 124: timeout" in text
+
+
+def test_xdp_configs_have_their_own_p50_goal():
+    t = next(t for t in summary.TARGETS if t.metric == "lat_p50")
+    assert t.threshold_for("D3") == 30 and t.threshold_for("D4") == t.threshold_for("DRXB") == 25
+    assert "AF_XDP <= 25 us" in t.goal

@@ -250,3 +250,18 @@ def test_workers_need_the_c_loop_and_balance_their_queues(tmp_path):
     d = Director(str(cf), queue=4, workers=3, ctl=NETCTL.DryRun())
     rules = "\n".join(str(c) for c in d._plan(d._read()).chains)
     assert "--queue-balance 4:6" in rules and "--queue-num" not in rules
+
+
+def test_afxdp_options_are_checked_and_its_plan_has_no_rules(tmp_path):
+    cf = tmp_path / "lvs.cf"
+    cf.write_text(HEAD.format(network="nat") + virtual("www", VIP, VPORT, servers=[("a", RIP1, None, 1)]))
+    with pytest.raises(DirectorError, match="--busy-poll is for --io afxdp"):
+        Director(str(cf), busy_poll_us=100)
+    with pytest.raises(DirectorError, match="--xdp-mode zero"):
+        Director(str(cf), io="afxdp", xdp_mode="zero")
+    with pytest.raises(DirectorError, match="0 .. 100000"):
+        Director(str(cf), io="afxdp", busy_poll_us=-1)
+    d = Director(str(cf), io="afxdp", busy_poll_us=200, ctl=NETCTL.DryRun())
+    d.capture = "afxdp"
+    plan = d._plan(d._read())
+    assert plan.chains == () and plan.nft is None and plan.xdp.services[0] == (VIP, VPORT, 6)
