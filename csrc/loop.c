@@ -183,6 +183,7 @@ struct pl_loop {
     int32_t *gro_group, *gro_next, *gro_last;
     uint32_t *gro_total;
     struct iovec *giov;         /* 2 per row: a frame's headers, then each segment's payload */
+    uint16_t *msg_pkts;         /* per queued message: the packets it carries */
 };
 
 static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const struct pl_batch *b,
@@ -214,9 +215,10 @@ static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const
     L->gro_last = calloc(b->rows, sizeof(*L->gro_last));
     L->gro_total = calloc(b->rows, sizeof(*L->gro_total));
     L->giov = calloc(2 * b->rows, sizeof(*L->giov));
+    L->msg_pkts = calloc(b->rows, sizeof(*L->msg_pkts));
     if (!L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll ||
         !L->gro_want || !L->gro_key || !L->gro_mtu || !L->gro_group || !L->gro_next || !L->gro_last ||
-        !L->gro_total || !L->giov)
+        !L->gro_total || !L->giov || !L->msg_pkts)
         goto fail;
     /* protocol 0: a send-only packet socket, never queued a received frame */
     L->pkt_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
@@ -286,6 +288,7 @@ void pl_loop_free(struct pl_loop *L)
     free(L->gro_last);
     free(L->gro_total);
     free(L->giov);
+    free(L->msg_pkts);
     free(L);
 }
 
@@ -456,6 +459,7 @@ static int frame_out(struct pl_loop *L, size_t i, size_t k)
     m->msg_namelen = sizeof(*sll);
     m->msg_iov = &L->siov[k];
     m->msg_iovlen = 1;
+    L->msg_pkts[k] = 1;
     return 0;
 }
 
@@ -468,13 +472,15 @@ static void flush_frames(struct pl_loop *L, size_t k)
     while (done < k) {
         int r = sendmmsg(L->pkt_fd, L->mmsg + done, (unsigned)(k - done), MSG_DONTWAIT);
         if (r > 0) {
-            L->st.sent += (uint64_t)r;
+            for (size_t j = done; j < done + (size_t)r; j++)
+                L->st.sent += L->msg_pkts[j];
             done += (size_t)r;
         } else if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            L->st.send_errors++; /* this frame */
+            L->st.send_errors += L->msg_pkts[done]; /* this frame, every segment in it */
             done++;
         } else {
-            L->st.send_errors += k - done;
+            for (size_t j = done; j < k; j++)
+                L->st.send_errors += L->msg_pkts[j];
             return;
         }
     }
@@ -545,14 +551,20 @@ static void act_nfq(struct pl_loop *L, size_t n)
     }
 }
 
-/* AF_XDP: how each packet leaves; the gate held. */
+/* AF_XDP: how each packet leaves; the gate held.  What the program found the kernel
+ * would forward (a real server's packet, meta FROM_SERVER*) is forwarded here, with the
+ * TTL the kernel's forwarding would take off (info[i] = 1): rewritten (NAT reply) or,
+ * when the engine passes it (not one of ours: the server's own traffic), as it came. */
 static void act_xsk(struct pl_loop *L, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint8_t how = OUT_NONE;
         const struct pl_xsk_meta *m = &L->meta[i];
+        int routed = m->kind == PL_XDP_FROM_SERVER || m->kind == PL_XDP_FROM_SERVER_ROUTE;
+        L->info[i] = (uint8_t)routed;
         switch (L->b.verdict[i]) {
         case PL_V_NAT:
+        case PL_V_PASS:
             if (m->kind == PL_XDP_FROM_SERVER && m->ifindex > 0) {
                 struct pl_neigh *nh = &L->hops[i];
                 nh->ifindex = (int32_t)m->ifindex;
@@ -560,8 +572,10 @@ static void act_xsk(struct pl_loop *L, size_t n)
                 memcpy(nh->dst, m->dst, 6);
                 memcpy(nh->src, m->src, 6);
                 how = OUT_FRAME;
-            } else if (m->kind == PL_XDP_FROM_SERVER_ROUTE) {
+            } else if (routed) {
                 how = OUT_ROUTE;
+            } else if (L->b.verdict[i] == PL_V_PASS) {
+                L->st.unpassed++;
             } else if (row_hop(L, i, L->b.dest_row[i]) == 0) {
                 how = OUT_FRAME;
             }
@@ -574,14 +588,32 @@ static void act_xsk(struct pl_loop *L, size_t n)
         case PL_V_REJECT:
             how = OUT_ROUTE;
             break;
-        case PL_V_PASS:
-            L->st.unpassed++;
-            break;
         default:
             break;
         }
         L->how[i] = how;
     }
+}
+
+/* A forwarded packet's hop: TTL 1 or 0 ends here (counted; the kernel would also send
+ * ICMP time exceeded), else the TTL goes down by one and the header checksum follows
+ * (RFC 1624).  0 if it may leave. */
+static int forward_ttl(struct pl_loop *L, size_t i)
+{
+    uint32_t len = L->b.lens[i];
+    uint8_t *ip = L->b.buf + i * L->b.stride + L->b.off[i];
+    if (len < IPV4_HEADER || (size_t)L->b.off[i] + len > L->b.stride)
+        return -1;
+    if (ip[8] <= 1) {
+        L->st.ttl_expired++;
+        return -1;
+    }
+    uint16_t old = (uint16_t)(ip[8] << 8 | ip[9]);
+    ip[8]--;
+    uint16_t c = pl_csum_update16((uint16_t)(ip[10] << 8 | ip[11]), old, (uint16_t)(ip[8] << 8 | ip[9]));
+    ip[10] = (uint8_t)(c >> 8);
+    ip[11] = (uint8_t)c;
+    return 0;
 }
 
 /* Frame the super-packet that row h heads (gro.h): its headers say the whole length, the
@@ -596,11 +628,11 @@ static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
     uint32_t thl = (uint32_t)(ip[IPV4_HEADER + 12] >> 4) * 4;
     uint32_t own = (uint32_t)(ip[2] << 8 | ip[3]) - IPV4_HEADER - thl;
     uint32_t total = IPV4_HEADER + thl + L->gro_total[h];
+    uint8_t *th = ip + IPV4_HEADER;
     if (off < ETH_HLEN_ + VNET_HLEN) {
         L->st.send_errors++;
         return -1;
     }
-    uint8_t *th = ip + IPV4_HEADER;
     for (int32_t m = L->gro_next[h]; m >= 0; m = L->gro_next[m]) /* GRO keeps the last PSH */
         th[TCP_FLAGS_OFF] |= L->b.buf[(size_t)m * L->b.stride + L->b.off[m] + IPV4_HEADER + TCP_FLAGS_OFF] & 0x08;
     ip[2] = (uint8_t)(total >> 8);
@@ -650,6 +682,7 @@ static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
     m->msg_namelen = sizeof(*sll);
     m->msg_iov = iov;
     m->msg_iovlen = cnt;
+    L->msg_pkts[k] = (uint16_t)cnt;
     L->st.gro_frames++;
     L->st.gro_merged += cnt - 1;
     return 0;
@@ -685,8 +718,12 @@ static void plan_gro(struct pl_loop *L, size_t n)
 static void send_all(struct pl_loop *L, size_t n)
 {
     size_t k = 0, iov_used = 0;
-    if (L->xs)
+    if (L->xs) {
+        for (size_t i = 0; i < n; i++)
+            if (L->info[i] && L->how[i] != OUT_NONE && forward_ttl(L, i) < 0)
+                L->how[i] = OUT_NONE;
         plan_gro(L, n);
+    }
     for (size_t i = 0; i < n; i++) {
         if (L->how[i] == OUT_FRAME) {
             if (L->xs && L->gro_group[i] != (int32_t)i)

@@ -37,9 +37,13 @@
  *                  REJECT go out through the kernel's routing (raw IP socket); a
  *                  tunnel packet too big for the out MTU with DF set gets ICMP
  *                  "fragmentation needed" back to its sender (ip_vs_tunnel_xmit);
- *                  PASS cannot be handed back and is dropped, counted (unpassed:
- *                  the program passes what the engine would, so these are TCP
- *                  packets without SYN of no connection, ...).
+ *                  a real server's packet the engine passes (its own traffic, not a
+ *                  connection of ours) is forwarded as it came; what the kernel's
+ *                  forwarding would do to the TTL is done to every such packet
+ *                  (TTL <= 1: dropped, counted).  Any other PASS cannot be handed back
+ *                  and is dropped, counted (unpassed: the program passes what the
+ *                  engine would, so these are TCP packets without SYN of no
+ *                  connection, ...).
  *                  Consecutive TCP segments of a flow leave as one super-packet
  *                  (gro.h), as the kernel's GRO would have merged them.
  *                  Frames leave by AF_PACKET with a virtio-net header (a TCP
@@ -119,17 +123,18 @@ struct pl_loop_stats {
     uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged */
     uint64_t dropped;           /* NFQUEUE: NF_DROP (DROP, DR and REJECT sent or not) */
     uint64_t mangled;           /* NFQUEUE: NF_ACCEPT with the rewritten packet */
-    uint64_t sent;              /* frames sent to a next hop (NFQUEUE: DR only) */
+    uint64_t sent;              /* packets sent as frames to a next hop (NFQUEUE: DR only) */
     uint64_t no_next_hop;       /* a dest row without a next hop: dropped, row noted */
     uint64_t too_big;           /* over the out MTU and not TCP (cannot be cut): dropped */
     uint64_t gso;               /* TCP super-packets sent whole, the kernel cutting them */
-    uint64_t send_errors;
+    uint64_t send_errors;       /* packets of frames the kernel refused */
     uint64_t rejected;          /* ICMP errors sent for V_REJECT */
     uint64_t reject_send_errors;
     uint64_t routed;            /* AF_XDP: NAT replies handed to the kernel's routing */
     uint64_t route_errors;
     uint64_t frag_needed;       /* AF_XDP: tunnel packets too big with DF: ICMP to the sender */
     uint64_t unpassed;          /* AF_XDP: V_PASS, which a socket cannot hand back: dropped */
+    uint64_t ttl_expired;       /* AF_XDP: forwarded with TTL <= 1: dropped */
     uint64_t gro_frames;        /* AF_XDP: super-packets sent (gro.h) ... */
     uint64_t gro_merged;        /* ... and the segments that rode in them after the first */
     uint64_t unpublished;       /* packets that met no published tables */

@@ -34,6 +34,7 @@ _Static_assert(sizeof(struct pl_xsk_meta) == sizeof(struct pl_xdp_meta), "meta l
 _Static_assert(offsetof(struct pl_xsk_meta, dst) == offsetof(struct pl_xdp_meta, dst), "meta layout");
 _Static_assert(offsetof(struct pl_xsk_meta, reserved) == offsetof(struct pl_xdp_meta, reserved), "meta layout");
 _Static_assert((int)PL_XSK_OPT_FAIL_CLOSED == PL_XDP_OPT_FAIL_CLOSED, "options");
+_Static_assert((int)PL_XSK_QUEUES_MAX == PL_XDP_QUEUES_MAX, "queues");
 _Static_assert((int)PL_XSK_COUNTERS == (int)PL_XDP_N_COUNTERS, "counter slots");
 
 /* ---- the program ------------------------------------------------------------------- */
@@ -128,32 +129,38 @@ static void key_of(struct pl_xdp_key *k, uint32_t addr, uint16_t port, uint8_t p
     k->proto = proto;
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(struct pl_xdp_key));
+}
+
 int pl_xdp_set_keys(struct pl_xdp *x, int map, const uint32_t *addr, const uint16_t *port, const uint8_t *proto,
                     size_t n)
 {
     int fd = map == PL_XDP_MAP_SERVERS ? x->servers_fd : x->services_fd;
-    struct pl_xdp_key cur, next, want;
+    struct pl_xdp_key *want = calloc(n ? n : 1, sizeof(*want));
+    if (!want)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        key_of(&want[i], addr[i], port[i], proto[i]);
+    qsort(want, n, sizeof(*want), key_cmp);
+    struct pl_xdp_key cur, next;
     uint8_t one = 1;
+    int rc = 0;
     /* delete the keys that are not wanted any more; then add the wanted ones */
     int have = bpf_map_get_next_key(fd, NULL, &cur) == 0;
-    while (have) {
+    while (have && rc == 0) {
         int more = bpf_map_get_next_key(fd, &cur, &next) == 0;
-        int keep = 0;
-        for (size_t i = 0; i < n && !keep; i++) {
-            key_of(&want, addr[i], port[i], proto[i]);
-            keep = memcmp(&want, &cur, sizeof(want)) == 0;
-        }
-        if (!keep && bpf_map_delete_elem(fd, &cur) < 0 && errno != ENOENT)
-            return -errno;
+        if (!bsearch(&cur, want, n, sizeof(*want), key_cmp) && bpf_map_delete_elem(fd, &cur) < 0 && errno != ENOENT)
+            rc = -errno;
         cur = next;
         have = more;
     }
-    for (size_t i = 0; i < n; i++) {
-        key_of(&want, addr[i], port[i], proto[i]);
-        if (bpf_map_update_elem(fd, &want, &one, BPF_ANY) < 0)
-            return -errno;
-    }
-    return 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (bpf_map_update_elem(fd, &want[i], &one, BPF_ANY) < 0)
+            rc = -errno;
+    free(want);
+    return rc;
 }
 
 int pl_xdp_counters(const struct pl_xdp *x, uint64_t *out)
@@ -317,8 +324,8 @@ void pl_xsk_close(struct pl_xsk *s)
 {
     if (!s)
         return;
-    if (s->fd >= 0 && s->x)
-        bpf_map_delete_elem(s->x->xsks_fd, &s->queue); /* absent if open failed before: harmless */
+    /* no map delete: the program may be gone already, and the kernel removes a
+     * released socket from every XSKMAP itself (xsk_delete_from_maps) */
     unmap_ring(&s->rx);
     unmap_ring(&s->cq);
     unmap_ring(&s->fq);
@@ -383,15 +390,28 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Every socket in turn, from a first one that moves on at each call, so a busy queue
+ * cannot keep the batch to itself while another's ring overflows. */
+static size_t take_all(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t w, size_t rows, size_t stride,
+                       uint32_t *off, uint32_t *lens, uint32_t *marks, struct pl_xsk_meta *meta,
+                       struct pl_xsk_stats *st)
+{
+    size_t first = (size_t)(st->polls + st->frames) % n_xs;
+    for (size_t j = 0; j < n_xs && w < rows; j++)
+        w = take(xs[(first + j) % n_xs], buf, w, rows, stride, off, lens, marks, meta, st);
+    return w;
+}
+
 long pl_xsk_recv(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t rows, size_t stride, uint32_t *off,
                  uint32_t *lens, uint32_t *marks, struct pl_xsk_meta *meta, int poll_ms, uint32_t spin_us,
                  struct pl_xsk_stats *st)
 {
     size_t w = 0;
     uint64_t spin_until = 0;
+    if (n_xs == 0)
+        return 0;
     for (;;) {
-        for (size_t k = 0; k < n_xs && w < rows; k++)
-            w = take(xs[k], buf, w, rows, stride, off, lens, marks, meta, st);
+        w = take_all(xs, n_xs, buf, w, rows, stride, off, lens, marks, meta, st);
         if (w)
             return (long)w;
         if (spin_us) { /* look again without sleeping: no wake-up to wait for */
@@ -410,9 +430,7 @@ long pl_xsk_recv(struct pl_xsk *const *xs, size_t n_xs, uint8_t *buf, size_t row
     st->polls++;
     if (poll(pfd, np, poll_ms) < 0 && errno != EINTR)
         return -errno;
-    for (size_t k = 0; k < n_xs && w < rows; k++)
-        w = take(xs[k], buf, w, rows, stride, off, lens, marks, meta, st);
-    return (long)w;
+    return (long)take_all(xs, n_xs, buf, w, rows, stride, off, lens, marks, meta, st);
 }
 
 /* A program of ours left attached by a director that died (SIGKILL leaves it: XDP

@@ -45,7 +45,8 @@ enum {
     PL_XDP_MAP_SERVICES = 0,
     PL_XDP_MAP_SERVERS = 1,
     PL_XSK_OPT_FAIL_CLOSED = 1, /* PL_XDP_OPT_FAIL_CLOSED: drop what finds no socket */
-    PL_XSK_COUNTERS = 5,        /* PL_XDP_N_COUNTERS (checked in xsk.c) */
+    PL_XSK_COUNTERS = 6,
+    PL_XSK_QUEUES_MAX = 64,     /* PL_XDP_QUEUES_MAX: sockets per device */        /* PL_XDP_N_COUNTERS (checked in xsk.c) */
     PL_XSK_FRAME = 4096
 };
 

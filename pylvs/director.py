@@ -356,6 +356,7 @@ class Director:
             return False
         try:
             if self.active:
+                self._check_xdp_devices(config, plan)
                 self.ctl.update(plan)
         except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
             self.failed_reloads += 1
@@ -365,7 +366,11 @@ class Director:
         self.fwd.swap(new)
         self.refresh_neighbours()
         if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
-            self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
+            try:
+                self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
+            except OSError as exc:  # the plan checked the sizes: the kernel refused otherwise
+                log.error("reload: the XDP program's maps could not be updated (%s); the services added "
+                          "are not captured until a restart", exc)  # fmt: skip
         self.config, self.plan = config, plan
         self.reloads += 1
         log.info("reloaded %s: generation %d", self.path, new.generation)
@@ -402,6 +407,26 @@ class Director:
             self.wake.set()
 
     # -- adapters --------------------------------------------------------------------------
+    def _xdp_devices(self, config: Config, keys) -> list[str]:
+        """Where the afxdp program must run: the plan's devices and, in NAT, those the
+        routes to the real servers leave by (their replies come in there)."""
+        from pylvs.dataplane.io.afxdp import route_devices
+
+        devices = list(keys.devices)
+        if config.network == "nat":
+            devices += route_devices(a for a, _, _ in keys.servers)
+        return list(dict.fromkeys(devices))
+
+    def _check_xdp_devices(self, config: Config, plan) -> None:
+        """A reload may change what the running program redirects, not where it runs."""
+        if plan.xdp is None or not hasattr(self.adapter, "devices"):
+            return
+        new = set(self._xdp_devices(config, plan.xdp)) - self.adapter.devices
+        if new:
+            raise DirectorError(f"afxdp: the new configuration needs the XDP program on {', '.join(sorted(new))} "
+                                "as well, which takes a restart (the running one is on "
+                                f"{', '.join(sorted(self.adapter.devices))})")
+
     @staticmethod
     def _clean_stale_xdp() -> None:
         """What a killed afxdp director left on the devices (whatever --io is now)."""
@@ -436,12 +461,10 @@ class Director:
             vips = {ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
             return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
         if name == "afxdp":
-            from pylvs.dataplane.io.afxdp import AfXdpLoop, route_devices
+            from pylvs.dataplane.io.afxdp import AfXdpLoop
 
             keys = self.plan.xdp
-            devices = list(keys.devices)
-            if config.network == "nat":  # where the real servers' replies arrive
-                devices += route_devices(a for a, _, _ in keys.servers)
+            devices = self._xdp_devices(config, keys)
             loop = AfXdpLoop(devices, self.fwd, keys, mode=self.xdp_mode, fail_open=self.fail_open,
                              busy_poll_us=self.busy_poll_us)
             log.info("AF_XDP: %s", ", ".join(f"{d} ({m} mode)" for d, m in loop.modes.items()))

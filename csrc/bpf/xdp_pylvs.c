@@ -17,7 +17,8 @@
  * the program) goes to the kernel, or is dropped with PL_XDP_OPT_FAIL_CLOSED: the
  * NFQUEUE rules' --queue-bypass choice.
  * Passed to the kernel: everything else, IP fragments included (the kernel reassembles
- * what is its own; the engine drops fragments, as NFQUEUE never shows it any).
+ * what is its own; the engine drops fragments, as NFQUEUE never shows it any), except
+ * a NAT real server's fragments: dropped, as they would leave with the private source.
  * Map keys are in network byte order, as the packet has them. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -145,8 +146,16 @@ int pylvs_xdp(struct xdp_md *ctx)
     struct iphdr *ip = (void *)(eth + 1);
     if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
         return XDP_PASS;
-    if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
+    if (ip->frag_off & bpf_htons(IP_MF_OFFSET)) {
+        /* A NAT server's fragment would be forwarded with its private source (NFQUEUE
+         * sees it reassembled; here nothing can): dropped, counted.  Others: the kernel's. */
+        struct pl_xdp_key fk = {.addr = ip->saddr};
+        if (bpf_map_lookup_elem(&servers, &fk)) {
+            count(PL_XDP_C_SERVER_FRAGMENT);
+            return XDP_DROP;
+        }
         return XDP_PASS;
+    }
     __u8 *l4 = (__u8 *)ip + ip->ihl * 4;
     struct pl_xdp_key k = {.proto = ip->protocol};
     __u16 sport = 0, dport = 0;

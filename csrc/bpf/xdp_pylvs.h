@@ -25,7 +25,8 @@ enum {                          /* pl_xdp_meta.kind, and the counter slots */
     PL_XDP_FROM_SERVER_ROUTE = 2, /* a real server's reply the kernel must route (no neighbour yet, ...) */
     PL_XDP_C_LOCAL = 3,         /* from a real server to the director itself: passed */
     PL_XDP_C_PASSED = 4,        /* IPv4 TCP/UDP/ICMP error of no service: passed */
-    PL_XDP_N_COUNTERS = 5
+    PL_XDP_C_SERVER_FRAGMENT = 5, /* an IP fragment from a NAT real server: dropped */
+    PL_XDP_N_COUNTERS = 6
 };
 
 struct pl_xdp_meta {            /* in front of the frame (bpf_xdp_adjust_meta), 4-byte multiple */

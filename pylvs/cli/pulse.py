@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--workers", type=int, default=1, metavar="N", help="the director's forwarding threads "
                                                                        "(see pylvs lvs)")
     p.add_argument("--xdp-mode", choices=XDP_MODES, default="auto", help="--io afxdp: the XDP mode (see pylvs lvs)")
+    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                   help="--io afxdp: the director's busy polling (see pylvs lvs)")
     p.add_argument("--status", default=DEFAULT_STATUS, metavar="PATH",
                    help=f"pulse's status file, JSON, rewritten every second (default {DEFAULT_STATUS})")
     p.add_argument("--lvs-status", default=None, metavar="PATH", help="the director's status file")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("pylvs.pulse")
     p = Pulse(args.configfile, forceactive=args.forceactive, io=args.io, status_path=args.status,
               lvs_status=args.lvs_status, lvs_control=args.lvs_control, verbose=args.verbose,
-              workers=args.workers, xdp_mode=args.xdp_mode)  # fmt: skip
+              workers=args.workers, xdp_mode=args.xdp_mode,
+              busy_poll_us=args.busy_poll)  # fmt: skip
     if not args.nodaemon:
         daemonize(args.pidfile)
     p.install_signals()

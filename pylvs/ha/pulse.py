@@ -76,12 +76,13 @@ class Pulse:
     def __init__(self, path: str, *, forceactive: bool = False, io: str = "auto", status_path: str | None = None,
                  lvs_status: str | None = None, lvs_control: str | None = None, verbose: bool = False,
                  clock: Callable[[], float] = time.monotonic, workers: int = 1,
-                 xdp_mode: str = "auto") -> None:  # fmt: skip
+                 xdp_mode: str = "auto", busy_poll_us: int = 0) -> None:  # fmt: skip
         self.path = path
         self.forceactive = forceactive
         self.io = io
         self.workers = workers
         self.xdp_mode = xdp_mode
+        self.busy_poll_us = busy_poll_us
         self.status_path = status_path
         self.lvs_status = lvs_status
         self.lvs_control = lvs_control
@@ -173,7 +174,7 @@ class Pulse:
         r, w = os.pipe()
         argv = [sys.executable, "-m", "pylvs", "lvs", "-c", self.path, "--nodaemon", "--standby",
                 "--notify-fd", str(w), "--io", self.io, "--workers", str(self.workers),
-                "--xdp-mode", self.xdp_mode]  # fmt: skip
+                "--xdp-mode", self.xdp_mode, "--busy-poll", str(self.busy_poll_us)]  # fmt: skip
         if self.lvs_status:
             argv += ["--status", self.lvs_status]
         if self.lvs_control:

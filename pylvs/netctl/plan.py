@@ -23,6 +23,7 @@ CAPTURES = (CAPTURE_NFQUEUE, CAPTURE_AFPACKET, CAPTURE_AFXDP)
 # the ICMP errors of an address, port 0 for every port.
 XDP_ICMP_ERRORS = 0
 IPPROTO_NUMBERS = {"tcp": 6, "udp": 17}
+XDP_SERVICES_MAX, XDP_SERVERS_MAX = 4096, 65536  # the program's map sizes (csrc/bpf/xdp_pylvs.h)
 
 # Our iptables chains: every chain netctl creates starts with this prefix, so a crashed
 # director's leftovers can be found (NetCtl.clean_stale) without a state file.
@@ -343,7 +344,12 @@ def _xdp_keys(config: Config, virtuals: tuple[VirtualServer, ...]) -> XdpKeys:
             servers += [(rip, 0 if _all_ports(v) else port, proto), (rip, 0, XDP_ICMP_ERRORS)]
     if nat and config.nat_router is not None:
         devices.append(config.nat_router.device.split(":", 1)[0])
-    return XdpKeys(devices=_dedupe(devices), services=_dedupe(services), servers=_dedupe(servers))
+    keys = XdpKeys(devices=_dedupe(devices), services=_dedupe(services), servers=_dedupe(servers))
+    for what, rows, most in (("service", keys.services, XDP_SERVICES_MAX), ("server", keys.servers, XDP_SERVERS_MAX)):
+        if len(rows) > most:
+            raise PlanError(f"afxdp: {len(rows)} {what} keys (one per port and one for ICMP errors per "
+                            f"address) exceed the XDP program's map of {most}")
+    return keys
 
 
 def _queue_target(queue: int | tuple[int, int], fail_open: bool) -> str:

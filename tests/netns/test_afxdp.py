@@ -106,6 +106,34 @@ while True:
         c.connect((topo.VIP, topo.HTTP_PORT))
 
 
+def test_nat_servers_own_traffic_is_forwarded_as_the_kernel_would(make_lab, start):
+    """With a port-0 UDP service every datagram of a real server is the program's (its
+    replies may come from any port); one that is no reply of ours is forwarded as it
+    came, its TTL lowered as the kernel's forwarding lowers it, and one whose TTL runs
+    out is dropped and counted (nfq-loop: NF_ACCEPT, the kernel forwards)."""
+    lab = make_lab("nat", real_servers=1)
+    d = start(lab, [Service(name="any", port=0, protocol="udp", scheduler="rr", persistent=30)])
+    client = lab.clients[0].ip()
+    with lab.socket("client1", socket.AF_INET, socket.SOCK_DGRAM) as sink, \
+            lab.socket("rs1", socket.AF_INET, socket.SOCK_DGRAM) as src:  # fmt: skip
+        sink.bind((client, 7777))
+        sink.settimeout(3)
+        sink.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTTL, 1)
+        src.bind(("0.0.0.0", 5555))
+        src.sendto(b"from the server itself", (client, 7777))
+        data, anc, _, (addr, _) = sink.recvmsg(100, socket.CMSG_SPACE(4))
+        ttl = next(int.from_bytes(v, "little") for lvl, typ, v in anc if typ == socket.IP_TTL)
+        assert (data, addr, ttl) == (b"from the server itself", lab.real_servers[0].ip(), 63)  # 64, one hop
+        src.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+        src.sendto(b"never arrives", (client, 7777))
+        with pytest.raises(TimeoutError):
+            sink.settimeout(1)
+            sink.recvfrom(100)
+    a = d.wait_for(lambda s: s["adapter"]["ttl_expired"] == 1, 5, "the TTL-1 datagram counted")["adapter"]
+    x = xdp(d.status(), "eth1")
+    assert a["unpassed"] == 0 and x["from_server"] + x["from_server_routed"] >= 2, (a, x)
+
+
 def test_a_stray_ack_cannot_go_back_to_the_kernel_and_is_counted(make_lab, start):
     lab = make_lab("nat", real_servers=1)
     d = start(lab, [Service(scheduler="rr")])

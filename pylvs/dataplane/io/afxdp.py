@@ -18,10 +18,12 @@ copy needs driver support and buys little at these rates), all served by one C l
 (``csrc/loop.c`` over ``csrc/xsk.c``): frames are copied into the batch rows, the engine
 cfunc decides, and packets leave as Ethernet frames by AF_PACKET (sendmmsg, virtio-net
 header), to the next hop compiled per dest row (NAT to a server, DR, TUN) or the one the
-program found (NAT replies).  Nothing can go back up the kernel's receive path from an
-AF_XDP socket: the program passes what the engine would pass (``unpassed`` counts what
-still arrives: a TCP packet without SYN of no connection, which NFQUEUE hands to the
-kernel for its RST).  A frame from a local sender on a veth has only the pseudo-header
+program found (NAT replies).  What the program found the kernel would forward (a real
+server's packet) the loop forwards, TTL lowered: rewritten if it is a reply of ours, as
+it came if not (the server's own traffic).  Nothing can go back up the kernel's receive
+path from an AF_XDP socket: the program passes what the engine would pass (``unpassed``
+counts what still arrives: a TCP packet without SYN of no connection, which NFQUEUE
+hands to the kernel for its RST).  A frame from a local sender on a veth has only the pseudo-header
 sum as its TCP/UDP checksum (CHECKSUM_PARTIAL does not survive the copy): the loop
 completes it (``csum_completed``).
 
@@ -43,7 +45,6 @@ from pathlib import Path
 
 from pylvs._native import ffi, lib
 from pylvs.addr import ip_int
-from pylvs.dataplane import engine as en
 from pylvs.dataplane.engine_cfunc import BatchArrays
 from pylvs.dataplane.forwarder import Forwarder
 from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
@@ -53,12 +54,16 @@ XDP_OBJECT = Path(__file__).with_name("xdp_pylvs.o")
 MODES = {"auto": lib.PL_XDP_MODE_AUTO, "native": lib.PL_XDP_MODE_NATIVE, "skb": lib.PL_XDP_MODE_SKB}
 MODE_NAMES = {lib.PL_XDP_MODE_NATIVE: "native", lib.PL_XDP_MODE_SKB: "skb"}
 FRAMES = 4096  # per socket, 4 KiB each: 16 MiB of UMEM, a few ms of line rate
+# A row holds what a copy-mode frame can (4 KiB less the kernel's 256-byte XDP headroom),
+# so a device MTU up to ~3.8 KB is forwarded whole, not dropped as oversize.
+STRIDE = lib.PL_XSK_FRAME
 # the program's counter slots (csrc/bpf/xdp_pylvs.h PL_XDP_*)
-XDP_COUNTERS = ("to_service", "from_server", "from_server_routed", "server_to_local", "passed")
+XDP_COUNTERS = ("to_service", "from_server", "from_server_routed", "server_to_local", "passed",
+                "server_fragments")
 assert len(XDP_COUNTERS) == lib.PL_XSK_COUNTERS
 _LOOP_KEYS = ("packets", "batches", "sent", "no_next_hop", "too_big", "gso", "send_errors", "rejected",
-              "reject_send_errors", "routed", "route_errors", "frag_needed", "unpassed", "gro_frames", "gro_merged",
-              "unpublished")  # fmt: skip
+              "reject_send_errors", "routed", "route_errors", "frag_needed", "unpassed", "ttl_expired", "gro_frames",
+              "gro_merged", "unpublished")  # fmt: skip
 _XSK_KEYS = ("frames", "polls", "short_frames", "oversize", "bad_meta", "csum_completed", "fill_short")
 
 
@@ -156,7 +161,7 @@ class AfXdpLoop(CLoop):
         super().__init__(f"AF_XDP {','.join(devices)}", fwd)
         if not devices:
             raise ValueError("AF_XDP needs at least one device")
-        self.arrays = BatchArrays(rows, en.STRIDE_DEFAULT)
+        self.arrays = BatchArrays(rows, STRIDE)
         self.programs: list[XdpProgram] = []
         self._socks: list = []
         cfwd = fwd.native()  # compiles or loads the cfunc before anything is attached
@@ -164,7 +169,11 @@ class AfXdpLoop(CLoop):
             for dev in devices:
                 prog = XdpProgram(dev, mode=mode, fail_open=fail_open)
                 self.programs.append(prog)
-                for q in range(rx_queues(dev)):
+                queues = rx_queues(dev)
+                if queues > lib.PL_XSK_QUEUES_MAX:
+                    raise OSError(f"AF_XDP: {dev} has {queues} receive queues; pylvs serves at most "
+                                  f"{lib.PL_XSK_QUEUES_MAX} (ethtool -L {dev} combined N)")
+                for q in range(queues):
                     err = ffi.new("int *")
                     s = lib.pl_xsk_open(prog._x, q, frames, err)
                     if s == ffi.NULL:
@@ -182,6 +191,10 @@ class AfXdpLoop(CLoop):
                 lib.pl_loop_free(self._loop)
                 self._loop = None
             raise
+
+    @property
+    def devices(self) -> set[str]:
+        return {p.dev for p in self.programs}
 
     @property
     def modes(self) -> dict[str, str]:
@@ -206,10 +219,12 @@ class AfXdpLoop(CLoop):
         return s
 
     def _free_source(self) -> None:
-        # the programs first: nothing is redirected into a socket about to close
-        for p in self.programs:
-            p.close()
-        self.programs = []
+        # The sockets first, while their program still exists (the kernel takes a closed
+        # socket out of the program's map; until the program goes too, frames for it
+        # get the fail-open/closed fallback).
         for s in self._socks:
             lib.pl_xsk_close(s)
         self._socks = []
+        for p in self.programs:
+            p.close()
+        self.programs = []
