@@ -37,6 +37,7 @@ OTHER_PORT = 2222  # a port of the VIP with no service: the kernel's, as SSH to 
 FUZZ_EXAMPLES = 60
 FUZZ_BATCH = 10
 SEND_GAP = 0.0005
+IP_RECVTTL = 12  # linux/in.h (the socket module does not export it)
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_nat_servers_own_traffic_is_forwarded_as_the_kernel_would(make_lab, star
             lab.socket("rs1", socket.AF_INET, socket.SOCK_DGRAM) as src:  # fmt: skip
         sink.bind((client, 7777))
         sink.settimeout(3)
-        sink.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTTL, 1)
+        sink.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         src.bind(("0.0.0.0", 5555))
         src.sendto(b"from the server itself", (client, 7777))
         data, anc, _, (addr, _) = sink.recvmsg(100, socket.CMSG_SPACE(4))
