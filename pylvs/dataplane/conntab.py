@@ -310,6 +310,17 @@ def _prefetch_keys(t, proto, saddr, sport, daddr, dport):
                                     & np.uint64(len(t.out_index) - 1)))
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _prefetch_free(t, k):
+    """Ask for the next ``k`` free entries (the ones the batch's new connections will
+    fill, in free-list order), so their first writes do not each wait for memory."""
+    n = t.meta[M_FREE]
+    while k > 0 and n >= 0:
+        _prefetch(t.entries, n)
+        n = t.next_free[n]
+        k -= 1
+
+
 # --- Index maintenance (linear probing, backward-shift deletion) ---------------------
 
 

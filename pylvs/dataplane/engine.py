@@ -70,6 +70,7 @@ from pylvs.dataplane.conntab import (
     FWD_TUNNEL,
     IPPROTO_IP,
     M_TOUCHED,
+    TCP_ACK,
     TCP_RST,
     TCP_SYN,
     TOUCHED_CAP,
@@ -78,6 +79,7 @@ from pylvs.dataplane.conntab import (
     _lookup_out,
     _lookup_template,
     _new,
+    _prefetch_free,
     _prefetch_keys,
     _release,
     _sweep,
@@ -684,11 +686,15 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
     _drain_touched(ct, svc, dest, state, dest_svc)
     # Parse the whole batch first (nothing in it depends on the connection table) and ask
     # for every packet's index slots, then decide: the misses of the batch overlap.
+    opening = 0  # packets that may open a connection: a SYN (without ACK), or UDP
     for i in range(n):
         f = fields[i]
         hd._parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), f)
         if f[F_REASON] == R_OK and f[F_FRAG] == FRAG_NONE and f[F_PROTO] != IPPROTO_ICMP:
             _prefetch_keys(ct, f[F_PROTO], f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT])
+            if f[F_PROTO] != IPPROTO_TCP or (f[F_TCP_FLAGS] & (TCP_SYN | TCP_ACK)) == TCP_SYN:
+                opening += 1
+    _prefetch_free(ct, opening)
     n_ops = 0
     for i in range(n):
         ops[i].kind = rw.OP_NONE
