@@ -171,25 +171,33 @@ static uint16_t fold_native(uint64_t acc)
     return (uint16_t)acc;
 }
 
+/* The TCP/UDP segment of an unfragmented IPv4 packet: its header length, L4 length and
+ * checksum offset; 0 if it is not one (too short, a fragment, another protocol). */
+static int l4_of(const uint8_t *ip, size_t len, size_t *ihl, size_t *l4len, size_t *coff)
+{
+    if (len < 20 || (ip[0] >> 4) != 4)
+        return 0;
+    *ihl = (size_t)(ip[0] & 0x0f) * 4;
+    size_t total = (size_t)ip[2] << 8 | ip[3];
+    if (*ihl < 20 || total < *ihl || total > len || (((ip[6] & 0x3f) | ip[7]) != 0))
+        return 0; /* ... or MF / an offset: a fragment */
+    *l4len = total - *ihl;
+    if (ip[9] == IPPROTO_TCP_ && *l4len >= TCP_MIN_HEADER)
+        *coff = TCP_CSUM_OFFSET;
+    else if (ip[9] == IPPROTO_UDP_ && *l4len >= UDP_HEADER)
+        *coff = UDP_CSUM_OFFSET;
+    else
+        return 0;
+    return 1;
+}
+
 /* Compute the TCP/UDP checksum of an unfragmented IPv4 packet in full (the
  * kernel leaves only the pseudo-header sum in it for CHECKSUM_PARTIAL).
  * Returns 1 if a checksum was written, 0 if the packet is not one to fix. */
 int pl_csum_l4_complete(uint8_t *ip, size_t len)
 {
-    if (len < 20 || (ip[0] >> 4) != 4)
-        return 0;
-    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
-    size_t total = (size_t)ip[2] << 8 | ip[3];
-    if (ihl < 20 || total < ihl || total > len)
-        return 0;
-    if (((ip[6] & 0x3f) | ip[7]) != 0) /* MF or an offset: a fragment */
-        return 0;
-    size_t l4len = total - ihl, coff;
-    if (ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER)
-        coff = TCP_CSUM_OFFSET;
-    else if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)
-        coff = UDP_CSUM_OFFSET;
-    else
+    size_t ihl, l4len, coff;
+    if (!l4_of(ip, len, &ihl, &l4len, &coff))
         return 0;
     uint8_t *l4 = ip + ihl;
     l4[coff] = l4[coff + 1] = 0;
@@ -210,18 +218,8 @@ int pl_csum_l4_complete(uint8_t *ip, size_t len)
  * equal it is recomputed to itself, so completing whenever this says 1 is always safe. */
 int pl_csum_l4_partial(const uint8_t *ip, size_t len)
 {
-    if (len < 20 || (ip[0] >> 4) != 4)
-        return 0;
-    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
-    size_t total = (size_t)ip[2] << 8 | ip[3];
-    if (ihl < 20 || total < ihl || total > len || (((ip[6] & 0x3f) | ip[7]) != 0))
-        return 0;
-    size_t l4len = total - ihl, coff;
-    if (ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER)
-        coff = TCP_CSUM_OFFSET;
-    else if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)
-        coff = UDP_CSUM_OFFSET;
-    else
+    size_t ihl, l4len, coff;
+    if (!l4_of(ip, len, &ihl, &l4len, &coff))
         return 0;
     const uint8_t *l4 = ip + ihl;
     uint16_t stored = (uint16_t)(l4[coff] << 8 | l4[coff + 1]);
@@ -238,17 +236,11 @@ int pl_csum_l4_partial(const uint8_t *ip, size_t len)
  * or if it is not such a packet.  A UDP checksum of 0 (none) verifies. */
 int pl_csum_l4_valid(const uint8_t *ip, size_t len)
 {
-    if (len < 20 || (ip[0] >> 4) != 4)
+    size_t ihl, l4len, coff;
+    if (!l4_of(ip, len, &ihl, &l4len, &coff))
         return 0;
-    size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
-    size_t total = (size_t)ip[2] << 8 | ip[3];
-    if (ihl < 20 || total < ihl || total > len || (((ip[6] & 0x3f) | ip[7]) != 0))
-        return 0;
-    size_t l4len = total - ihl;
-    if (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER && !(ip[ihl + UDP_CSUM_OFFSET] | ip[ihl + UDP_CSUM_OFFSET + 1]))
-        return 1;
-    if (!((ip[9] == IPPROTO_TCP_ && l4len >= TCP_MIN_HEADER) || (ip[9] == IPPROTO_UDP_ && l4len >= UDP_HEADER)))
-        return 0;
+    if (coff == UDP_CSUM_OFFSET && !(ip[ihl + coff] | ip[ihl + coff + 1]))
+        return 1; /* UDP without a checksum */
     uint64_t acc = sum_native(ip + 12, 8, 0);
     acc += htons((uint16_t)ip[9]);
     acc += htons((uint16_t)l4len);

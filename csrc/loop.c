@@ -411,6 +411,40 @@ static int send_frag_needed(struct pl_loop *L, const uint8_t *inner, uint32_t in
     return sendto(L->raw_fd, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to)) < 0 ? -1 : 0;
 }
 
+/* Put the Ethernet header toward `nh` and the virtio-net header `v` in front of the IP
+ * packet at `ip`, and queue message k to `nh` with iovecs iov[0..cnt) (iov[0] must
+ * start at the returned frame) carrying `pkts` packets.  Returns the frame start. */
+static uint8_t *frame_head(uint8_t *ip, const struct pl_neigh *nh, const struct vnet_hdr *v)
+{
+    uint8_t *eth = ip - ETH_HLEN_;
+    memcpy(eth, nh->dst, 6);
+    memcpy(eth + 6, nh->src, 6);
+    eth[12] = 0x08; /* ETH_P_IP */
+    eth[13] = 0x00;
+    uint8_t *frame = eth - VNET_HLEN;
+    memcpy(frame, v, VNET_HLEN);
+    return frame;
+}
+
+static void queue_msg(struct pl_loop *L, size_t k, const struct pl_neigh *nh, struct iovec *iov, size_t cnt,
+                      uint16_t pkts)
+{
+    struct sockaddr_ll *sll = &L->sll[k];
+    memset(sll, 0, sizeof(*sll));
+    sll->sll_family = AF_PACKET;
+    sll->sll_protocol = htons(ETH_P_IP);
+    sll->sll_ifindex = nh->ifindex;
+    sll->sll_halen = 6;
+    memcpy(sll->sll_addr, nh->dst, 6);
+    memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
+    struct msghdr *m = &L->mmsg[k].msg_hdr;
+    m->msg_name = sll;
+    m->msg_namelen = sizeof(*sll);
+    m->msg_iov = iov;
+    m->msg_iovlen = cnt;
+    L->msg_pkts[k] = pkts;
+}
+
 /* Frame packet i for the next hop copied for it under the gate (hops[i]) and queue it
  * in the batch's sendmmsg (L->mmsg); 0 when it is queued, else why not (counted). */
 static int frame_out(struct pl_loop *L, size_t i, size_t k)
@@ -437,29 +471,9 @@ static int frame_out(struct pl_loop *L, size_t i, size_t k)
     }
     if (v.gso_type != VNET_GSO_NONE)
         L->st.gso++;
-    uint8_t *eth = ip - ETH_HLEN_;
-    memcpy(eth, nh->dst, 6);
-    memcpy(eth + 6, nh->src, 6);
-    eth[12] = 0x08; /* ETH_P_IP */
-    eth[13] = 0x00;
-    uint8_t *frame = eth - VNET_HLEN;
-    memcpy(frame, &v, VNET_HLEN);
-    struct sockaddr_ll *sll = &L->sll[k];
-    memset(sll, 0, sizeof(*sll));
-    sll->sll_family = AF_PACKET;
-    sll->sll_protocol = htons(ETH_P_IP);
-    sll->sll_ifindex = nh->ifindex;
-    sll->sll_halen = 6;
-    memcpy(sll->sll_addr, nh->dst, 6);
-    L->siov[k].iov_base = frame;
+    L->siov[k].iov_base = frame_head(ip, nh, &v);
     L->siov[k].iov_len = VNET_HLEN + ETH_HLEN_ + len;
-    struct msghdr *m = &L->mmsg[k].msg_hdr;
-    memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
-    m->msg_name = sll;
-    m->msg_namelen = sizeof(*sll);
-    m->msg_iov = &L->siov[k];
-    m->msg_iovlen = 1;
-    L->msg_pkts[k] = 1;
+    queue_msg(L, k, nh, &L->siov[k], 1, 1);
     return 0;
 }
 
@@ -651,16 +665,9 @@ static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
     struct vnet_hdr v = {.flags = VNET_F_NEEDS_CSUM, .gso_type = VNET_GSO_TCPV4,
                          .hdr_len = (uint16_t)(ETH_HLEN_ + IPV4_HEADER + thl), .gso_size = (uint16_t)own,
                          .csum_start = ETH_HLEN_ + IPV4_HEADER, .csum_offset = TCP_CSUM_OFF};
-    uint8_t *eth = ip - ETH_HLEN_;
-    memcpy(eth, nh->dst, 6);
-    memcpy(eth + 6, nh->src, 6);
-    eth[12] = 0x08;
-    eth[13] = 0x00;
-    uint8_t *frame = eth - VNET_HLEN;
-    memcpy(frame, &v, VNET_HLEN);
     struct iovec *iov = &L->giov[*iov_used];
     size_t cnt = 0;
-    iov[cnt].iov_base = frame;
+    iov[cnt].iov_base = frame_head(ip, nh, &v);
     iov[cnt++].iov_len = VNET_HLEN + ETH_HLEN_ + IPV4_HEADER + thl + own;
     for (int32_t m = L->gro_next[h]; m >= 0; m = L->gro_next[m]) {
         uint8_t *mip = L->b.buf + (size_t)m * L->b.stride + L->b.off[m];
@@ -669,20 +676,7 @@ static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
         iov[cnt++].iov_len = mlen;
     }
     *iov_used += cnt;
-    struct sockaddr_ll *sll = &L->sll[k];
-    memset(sll, 0, sizeof(*sll));
-    sll->sll_family = AF_PACKET;
-    sll->sll_protocol = htons(ETH_P_IP);
-    sll->sll_ifindex = nh->ifindex;
-    sll->sll_halen = 6;
-    memcpy(sll->sll_addr, nh->dst, 6);
-    memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
-    struct msghdr *m = &L->mmsg[k].msg_hdr;
-    m->msg_name = sll;
-    m->msg_namelen = sizeof(*sll);
-    m->msg_iov = iov;
-    m->msg_iovlen = cnt;
-    L->msg_pkts[k] = (uint16_t)cnt;
+    queue_msg(L, k, nh, iov, cnt, (uint16_t)cnt);
     L->st.gro_frames++;
     L->st.gro_merged += cnt - 1;
     return 0;

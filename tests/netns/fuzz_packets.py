@@ -1,9 +1,14 @@
 """Fuzzed packets toward a VIP (hypothesis + scapy), for the tests that send them through
 a running loop (test_nfq_loop, test_afxdp): TCP with any flags and options, UDP, ICMP
-errors whose quote is cut anywhere, and raw headers of any length and bytes."""
+errors whose quote is cut anywhere, and raw headers of any length and bytes.
+``send_fuzz`` sends them from a lab host, bounded in count and paced."""
 
 from __future__ import annotations
 
+import socket
+import time
+
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
@@ -34,3 +39,30 @@ def fuzzed(draw, vip: str, client: str):
             quote[:draw(st.integers(0, len(quote)))])
     proto = {"raw_tcp": 6, "raw_udp": 17, "raw_icmp": 1}[kind]  # a header of any length, any bytes
     return IP(src=client, dst=vip, proto=proto) / Raw(draw(_l4_garbage))
+
+
+def send_fuzz(lab, host: str, vip: str, *, examples: int, batch: int, gap: float) -> dict[str, int]:
+    """``examples`` hypothesis draws of 1..``batch`` fuzzed packets each, sent from
+    ``host`` to ``vip`` through a raw IP socket (IP_HDRINCL), ``gap`` s apart; how many
+    left and how many the host's own stack refused (a header it will not send)."""
+    client = lab.host(host).ip()
+    raw = lab.socket(host, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sent = {"n": 0, "refused": 0}
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(packets=st.lists(fuzzed(vip, client), min_size=1, max_size=batch))
+    def send(packets):
+        for p in packets:
+            try:
+                raw.sendto(bytes(p), (vip, 0))
+                sent["n"] += 1
+            except OSError:
+                sent["refused"] += 1
+            time.sleep(gap)
+
+    try:
+        send()
+    finally:
+        raw.close()
+    return sent

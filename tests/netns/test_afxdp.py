@@ -13,7 +13,6 @@ Every other end-to-end test runs on this adapter too with ``make test-afxdp``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -22,15 +21,13 @@ import sys
 import time
 
 import pytest
-from fuzz_packets import fuzzed
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from bulk_io import download, expected, upload
+from fuzz_packets import send_fuzz
 from scapy.layers.inet import IP, TCP
 
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
 from pylvs.lab.lvscf import Service, lvs_cf
-from pylvs.lab.servers import BULK_PATH, SHA256_PATH, bulk_chunks
 
 UDP_PORT = topo.UDP_ECHO_PORT
 OTHER_PORT = 2222  # a port of the VIP with no service: the kernel's, as SSH to the box would be
@@ -154,20 +151,7 @@ def test_tunnel_too_big_gets_frag_needed_and_the_upload_arrives(make_lab, start)
     size = 4 * 1024 * 1024
     lab = make_lab("tunnel", real_servers=1)
     d = start(lab, [Service(scheduler="rr")])
-    want = hashlib.sha256()
-    with lab.socket("client1") as s:
-        s.settimeout(20)
-        s.connect((topo.VIP, topo.HTTP_PORT))
-        s.sendall(f"POST {SHA256_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
-                  "Connection: close\r\n\r\n".encode())
-        for chunk in bulk_chunks(size):
-            want.update(chunk)
-            s.sendall(chunk)
-        reply = b""
-        while part := s.recv(65536):
-            reply += part
-    name, got, digest = reply.partition(b"\r\n\r\n")[2].decode().split()
-    assert (name, int(got), digest) == (lab.real_servers[0].name, size, want.hexdigest())
+    assert upload(lab, size) == (lab.real_servers[0].name, size, expected(size))
     a = d.wait_for(lambda s: s["adapter"]["frag_needed"] > 0, 5, "frag-needed sent")["adapter"]
     assert a["too_big"] == 0, a
 
@@ -178,36 +162,9 @@ def test_bulk_both_ways_through_nat_leaves_as_super_packets(make_lab, start):
     size = 8 * 1024 * 1024
     lab = make_lab("nat", real_servers=1)
     d = start(lab, [Service(scheduler="rr")])
-    want = hashlib.sha256()
-    for chunk in bulk_chunks(size):
-        want.update(chunk)
-    with lab.socket("client1") as s:  # upload: the client's segments merged toward the server
-        s.settimeout(20)
-        s.connect((topo.VIP, topo.HTTP_PORT))
-        s.sendall(f"POST {SHA256_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
-                  "Connection: close\r\n\r\n".encode())
-        for chunk in bulk_chunks(size):
-            s.sendall(chunk)
-        reply = b""
-        while part := s.recv(65536):
-            reply += part
-    assert reply.partition(b"\r\n\r\n")[2].decode().split()[1:] == [str(size), want.hexdigest()]
-    got = hashlib.sha256()
-    n = 0
-    with lab.socket("client1") as s:  # download: the server's replies merged toward the client
-        s.settimeout(20)
-        s.connect((topo.VIP, topo.HTTP_PORT))
-        s.sendall(f"GET {BULK_PATH}{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += s.recv(65536)
-        body = data.partition(b"\r\n\r\n")[2]
-        got.update(body)
-        n += len(body)
-        while chunk := s.recv(1 << 20):
-            got.update(chunk)
-            n += len(chunk)
-    assert n == size and got.hexdigest() == want.hexdigest()
+    # upload: the client's segments merged toward the server; download: the replies
+    assert upload(lab, size) == (lab.real_servers[0].name, size, expected(size))
+    assert download(lab, size) == (size, expected(size))
     a = d.wait_for(lambda s: s["adapter"]["gro_frames"] > 0, 5, "super-packets sent")["adapter"]
     assert a["gro_merged"] > a["gro_frames"] and a["send_errors"] == a["too_big"] == 0, a
 
@@ -241,26 +198,7 @@ def test_fuzzed_frames_through_the_running_loop(make_lab, start):
     frame the program redirected is one packet the engine counted in one reason."""
     lab = make_lab("nat", real_servers=2)
     d = start(lab, web_and_echo())
-    client = lab.clients[0].ip()
-    raw = lab.socket("client1", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    sent = {"n": 0}
-
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(batch=st.lists(fuzzed(topo.VIP, client), min_size=1, max_size=FUZZ_BATCH))
-    def send(batch):
-        for p in batch:
-            try:
-                raw.sendto(bytes(p), (topo.VIP, 0))
-                sent["n"] += 1
-            except OSError:
-                pass
-            time.sleep(SEND_GAP)
-
-    try:
-        send()
-    finally:
-        raw.close()
+    sent = send_fuzz(lab, "client1", topo.VIP, examples=FUZZ_EXAMPLES, batch=FUZZ_BATCH, gap=SEND_GAP)
     time.sleep(1.5)  # late answers (SYN-ACKs, the client's RSTs) settle
 
     def balanced(s):

@@ -10,7 +10,6 @@ which the director's namespace must hold none of its rules or addresses.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import subprocess
 import sys
@@ -18,12 +17,12 @@ import time
 from collections import Counter
 
 import pytest
+from bulk_io import download, expected, upload
 
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector, lab_io
 from pylvs.lab.lvscf import Service, lvs_cf
 from pylvs.lab.probes import http_keepalive_get
-from pylvs.lab.servers import BULK_PATH, SHA256_PATH, bulk_chunks
 from pylvs.sched import ALGORITHMS
 
 NAT_IOS = ("nfq-loop", "afxdp", "nfq-native", "nfqueue")
@@ -232,25 +231,7 @@ def test_100_mb_through_nat_arrives_intact(make_lab, director):
     size = 100 * 1024 * 1024
     lab = make_lab("nat", real_servers=1)
     director(lab, lvs_cf(lab, [Service(scheduler="rr")]))
-    want = hashlib.sha256()
-    for chunk in bulk_chunks(size):
-        want.update(chunk)
-    got = hashlib.sha256()
-    n = 0
-    with lab.socket("client1") as s:
-        s.settimeout(20)
-        s.connect((topo.VIP, topo.HTTP_PORT))
-        s.sendall(f"GET {BULK_PATH}{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += s.recv(65536)
-        _, _, body = data.partition(b"\r\n\r\n")
-        got.update(body)
-        n += len(body)
-        while chunk := s.recv(1 << 20):
-            got.update(chunk)
-            n += len(chunk)
-    assert n == size and got.hexdigest() == want.hexdigest()
+    assert download(lab, size) == (size, expected(size))
 
 
 def test_64_mb_upload_through_direct_routing_arrives_intact(make_lab, director):
@@ -260,20 +241,7 @@ def test_64_mb_upload_through_direct_routing_arrives_intact(make_lab, director):
     size = 64 * 1024 * 1024
     lab = make_lab("direct", real_servers=1)
     d = director(lab, lvs_cf(lab, [Service(scheduler="rr")]))
-    want = hashlib.sha256()
-    with lab.socket("client1") as s:
-        s.settimeout(20)
-        s.connect((topo.VIP, topo.HTTP_PORT))
-        s.sendall(f"POST {SHA256_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
-                  "Connection: close\r\n\r\n".encode())
-        for chunk in bulk_chunks(size):
-            want.update(chunk)
-            s.sendall(chunk)
-        reply = b""
-        while part := s.recv(65536):
-            reply += part
-    name, got, digest = reply.partition(b"\r\n\r\n")[2].decode().split()
-    assert (name, int(got), digest) == (lab.real_servers[0].name, size, want.hexdigest())
+    assert upload(lab, size) == (lab.real_servers[0].name, size, expected(size))
     if d.status()["io"] == "afxdp":  # with an XDP program on its veth, the sender does not offload
         status = d.wait_for(lambda st: st["adapter"]["sent"] > 0, 5, "frames counted")
         assert status["adapter"]["too_big"] == 0, status["adapter"]

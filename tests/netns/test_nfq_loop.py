@@ -12,13 +12,10 @@ director's end-to-end tests already run through it:
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
-from fuzz_packets import fuzzed
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from fuzz_packets import send_fuzz
 
 from pylvs.dataplane import conntab as ctm
 from pylvs.ipvsadm import format_list
@@ -78,27 +75,8 @@ def settled(d: LabDirector, lab, timeout: float = 15.0):
 
 def test_fuzzed_packets_through_the_running_loop(nat_director):
     lab, d = nat_director
-    client = lab.clients[0].ip()
-    raw = lab.socket("client1", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
-    sent = {"n": 0, "refused": 0}
     before_q, before = settled(d, lab)
-
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(batch=st.lists(fuzzed(topo.VIP, client), min_size=1, max_size=FUZZ_BATCH))
-    def send(batch):
-        for p in batch:
-            try:
-                raw.sendto(bytes(p), (topo.VIP, 0))
-                sent["n"] += 1
-            except OSError:  # the client's own stack refused it (e.g. a header it will not send)
-                sent["refused"] += 1
-            time.sleep(SEND_GAP)
-
-    try:
-        send()
-    finally:
-        raw.close()
+    sent = send_fuzz(lab, "client1", topo.VIP, examples=FUZZ_EXAMPLES, batch=FUZZ_BATCH, gap=SEND_GAP)
     after_q, after = settled(d, lab)
     assert sent["n"] > FUZZ_EXAMPLES
     assert after_q - before_q > 0
