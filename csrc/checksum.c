@@ -77,6 +77,22 @@ uint16_t pl_csum_l4(const uint8_t *ip, size_t packet_len)
     return check;
 }
 
+/* The folded, uncomplemented sum of the pseudo-header (addresses, protocol, L4 length):
+ * what CHECKSUM_PARTIAL leaves in the L4 checksum field for the device to finish. */
+uint16_t pl_csum_pseudo(const uint8_t *ip, size_t l4_len)
+{
+    uint64_t acc = sum_words(ip + 12, 8, 0); /* source and destination address */
+    acc += ip[9];
+    acc += l4_len;
+    return fold(acc);
+}
+
+/* The Internet checksum of n bytes (an ICMP message, a header with its field zero). */
+uint16_t pl_csum(const uint8_t *p, size_t n)
+{
+    return (uint16_t)~fold(sum_words(p, n, 0));
+}
+
 /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). */
 uint16_t pl_csum_update16(uint16_t check, uint16_t old_value, uint16_t new_value)
 {
@@ -225,10 +241,7 @@ int pl_csum_l4_partial(const uint8_t *ip, size_t len)
     uint16_t stored = (uint16_t)(l4[coff] << 8 | l4[coff + 1]);
     if (ip[9] == IPPROTO_UDP_ && stored == 0)
         return 0; /* no checksum at all */
-    uint64_t acc = sum_words(ip + 12, 8, 0);
-    acc += ip[9];
-    acc += l4len;
-    return stored == fold(acc);
+    return stored == pl_csum_pseudo(ip, l4len);
 }
 
 /* 1 if the TCP/UDP checksum of an unfragmented IPv4 packet verifies (the one's-complement

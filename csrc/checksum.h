@@ -17,6 +17,8 @@
 
 uint16_t pl_csum_ipv4_header(const uint8_t *ip, size_t header_len);
 uint16_t pl_csum_l4(const uint8_t *ip, size_t packet_len);
+uint16_t pl_csum_pseudo(const uint8_t *ip, size_t l4_len);
+uint16_t pl_csum(const uint8_t *p, size_t n);
 uint16_t pl_csum_update16(uint16_t check, uint16_t old_value, uint16_t new_value);
 uint16_t pl_csum_update32(uint16_t check, uint32_t old_value, uint32_t new_value);
 int pl_ipv4_fix_checksums(uint8_t *ip, size_t packet_len);

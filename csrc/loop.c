@@ -351,27 +351,10 @@ static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
     v->gso_size = (uint16_t)(mtu - ihl - thl);
     v->csum_start = (uint16_t)(ETH_HLEN_ + ihl);
     v->csum_offset = TCP_CSUM_OFF;
-    uint64_t sum = 0;
-    for (int k = 12; k < 20; k += 2) /* source and destination address */
-        sum += (uint32_t)(ip[k] << 8 | ip[k + 1]);
-    sum += IPPROTO_TCP_ + (len - ihl);
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
+    uint16_t sum = pl_csum_pseudo(ip, len - ihl);
     th[TCP_CSUM_OFF] = (uint8_t)(sum >> 8);
     th[TCP_CSUM_OFF + 1] = (uint8_t)sum;
     return 0;
-}
-
-static uint16_t csum16(const uint8_t *p, size_t n)
-{
-    uint64_t acc = 0;
-    for (; n >= 2; p += 2, n -= 2)
-        acc += (uint32_t)(p[0] << 8 | p[1]);
-    if (n)
-        acc += (uint32_t)p[0] << 8;
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)~acc;
 }
 
 /* ip_vs_tunnel_xmit's answer to a tunnel packet that no longer fits: ICMP "fragmentation
@@ -394,7 +377,7 @@ static int send_frag_needed(struct pl_loop *L, const uint8_t *inner, uint32_t in
     pkt[9] = 1;  /* ICMP */
     memcpy(pkt + IP_SADDR_OFF, inner + IP_DADDR_OFF, 4);
     memcpy(pkt + IP_DADDR_OFF, inner + IP_SADDR_OFF, 4);
-    uint16_t c = csum16(pkt, IPV4_HEADER);
+    uint16_t c = pl_csum_ipv4_header(pkt, IPV4_HEADER);
     pkt[10] = (uint8_t)(c >> 8);
     pkt[11] = (uint8_t)c;
     uint8_t *icmp = pkt + IPV4_HEADER;
@@ -403,7 +386,7 @@ static int send_frag_needed(struct pl_loop *L, const uint8_t *inner, uint32_t in
     icmp[6] = (uint8_t)(mtu >> 8);
     icmp[7] = (uint8_t)mtu;
     memcpy(icmp + 8, inner, quote);
-    c = csum16(icmp, 8 + quote);
+    c = pl_csum(icmp, 8 + quote);
     icmp[2] = (uint8_t)(c >> 8);
     icmp[3] = (uint8_t)c;
     struct sockaddr_in to = {.sin_family = AF_INET};
@@ -654,12 +637,7 @@ static int frame_gro(struct pl_loop *L, size_t h, size_t k, size_t *iov_used)
     uint16_t c = pl_csum_ipv4_header(ip, IPV4_HEADER);
     ip[10] = (uint8_t)(c >> 8);
     ip[11] = (uint8_t)c;
-    uint64_t sum = 0; /* the pseudo-header sum CHECKSUM_PARTIAL expects */
-    for (int j = 12; j < 20; j += 2)
-        sum += (uint32_t)(ip[j] << 8 | ip[j + 1]);
-    sum += IPPROTO_TCP_ + (total - IPV4_HEADER);
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
+    uint16_t sum = pl_csum_pseudo(ip, total - IPV4_HEADER); /* what CHECKSUM_PARTIAL expects */
     th[TCP_CSUM_OFF] = (uint8_t)(sum >> 8);
     th[TCP_CSUM_OFF + 1] = (uint8_t)sum;
     struct vnet_hdr v = {.flags = VNET_F_NEEDS_CSUM, .gso_type = VNET_GSO_TCPV4,
