@@ -54,6 +54,8 @@ from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.health.runner import HealthRunner
 from pylvs.sched import ADDR
+from pylvs.service.lock import InstanceLock
+from pylvs.service.notify import Notifier
 
 log = logging.getLogger("pylvs.lvs")
 
@@ -146,7 +148,8 @@ class Director:
                  clock: Callable[[], float] = time.monotonic,
                  make_health: Callable[..., Any] = HealthRunner,
                  standby: bool = False, notify_fd: int | None = None, workers: int = 1,
-                 xdp_mode: str = "auto", busy_poll_us: int = 0) -> None:  # fmt: skip
+                 xdp_mode: str = "auto", busy_poll_us: int = 0, metrics: str | None = None,
+                 notifier: Notifier | None = None) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -201,6 +204,13 @@ class Director:
         self.activations = 0
         self.plan: Any = None
         self.syncd: Any = None  # the connection-sync daemon (lvs.cf syncdaemon = 1)
+        self.notifier = notifier or Notifier(env={})  # systemd and the daemonizing parent
+        self.lock: InstanceLock | None = None  # one lvs per network namespace
+        self.metrics_listen = metrics
+        self.metrics: Any = None  # pylvs.metrics.MetricsServer with --metrics
+        self.started = time.time()
+        self.last_reload: dict[str, Any] = {"ok": True, "time": self.started, "error": None}
+        self.beats_seen = -1  # the dataplane's progress at the last watchdog ping
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
@@ -225,13 +235,19 @@ class Director:
             raise DirectorError(f"--workers {self.workers}: several workers need the nfq-loop adapter, "
                                 f"and --io {self.io} gave {self.adapter_name} here")
         self.capture = self.adapter_name if self.adapter_name in ("afpacket", "afxdp") else "nfqueue"
-        if self.ctl is None:
+        plan = self._plan(config)  # before touching anything: a plan error leaves no trace
+        if self.ctl is None:  # the real kernel: first the lock, so what is left over has a dead owner
             from pylvs.netctl import NetCtl
 
-            NetCtl.clean_stale()
-            self._clean_stale_xdp()
+            self.lock = InstanceLock("lvs", {"config": self.path, "standby": self.managed})
+            self.lock.acquire()  # AlreadyRunning: nothing touched
+            try:
+                NetCtl.clean_stale()
+                self._clean_stale_xdp()
+            except BaseException:
+                self._release_lock()
+                raise
             self.ctl = NetCtl()
-        plan = self._plan(config)  # before touching anything: a plan error leaves no trace
         self.health = self.make_health(config, self._on_health)
         self.health.first_round()  # the first tables hold the servers that answer now
         self.pending_health = None
@@ -242,6 +258,11 @@ class Director:
         fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.plan = plan
         try:
+            if self.metrics_listen:
+                from pylvs.metrics import MetricsServer
+
+                self.metrics = MetricsServer(self.metrics_listen, self.status)
+                self.metrics.start()  # a port in use refuses the start, before any rule
             self.syncd = self._make_syncd(config)
             if self.want_active:
                 self.activate()
@@ -255,11 +276,15 @@ class Director:
             if self.syncd is not None:
                 self.syncd.stop()
             self.deactivate()
+            self._close_metrics()
+            self._release_lock()
             raise
         n = sum(1 for v in config.virtuals if v.active)
         log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d%s", n, self.path,
                  config.network, self.adapter_name, fwd.tables.generation,
                  "" if self.active else ", standby")  # fmt: skip
+        if self.status_path:
+            self.write_status()  # there once start() returns: `pylvs status` right after a start sees it
         if not self.active:
             self._notify("standby")
 
@@ -270,14 +295,21 @@ class Director:
             return
         config = self.config
         self.stop_event = threading.Event()  # one per activation: the last one stays set
-        self.ctl.apply(self.plan)
-        self.active = True
+        # The reader first, then the rules, then the addresses (NetCtl.apply's own order):
+        # a VIP packet never meets rules without a reader, which the fail-open bypass
+        # would hand to the local stack, which answers RST (docs/ha.md, takeovers).
         if config.network in ("direct", "tunnel") or self.adapter_name == "afxdp":  # afxdp: NAT's too
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
             self.refresh_neighbours()
         self.adapter = self._make_adapter(config)
         self.thread = threading.Thread(target=self._dataplane, name="pylvs-dataplane", daemon=True)
         self.thread.start()
+        try:
+            self.ctl.apply(self.plan)
+        except BaseException:
+            self._stop_reader()
+            raise
+        self.active = True
         self.activations += 1
         log.info("active: forwarding, addresses %s", ", ".join(str(a) for a in self.plan.addresses) or "none")
         self._notify("active")  # first: pulse's gratuitous ARPs need not wait for the sync switch
@@ -286,7 +318,27 @@ class Director:
 
     def deactivate(self) -> None:
         """Stop forwarding, remove rules and addresses (pulse: become standby).  The
-        connection table, the health checks and the compiled tables stay."""
+        connection table, the health checks and the compiled tables stay.  The addresses
+        go first, then the rules (NetCtl.teardown's order), then the reader: until the
+        rules are gone every captured packet still has a reader."""
+        failed: Exception | None = None
+        if self.ctl is not None:
+            try:
+                self.ctl.teardown()
+            except Exception as exc:  # noqa: BLE001 - raised below, once the reader has stopped
+                failed = exc
+        self._stop_reader()
+        if failed is not None:
+            raise failed
+        was, self.active = self.active, False
+        if was:
+            if self.syncd is not None:
+                self.syncd.start_backup()
+            log.info("standby: addresses and rules removed")
+            self._notify("standby")
+
+    def _stop_reader(self) -> None:
+        """Stop the dataplane thread and close the adapter and the senders."""
         self.stop_event.set()
         if hasattr(self.adapter, "request_stop"):
             self.adapter.request_stop()  # the C loop looks at a flag, not at the event
@@ -304,14 +356,6 @@ class Director:
         for sender in self.senders:
             sender.close()
         self.senders = []
-        if self.ctl is not None:
-            self.ctl.teardown()
-        was, self.active = self.active, False
-        if was:
-            if self.syncd is not None:
-                self.syncd.start_backup()
-            log.info("standby: addresses and rules removed")
-            self._notify("standby")
 
     def _make_syncd(self, config: Config) -> Any:
         if not config.syncdaemon:
@@ -341,7 +385,21 @@ class Director:
         return source_address_towards(str(rips[0]) if rips else UNREACHABLE_ADDR[0])
 
     def reload(self) -> bool:
-        """SIGHUP: check, compile, swap; a bad file changes nothing.  True if swapped."""
+        """SIGHUP: check, compile, swap; a bad file changes nothing.  True if swapped.
+        systemd hears RELOADING=1 before and READY=1 after, whatever the outcome."""
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready(self.summary())
+
+    def _reload_failed(self, message: str) -> bool:
+        self.failed_reloads += 1
+        self.last_reload = {"ok": False, "time": time.time(), "error": message}
+        log.error("%s", message)
+        return False
+
+    def _reload(self) -> bool:
         assert self.fwd is not None
         try:
             config = self._read()
@@ -351,18 +409,15 @@ class Director:
             self.last_health = self.health.health()
             new = self.fwd.compile(config, self.last_health)
         except (dg.ConfigError, DirectorError, ValueError) as exc:
-            self.failed_reloads += 1
-            log.error("reload refused, still running generation %d: %s", self.fwd.tables.generation, exc)
-            return False
+            return self._reload_failed(f"reload refused, still running generation {self.fwd.tables.generation}: "
+                                       f"{exc}")  # fmt: skip
         try:
             if self.active:
                 self._check_xdp_devices(config, plan)
                 self.ctl.update(plan)
         except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
-            self.failed_reloads += 1
-            log.error("reload: the kernel side could not be updated (%s); still running generation %d",
-                      exc, self.fwd.tables.generation)  # fmt: skip
-            return False
+            return self._reload_failed(f"reload: the kernel side could not be updated ({exc}); still running "
+                                       f"generation {self.fwd.tables.generation}")  # fmt: skip
         self.fwd.swap(new)
         self.refresh_neighbours()
         if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
@@ -373,10 +428,12 @@ class Director:
                           "are not captured until a restart", exc)  # fmt: skip
         self.config, self.plan = config, plan
         self.reloads += 1
+        self.last_reload = {"ok": True, "time": time.time(), "error": None}
         log.info("reloaded %s: generation %d", self.path, new.generation)
         return True
 
     def stop(self) -> None:
+        self.notifier.stopping()
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -384,10 +441,32 @@ class Director:
             self.health.stop()
         if self.syncd is not None:
             self.syncd.stop()
-        self.deactivate()
-        if self.status_path:
-            Path(self.status_path).unlink(missing_ok=True)
+        try:
+            self.deactivate()
+        finally:
+            self._close_metrics()
+            if self.status_path:
+                Path(self.status_path).unlink(missing_ok=True)
+            self._release_lock()  # last: the next director may clean up after us only now
         log.info("stopped")
+
+    def _close_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= and `systemctl status`."""
+        if self.fwd is None or self.config is None:
+            return "starting"
+        n = sum(1 for v in self.config.virtuals if v.active)
+        return (f"{'active: forwarding' if self.active else 'standby'}, {n} virtual service(s), "
+                f"generation {self.fwd.tables.generation}, io {self.adapter_name}")
 
     def refresh_neighbours(self) -> None:
         """Resolve the real servers' MACs (DR/TUN) and give them to the C loop."""
@@ -563,7 +642,7 @@ class Director:
     def _serve(self) -> int:
         next_est = next_status = next_neigh = self.clock()
         next_gc = next_est + GC_INTERVAL
-        next_miss = next_est
+        next_miss = next_dog = next_est
         code = 0
         while True:
             self.wake.wait(CONTROL_WAKEUP)
@@ -603,10 +682,30 @@ class Director:
                 self.refresh_neighbours()  # control thread: may wait
                 next_neigh = now + NEIGHBOUR_REFRESH
                 next_miss = now + NEIGHBOUR_RETRY
-            if self.status_path and now >= next_status:
-                self.write_status()
+            if self.notifier.watchdog_usec and now >= next_dog:
+                if self._dataplane_alive():  # else systemd's WatchdogSec runs out: it restarts us
+                    self.notifier.watchdog()
+                next_dog = now + self.notifier.watchdog_interval
+            if now >= next_status:
+                self.notifier.status(self.summary())  # sent only when it changed
+                if self.status_path:
+                    self.write_status()
                 next_status = now + STATUS_INTERVAL
         return code
+
+    def _dataplane_alive(self) -> bool:
+        """The watchdog's question, asked from the control loop (which is alive, since it
+        asks): is the dataplane loop still going round?  The C loops count their passes
+        (a pass ends at least every RUN_SLICE_MS, with or without traffic)."""
+        if not self.active:
+            return True
+        if self.thread is None or not self.thread.is_alive():
+            return False
+        beats = getattr(self.adapter, "beats", None)
+        if beats is None:
+            return True
+        alive, self.beats_seen = beats != self.beats_seen, beats
+        return alive
 
     def status(self) -> dict[str, Any]:
         snap = self.fwd.snapshot()
@@ -614,6 +713,8 @@ class Director:
         if "engine_us_per_batch" in adapter:  # the C loop times its own batches
             snap.update(batches=adapter["batches"], engine_us_per_batch=adapter["engine_us_per_batch"])
         snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,
+                    serial_no=self.config.serial_no, started=self.started, last_reload=self.last_reload,
+                    managed=self.managed, metrics=self.metrics_listen,
                     role="active" if self.active else "standby", activations=self.activations,
                     sync=self.syncd.stats() if self.syncd is not None else None,
                     reloads=self.reloads, failed_reloads=self.failed_reloads,

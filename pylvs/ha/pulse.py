@@ -49,6 +49,8 @@ from pylvs.config.model import ANY_ADDRESS, Config
 from pylvs.ha import heartbeat as hb
 from pylvs.ha import node as nd
 from pylvs.ha import roles
+from pylvs.service.lock import InstanceLock
+from pylvs.service.notify import Notifier, child_env
 
 log = logging.getLogger("pylvs.pulse")
 
@@ -57,6 +59,8 @@ CHILD_RESPAWN_DELAY = 5.0  # a director that keeps dying is restarted at most th
 CHILD_STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this long
 LINK_CHECK_INTERVAL = 0.2  # monitor_links: carrier is read at most this often
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+DIRECTOR_START_TIMEOUT = 300.0  # a cold numba cache compiles the engine for about a minute
+STARTING_POLL = 0.2
 
 
 class PulseError(Exception):
@@ -76,13 +80,22 @@ class Pulse:
     def __init__(self, path: str, *, forceactive: bool = False, io: str = "auto", status_path: str | None = None,
                  lvs_status: str | None = None, lvs_control: str | None = None, verbose: bool = False,
                  clock: Callable[[], float] = time.monotonic, workers: int = 1,
-                 xdp_mode: str = "auto", busy_poll_us: int = 0) -> None:  # fmt: skip
+                 xdp_mode: str = "auto", busy_poll_us: int = 0, fail_closed: bool = False,
+                 metrics: str | None = None, runtime_dir: str | None = None, logfile: str | None = None,
+                 daemon: bool = False) -> None:  # fmt: skip
         self.path = path
         self.forceactive = forceactive
         self.io = io
         self.workers = workers
         self.xdp_mode = xdp_mode
         self.busy_poll_us = busy_poll_us
+        self.fail_closed = fail_closed
+        self.metrics = metrics
+        self.runtime_dir = runtime_dir
+        self.logfile = logfile
+        self.daemon = daemon  # daemonized: the director's output goes to the log, not the terminal
+        self.notifier = Notifier(env={})  # systemd and the daemonizing parent (pylvs.service.run sets it)
+        self.lock: InstanceLock | None = None
         self.status_path = status_path
         self.lvs_status = lvs_status
         self.lvs_control = lvs_control
@@ -132,16 +145,27 @@ class Pulse:
         """Sockets, director, start-up actions.  False when this node has nothing to do
         (a backup with backup_active = 0, as pulse exits there)."""
         config = self._read()
+        self.lock = InstanceLock("pulse", {"config": self.path})
+        self.lock.acquire()  # AlreadyRunning before any socket or child
+        try:
+            return self._start(config)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, config: Config) -> bool:
         backup_active = config.backup_active and config.backup != ANY_ADDRESS
         if config.backup_active and not backup_active:
             log.warning("backup_active = 1 but no backup address: running without a backup")
         master = roles.is_master(config)
         if not master and not backup_active:
             log.info("this is the backup router and backup_active = 0: nothing to do")
+            self.stop()
             return False
         self.config = config
         self._open_sockets(config, master)
         self._spawn_director()
+        self._await_director()  # start() returns (and READY=1 goes out) once this router can take over
         self.node = nd.Node(master=master, keepalive=config.keepalive, deadtime=config.deadtime,
                             backup_active=backup_active, garp_refresh=config.garp_refresh)  # fmt: skip
         log.info("starting as %s router, heartbeat every %s s to %s, dead after %s s",
@@ -175,19 +199,43 @@ class Pulse:
         argv = [sys.executable, "-m", "pylvs", "lvs", "-c", self.path, "--nodaemon", "--standby",
                 "--notify-fd", str(w), "--io", self.io, "--workers", str(self.workers),
                 "--xdp-mode", self.xdp_mode, "--busy-poll", str(self.busy_poll_us)]  # fmt: skip
+        for flag, value in (("--runtime-dir", self.runtime_dir), ("--metrics", self.metrics),
+                            ("--logfile", self.logfile)):  # fmt: skip
+            if value:
+                argv += [flag, value]
+        if self.fail_closed:
+            argv.append("--fail-closed")
         if self.lvs_status:
             argv += ["--status", self.lvs_status]
         if self.lvs_control:
             argv += ["--control", self.lvs_control]
         if self.verbose:
             argv.append("-v")
-        self.child = subprocess.Popen(argv, pass_fds=(w,), preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+        out = subprocess.DEVNULL if self.daemon else None  # daemonized: pulse lets go of the terminal
+        self.child = subprocess.Popen(argv, pass_fds=(w,), preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL,
+                                      stdout=out, stderr=out, env=child_env())  # fmt: skip
         os.close(w)
         if self.notify_r is not None:
             os.close(self.notify_r)
         self.notify_r, self.notify_buf = r, b""
         self.child_role = "starting"
         log.info("started the lvs director (pid %d), standby", self.child.pid)
+
+    def _await_director(self) -> None:
+        """Wait for the director's first word (standby), or its exit: a director that
+        cannot start makes pulse's start fail with the reason, instead of a pulse that
+        runs and can never take over."""
+        deadline = self.clock() + DIRECTOR_START_TIMEOUT
+        while self.child_role == "starting" and self.notify_r is not None:
+            if any(sig in self.pending_signals for sig in (signal.SIGTERM, signal.SIGINT)):
+                return  # the loop handles it at once
+            ready, _, _ = select.select([self.notify_r, self.wake_r], [], [], STARTING_POLL)
+            if self.notify_r in ready:
+                self._read_notify()
+            if self.child is not None and self.child.poll() is not None and self.child_role == "starting":
+                raise PulseError(f"the lvs director exited during start-up with status {self.child.returncode}")
+            if self.clock() > deadline:
+                raise PulseError(f"the lvs director was not ready after {DIRECTOR_START_TIMEOUT:.0f} s")
 
     def _start_confsync(self, config: Config, master: bool) -> None:
         if not config.config_sync:
@@ -242,7 +290,8 @@ class Pulse:
         if not cmd:
             return
         try:  # fire and forget, as pulse's fork + execv; reaped in the loop
-            self.commands.append(subprocess.Popen(_split_cmd(cmd), stdin=subprocess.DEVNULL, start_new_session=True))
+            self.commands.append(subprocess.Popen(_split_cmd(cmd), stdin=subprocess.DEVNULL, start_new_session=True,
+                                                  env=child_env()))
             log.info("running %s: %s", what, cmd)
         except OSError as exc:
             log.error("cannot run %s %r: %s", what, cmd, exc)
@@ -291,6 +340,13 @@ class Pulse:
         threading.Thread(target=announce, args=(addresses,), kwargs=kwargs, name="pulse-garp", daemon=True).start()
 
     def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self._reload_config()
+        finally:
+            self.notifier.ready(self.summary())
+
+    def _reload_config(self) -> None:
         try:
             config = self._read()
         except (dg.ConfigError, PulseError) as exc:
@@ -401,6 +457,7 @@ class Pulse:
             role = line.decode(errors="replace").strip()
             previous, self.child_role = self.child_role, role
             log.debug("director says %s", role)
+            self._tell_systemd()
             if role == "standby" and previous == "starting" and self.want_active:
                 self._signal_child(signal.SIGUSR1)
             elif role == "active" and not self.want_active:
@@ -503,8 +560,19 @@ class Pulse:
         tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True, default=str))
         os.replace(tmp, path)
 
+    def summary(self) -> str:
+        """One line for systemd's STATUS=."""
+        if self.node is None:
+            return "starting"
+        return (f"{'primary' if self.node.master else 'backup'}, {'active' if self.node.active else 'standby'}; "
+                f"director {self.child_role}")
+
+    def _tell_systemd(self) -> None:
+        self.notifier.status(self.summary())
+
     def stop(self) -> None:
         self.stopping.set()
+        self.notifier.stopping()
         self.garp_stop.set()
         if self.confsync is not None and hasattr(self.confsync, "stop"):
             self.confsync.stop()
@@ -521,6 +589,9 @@ class Pulse:
         self.socks = []
         if self.status_path:
             Path(self.status_path).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         log.info("stopped")
 
 

@@ -94,7 +94,7 @@ class LabDirector(_LabDaemon):
         self.log_path = workdir / "lvs.log"
         self.control_path = workdir / "lvs.ctl"  # per director: two labs never share one
         argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
-                "--status", str(self.status_path), "--control", str(self.control_path),
+                "--runtime-dir", str(workdir), "--status", str(self.status_path), "--control", str(self.control_path),
                 "--capacity", str(capacity), *extra]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(host, argv, what="lvs", stdout=log, stderr=subprocess.STDOUT)
@@ -143,6 +143,7 @@ class LabPulse(_LabDaemon):
             p.unlink(missing_ok=True)
         self.log_path = self.dir / "pulse.log"
         argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
+                "--runtime-dir", str(self.dir),
                 "--status", str(self.status_path), "--lvs-status", str(self.lvs_status_path),
                 "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else [])]  # fmt: skip
         with open(self.log_path, "ab") as log:

@@ -43,6 +43,7 @@ class CLoop:
         self._final: dict[str, int | float] = {}
         self._running = threading.Lock()  # held by run()
         self._stopping = False
+        self.beats = 0  # passes of run()'s loop: the director's watchdog sees them advance
         self._miss = np.zeros(lib.PL_LOOP_MISS_MAX, dtype=np.int64)
 
     def _started(self, loop, err) -> None:
@@ -56,6 +57,7 @@ class CLoop:
         with self._running:  # close() frees the loop only once this is left
             while not stop.is_set() and self._loop is not None and not self._stopping:
                 rc = lib.pl_loop_run(self._loop, RUN_SLICE_MS, POLL_MS)
+                self.beats += 1
                 if rc < 0:
                     raise OSError(-rc, f"{self.name}: {os.strerror(-rc)}")
 
