@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONTROL = "/run/pylvs/lvs.ctl"
 MAX_REQUEST = 4096
 REPLY_TIMEOUT = 5.0
 FORCE_STATES = {"up": True, "down": False, "auto": None}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pylvs.control import DEFAULT_CONTROL, FORCE_STATES, request
+from pylvs.control import FORCE_STATES, request
+from pylvs.service.paths import RuntimePaths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,12 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     f = sub.add_parser("force", help="force a real server up, down, or back to its checks (auto)")
     f.add_argument("server", metavar="RIP[:PORT]")
     f.add_argument("state", choices=sorted(FORCE_STATES))
-    f.add_argument("--control", default=DEFAULT_CONTROL, metavar="PATH",
-                   help=f"the director's control socket (default {DEFAULT_CONTROL})")
+    f.add_argument("--control", default=None, metavar="PATH",
+                   help="the director's control socket (default RUNTIME_DIR/lvs.ctl)")
+    f.add_argument("--runtime-dir", default=None, metavar="DIR",
+                   help="the director's runtime directory (default /run/pylvs, or /run/pylvs/NETNS in a "
+                        "namespace named by `ip netns`)")
     f.set_defaults(func=run_force)
 
 
 def run_force(args: argparse.Namespace) -> int:
+    args.control = args.control or str(RuntimePaths.resolve(args.runtime_dir).control("lvs"))
     addr, _, port = args.server.partition(":")
     if port and not port.isdigit():
         print(f"pylvs health force: bad port in {args.server!r}", file=sys.stderr)
