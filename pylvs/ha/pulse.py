@@ -384,12 +384,16 @@ class Pulse:
             self.stop()
 
     def _serve(self) -> int:
-        next_status = self.clock()
+        next_status = next_dog = self.clock()
         while self.exit_code is None:
             now = self.clock()
             self._maybe_respawn(now)
             self._check_links(now)
-            timeout = max(0.0, min(self.node.next_deadline(), next_status, self.next_link_check
+            if self.notifier.watchdog_usec and now >= next_dog:
+                self.notifier.watchdog()  # the loop goes round: heartbeats are being handled
+                next_dog = now + self.notifier.watchdog_interval
+            timeout = max(0.0, min(self.node.next_deadline(), next_status, next_dog if self.notifier.watchdog_usec
+                                   else float("inf"), self.next_link_check
                                    if self.config.monitor_links else float("inf")) - now)  # fmt: skip
             fds = [s for s, _ in self.socks] + [self.wake_r] + ([self.notify_r] if self.notify_r is not None else [])
             try:

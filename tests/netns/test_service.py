@@ -218,3 +218,41 @@ def test_pulse_daemon_returns_once_its_director_stands_ready(make_lab, tmp_path,
     end(pid)
     assert not (tmp_path / "run" / "pulse.pid").exists()
     assert not (tmp_path / "run" / "lvs.pid").exists()  # the director went with pulse
+
+
+def test_pulse_notifies_systemd_alone_once_its_director_is_ready(make_lab, tmp_path):
+    lab = make_lab("nat", real_servers=1, directors=2)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # each datagram says which PID sent it
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+    (tmp_path / "lvs.cf").write_text(lvs_cf(lab, backup=True, extra_globals="keepalive = 0.2\ndeadtime = 0.6\n"))
+    rt = tmp_path / "run"
+    argv = pylvs("pulse", "-c", str(tmp_path / "lvs.cf"), "--nodaemon", "--runtime-dir", str(rt))
+    with open(tmp_path / "pulse.log", "wb") as log:
+        proc = lab.popen("dir1", argv, what="pulse", stdout=log, stderr=subprocess.STDOUT, env=env)
+    senders: set[int] = set()
+    got: list[str] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not any("STOPPING=1" in m for m in got) and time.monotonic() < deadline:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            for level, kind, cred in anc:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                    senders.add(int.from_bytes(cred[:4], "little"))
+            got.append(data.decode())
+            if "READY=1" in got[-1] and len([m for m in got if "READY=1" in m]) == 1:
+                # READY only once the director stands ready: its status file says so already
+                lvs = json.loads((rt / "lvs.status.json").read_text())
+                assert lvs["role"] in ("standby", "active")
+            if "WATCHDOG=1" in got[-1] and proc.poll() is None and not any("STOPPING" in m for m in got):
+                os.kill(proc.pid, signal.SIGTERM)
+        assert any(m.startswith("READY=1\nSTATUS=primary,") for m in got), got
+        assert any("WATCHDOG=1" in m for m in got) and any("STOPPING=1" in m for m in got), got
+        assert senders == {proc.pid}, (senders, proc.pid)  # never the director: systemd listens to pulse
+        assert proc.wait(STOP_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
