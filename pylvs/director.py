@@ -167,6 +167,13 @@ class Director:
         if busy_poll_us and io != "afxdp":
             raise DirectorError("--busy-poll is for --io afxdp")
         self.busy_poll_us = busy_poll_us
+        if metrics:
+            from pylvs.metrics import parse_listen
+
+            try:
+                parse_listen(metrics)
+            except ValueError as exc:
+                raise DirectorError(f"--metrics: {exc}") from None
         self.queue = queue
         self.fail_open = fail_open
         self.status_path = status_path
