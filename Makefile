@@ -11,10 +11,15 @@ XDP_OBJECT := pylvs/dataplane/io/xdp_pylvs.o
 
 # Build tools, the libraries netfilterqueue builds against, and the tools the netns
 # tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), netbase for
-# /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp.
+# /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp,
+# prometheus for its promtool and a real server scraping --metrics (tests/netns/test_metrics.py
+# starts its own in a lab namespace).  On a host running systemd, the package's postinst
+# enables and starts prometheus.service on :9090 in the root namespace, which nothing here
+# uses: `systemctl disable --now prometheus` after the install, or install where
+# /usr/sbin/policy-rc.d exits 101 (container images have one), which forbids the start.
 APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14 \
-	iproute2 nftables iptables procps iputils-ping curl netbase
+	iproute2 nftables iptables procps iputils-ping curl netbase tcpdump prometheus
 
 .PHONY: test test-unit test-netns test-afxdp demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
 
@@ -104,3 +109,86 @@ $(PIP_STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard csrc/*.c csr
 
 clean:
 	rm -rf $(VENV) build *.egg-info pylvs/_native.* $(XDP_OBJECT) .pytest_cache .hypothesis
+
+# ---- make install: the package in a virtual environment of its own (dh-virtualenv's way),
+# /usr/sbin/pylvs, the systemd units, the man pages, /etc/default/pylvs and an example
+# lvs.cf (docs/service.md).  DESTDIR stages it (packaging, tests): the files inside name
+# PREFIX, never DESTDIR.  An existing /etc/default/pylvs or lvs.cf is never overwritten.
+#   sudo make install                          # /opt/pylvs, /usr/sbin/pylvs, units, pages
+#   make install DESTDIR=/tmp/stage            # the same tree under /tmp/stage
+#   make install-files DESTDIR=/tmp/stage      # all but the environment: seconds, no pip
+# It runs no systemctl; afterwards: systemctl daemon-reload && systemctl enable --now
+# pylvs-pulse (or pylvs-lvs on a director without a backup router).
+PREFIX     ?= /opt/pylvs
+SBINDIR    ?= /usr/sbin
+UNITDIR    ?= /lib/systemd/system
+MANDIR     ?= /usr/share/man
+SYSCONFDIR ?= /etc
+DOCDIR     ?= /usr/share/doc/pylvs
+EXAMPLE_LVS_CF ?= examples/lvs.cf.nat-wlc
+INSTALL_PIP_ARGS ?=
+# The environment's bin/python links to this interpreter, so it must be the system's
+# (Debian's python3 package, as dh-virtualenv requires), not a pyenv or a .venv one.
+INSTALL_PYTHON ?= /usr/bin/python3
+# What building the package needs (pip compiles pylvs._native, clang the XDP program).
+BUILD_APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
+	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14
+# The python that writes the man pages: the .venv of make test for install-files, the
+# installed environment's for install.
+MANPAGE_PYTHON ?= $(PY)
+DEST = $(if $(DESTDIR),$(abspath $(DESTDIR)),)
+VENV_DEST = $(DEST)$(PREFIX)
+
+.PHONY: install install-venv install-files
+
+install: install-venv
+	@$(MAKE) --no-print-directory install-files MANPAGE_PYTHON=$(VENV_DEST)/bin/python
+	@echo "pylvs installed in $(DEST)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now pylvs-pulse"
+
+# Build from a copy of the working tree, so pip's in-tree build leaves this one alone;
+# the XDP object is not package data, so it is copied beside afxdp.py; the numba kernels
+# are compiled into the environment's cache so the first start forwards in seconds
+# (python -P: the installed package, not this tree, which is the current directory); then,
+# as dh-virtualenv does, DESTDIR is taken out of the scripts' shebangs, the activate
+# scripts and pyvenv.cfg (compiled .pyc files keep it, and Python corrects it on import).
+install-venv:
+	@$(MAKE) --no-print-directory apt-deps $(XDP_OBJECT) APT_PACKAGES="$(BUILD_APT_PACKAGES)"
+	$(INSTALL_PYTHON) -m venv $(VENV_DEST)
+	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+	tar -c --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' \
+		--exclude='./pylvs/_native*' --exclude=__pycache__ --exclude=./.pytest_cache \
+		--exclude=./.hypothesis --exclude=./.benchmarks . | tar -x -C "$$src" && \
+	$(VENV_DEST)/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+		$(INSTALL_PIP_ARGS) "$$src"
+	install -m 644 $(XDP_OBJECT) \
+		"$$($(VENV_DEST)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pylvs/dataplane/io/"
+	$(VENV_DEST)/bin/python -P -m pylvs.precompile
+	if [ -n "$(DEST)" ]; then \
+		grep -rlIZF "$(VENV_DEST)" $(VENV_DEST)/bin $(VENV_DEST)/pyvenv.cfg | \
+		xargs -0 -r sed -i "s|$(VENV_DEST)|$(PREFIX)|g"; \
+	fi
+	install -d $(DEST)$(SBINDIR)
+	ln -sfn $(PREFIX)/bin/pylvs $(DEST)$(SBINDIR)/pylvs
+
+# The units name /usr/sbin/pylvs, /etc/default/pylvs and /etc/sysconfig/ha/lvs.cf;
+# other SBINDIR or SYSCONFDIR values are written into the installed copies.
+install-files:
+	install -d $(DEST)$(UNITDIR) $(DEST)$(SYSCONFDIR)/default $(DEST)$(SYSCONFDIR)/sysconfig/ha \
+		$(DEST)$(DOCDIR)/examples
+	for unit in systemd/*.service; do \
+		sed -e 's|/usr/sbin/pylvs|$(SBINDIR)/pylvs|g' -e 's|/etc/default/pylvs|$(SYSCONFDIR)/default/pylvs|g' \
+			-e 's|/etc/sysconfig/ha/|$(SYSCONFDIR)/sysconfig/ha/|g' "$$unit" > $(DEST)$(UNITDIR)/$${unit##*/} && \
+		chmod 644 $(DEST)$(UNITDIR)/$${unit##*/} || exit 1; \
+	done
+	[ -e $(DEST)$(SYSCONFDIR)/default/pylvs ] || install -m 644 systemd/pylvs.default $(DEST)$(SYSCONFDIR)/default/pylvs
+	[ -e $(DEST)$(SYSCONFDIR)/sysconfig/ha/lvs.cf ] || \
+		install -m 644 $(EXAMPLE_LVS_CF) $(DEST)$(SYSCONFDIR)/sysconfig/ha/lvs.cf
+	install -m 644 examples/README.md examples/lvs.cf.* $(DEST)$(DOCDIR)/examples/
+	pages=$$(mktemp -d) && trap 'rm -rf "$$pages"' EXIT && \
+	$(MANPAGE_PYTHON) -P -m pylvs.manpages "$$pages" > /dev/null && \
+	for page in "$$pages"/*; do \
+		name=$${page##*/}; section=$${name##*.}; \
+		install -d $(DEST)$(MANDIR)/man$$section && \
+		gzip -9n -c "$$page" > $(DEST)$(MANDIR)/man$$section/$$name.gz && \
+		chmod 644 $(DEST)$(MANDIR)/man$$section/$$name.gz || exit 1; \
+	done

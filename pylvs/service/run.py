@@ -21,7 +21,7 @@ from pylvs.config import diagnostics as dg
 from pylvs.service import daemon
 from pylvs.service.lock import AlreadyRunning
 from pylvs.service.logs import Logs
-from pylvs.service.notify import Notifier
+from pylvs.service.notify import NOTIFY_ENV, Notifier
 
 EXIT_FAILURE = 1
 EXIT_OK = 0
@@ -46,6 +46,8 @@ def run_daemon(role: Role, args: argparse.Namespace, name: str, *, errors: tuple
     if hasattr(role, "logfile"):
         role.logfile = logs.logfile  # pulse hands its log file (or the fallback) to its director
     notifier = role.notifier = Notifier(ready_fd)
+    for key in NOTIFY_ENV:  # sd_notify's unset_environment: no child (health program, director) inherits it
+        os.environ.pop(key, None)
     role.install_signals()
     code, reason = EXIT_OK, ""
     try:
@@ -58,7 +60,7 @@ def run_daemon(role: Role, args: argparse.Namespace, name: str, *, errors: tuple
         code, reason = EXIT_FAILURE, f"cannot start: {exc}"
     else:
         if started is False:  # e.g. a backup with backup_active = 0: nothing to run
-            notifier.failed(EXIT_OK)
+            notifier.ready("nothing to do on this router")  # then exit 0: systemd sees a clean stop
             return EXIT_OK
     if code:
         log.error("%s", reason)
