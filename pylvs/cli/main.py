@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from pylvs import __version__
-from pylvs.cli import check, health, lab, lvs, pulse, send_arp
+from pylvs.cli import check, health, lab, lvs, pulse, send_arp, status
 
-SUBCOMMANDS = (check, lab, lvs, pulse, health, send_arp)
+SUBCOMMANDS = (check, lab, lvs, pulse, health, status, send_arp)
 
 
 def build_parser() -> argparse.ArgumentParser:

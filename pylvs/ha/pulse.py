@@ -51,6 +51,7 @@ from pylvs.ha import node as nd
 from pylvs.ha import roles
 from pylvs.service.lock import InstanceLock
 from pylvs.service.notify import Notifier, child_env
+from pylvs.service.paths import RuntimePaths
 
 log = logging.getLogger("pylvs.pulse")
 
@@ -540,13 +541,20 @@ class Pulse:
             "pid": os.getpid(), "config": self.path, "role": "primary" if n.master else "backup",
             "state": "active" if n.active else "standby", "linkfail": n.linkfail, "childfail": n.childfail,
             "director": {"pid": self.child.pid if self.child else None, "role": self.child_role,
-                         "exits": self.child_exits},
+                         "exits": self.child_exits, "status": self._lvs_status_path()},
+            "serial_no": self.config.serial_no if self.config else None,
             "keepalive": n.keepalive, "deadtime": n.deadtime, "peers": sorted(self.peers),
             "counters": dict(self.counters),
             "heard_ago": None if self.last_heard is None else round(self.clock() - self.last_heard, 3),
             "log": [s.log for s in n.history if s.log][-20:],
             "confsync": self._confsync_status(),
         }  # fmt: skip
+
+    def _lvs_status_path(self) -> str | None:
+        """Where the director writes its status (`pylvs status` follows it)."""
+        if self.lvs_status:
+            return self.lvs_status
+        return str(RuntimePaths.resolve(self.runtime_dir).status("lvs")) if self.runtime_dir else None
 
     def _confsync_status(self) -> dict[str, Any] | None:
         if self.confsync is None:

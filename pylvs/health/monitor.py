@@ -160,6 +160,42 @@ def _adjust_tick(p: MonitorParams, count: int) -> bool:
     return p.interval > ADJUST_PERIOD or count % (ADJUST_PERIOD // p.interval) == 0
 
 
+def checks_to_adjust(p: MonitorParams, count: int) -> int:
+    """How many more passing checks until the next adjust tick (1 = the very next check),
+    starting from ``count`` consecutive passes: each pass adds one to the count, and the
+    tick of 4.4 step 5 comes when the new count is a multiple of 20 // interval."""
+    if p.interval > ADJUST_PERIOD:
+        return 1
+    period = ADJUST_PERIOD // p.interval
+    return period - count % period
+
+
+class SlowStart(NamedTuple):
+    """Where a server is in its slow start (4.6): what the status views show."""
+
+    weight: int  # L, the weight now
+    target: int  # W, the configured weight
+    next_weight: int  # min(2 L, W): the weight after the next step
+    checks_to_next: int  # passing checks until that step (1: the next check)
+    steps_done: int  # doublings since it was made available
+    steps_left: int  # doublings until it reaches W
+    checks_to_full: int  # passing checks until it reaches W
+
+
+def slow_start(p: MonitorParams, s: MonitorState) -> SlowStart | None:
+    """The slow start of state ``s``: None unless the server is up below its configured
+    weight.  Counts assume every coming check passes (one failure takes it out, 4.4)."""
+    if not s.up or s.weight >= p.weight or s.weight <= 0:
+        return None
+    steps, w = 0, s.weight
+    while w < p.weight:
+        w, steps = min(2 * w, p.weight), steps + 1
+    to_next = checks_to_adjust(p, s.count)
+    period = 1 if p.interval > ADJUST_PERIOD else ADJUST_PERIOD // p.interval
+    return SlowStart(s.weight, p.weight, min(2 * s.weight, p.weight), to_next, s.slow_start_steps, steps,
+                     to_next + (steps - 1) * period)
+
+
 def _make_up(p: MonitorParams, s: MonitorState, **kw) -> MonitorState:
     return s._replace(up=True, weight=p.first_weight, changes=s.changes + 1, slow_start_steps=0, **kw)
 

@@ -41,7 +41,15 @@ from typing import Any
 
 from pylvs.dataplane.tables import HealthState, health_key
 from pylvs.health.load import load_argv, sample_load
-from pylvs.health.monitor import FORCE_CLEAR, FORCE_DOWN, FORCE_UP, LOAD, MonitorParams, ServerMonitor
+from pylvs.health.monitor import (
+    FORCE_CLEAR,
+    FORCE_DOWN,
+    FORCE_UP,
+    LOAD,
+    MonitorParams,
+    ServerMonitor,
+    slow_start,
+)
 
 log = logging.getLogger("pylvs.health")
 
@@ -83,6 +91,8 @@ class _Check:
     offset: float
     task: asyncio.Task | None = None
     last_at: float | None = None  # wall-clock time of the last result
+    last_end: float | None = None  # runner-clock time the last probe ended
+    next_at: float | None = None  # runner-clock time the task's sleep ends: the next check starts
     checked: bool = False  # first_round checked it: its next check is an interval away
 
 
@@ -175,20 +185,51 @@ class HealthRunner:
             return dict(self._health)
 
     def snapshot(self) -> list[dict]:
-        """Per check, for the status views: service, server, up, weight, last result, ..."""
+        """Per check, for the status views: service, server, up, weight (now) and
+        configured_weight, last result, ..., and the schedule: ``next_check_in`` (seconds
+        until the next check starts), and while in slow start (``slow_start`` True)
+        ``next_weight``, ``next_step_in`` / ``next_step_at`` (seconds from now / wall-clock
+        time of the next doubling), ``next_step_checks``, ``full_weight_in``,
+        ``slow_start_steps`` and ``slow_start_steps_left``.  The times assume the coming
+        checks pass and last as long as the last one did (a step lands when its check ends)."""
         with self._lock:
             checks = list(self._checks.values())
-        out = []
-        for c in checks:
-            st, p = c.monitor.state, c.monitor.params
-            out.append({
-                "service": c.service, "server": c.server, "address": c.address, "key": c.key,
-                "up": st.up, "weight": st.weight, "configured_weight": p.weight, "mode": st.mode,
-                "quiesced": (not st.up) and p.quiesce, "last": st.last_ok, "reason": st.last_reason,
-                "duration": st.last_duration, "changes": st.changes, "passes": st.count,
-                "interval": p.interval, "last_at": c.last_at,
-            })
-        return out
+        clock, now = self._clock(), self._now()
+        return [self._entry(c, clock, now) for c in checks]
+
+    def _next_check_in(self, c: _Check, clock: float) -> float | None:
+        """Seconds until ``c``'s next check starts (0 while one runs or is due)."""
+        at = c.next_at
+        if at is None and c.last_end is not None:  # checked (first_round), task not started yet
+            at = c.last_end + c.monitor.params.interval
+        return None if at is None else max(0.0, at - clock)
+
+    def _entry(self, c: _Check, clock: float, now: float) -> dict:
+        st, p = c.monitor.state, c.monitor.params
+        next_check = self._next_check_in(c, clock)
+        ss = slow_start(p, st)
+        entry = {
+            "service": c.service, "server": c.server, "address": c.address, "key": c.key,
+            "up": st.up, "weight": st.weight, "configured_weight": p.weight, "mode": st.mode,
+            "quiesced": (not st.up) and p.quiesce, "last": st.last_ok, "reason": st.last_reason,
+            "duration": st.last_duration, "changes": st.changes, "passes": st.count, "needed": p.needed,
+            "interval": p.interval, "last_at": c.last_at,
+            "next_check_in": None if next_check is None else round(next_check, 3),
+            "slow_start": ss is not None, "next_weight": None, "next_step_checks": None,
+            "next_step_in": None, "next_step_at": None, "full_weight_in": None,
+            "slow_start_steps": st.slow_start_steps, "slow_start_steps_left": 0,
+        }  # fmt: skip
+        if ss is None:
+            return entry
+        entry.update(next_weight=ss.next_weight, next_step_checks=ss.checks_to_next,
+                     slow_start_steps_left=ss.steps_left)
+        if next_check is not None:
+            # the k-th coming check ends (and steps) after k - 1 whole cycles, its own probe included
+            cycle = p.interval + st.last_duration
+            step_in = next_check + st.last_duration + (ss.checks_to_next - 1) * cycle
+            entry.update(next_step_in=round(step_in, 3), next_step_at=round(now + step_in, 3),
+                         full_weight_in=round(step_in + (ss.checks_to_full - ss.checks_to_next) * cycle, 3))
+        return entry
 
     def first_round(self) -> None:
         """Before ``start``: every check once, all at the same time, so the director's
@@ -219,6 +260,7 @@ class HealthRunner:
             ok, reason, duration = False, f"probe error: {exc!r}", self._clock() - t0
         st = c.monitor.result(ok, reason, duration)
         c.last_at = self._now()
+        c.last_end = self._clock()
         changed = st.changed
         if st.log:
             log.info("%s%s", st.log, "" if ok else f" ({reason})" if reason else "")
@@ -232,10 +274,15 @@ class HealthRunner:
     async def _run(self, c: _Check) -> None:
         # After the start-up round every server was just checked, as nanny checks at its
         # start: the next check is one interval later, the spread offset on top of it.
-        await self._sleep(c.offset + (c.monitor.params.interval if c.checked else 0.0))
+        await self._sleep_until_check(c, c.offset + (c.monitor.params.interval if c.checked else 0.0))
         while True:
             await self.check_once(c)
-            await self._sleep(c.monitor.params.interval)  # nanny: sleep interval after the probe (4.4)
+            await self._sleep_until_check(c, c.monitor.params.interval)  # nanny: sleep interval after the probe (4.4)
+
+    async def _sleep_until_check(self, c: _Check, delay: float) -> None:
+        """Sleep ``delay`` before ``c``'s next check, noting when it will start (snapshot)."""
+        c.next_at = self._clock() + delay
+        await self._sleep(delay)
 
     # -- publishing ----------------------------------------------------------------------------
     def _changed(self, c: _Check) -> None:

@@ -26,7 +26,9 @@ from pylvs.health.monitor import (
     MonitorParams,
     MonitorState,
     ServerMonitor,
+    checks_to_adjust,
     load_weight,
+    slow_start,
     step,
 )
 from pylvs.sched import ADDR, W
@@ -308,3 +310,71 @@ def test_params_of_config():
     v = dataclasses.replace(c.virtuals[0], timeout=6, reentry=15, load_monitor="uptime")
     p = MonitorParams.of(c, v, v.servers[0])
     assert (p.server, p.weight, p.interval, p.needed, p.quiesce, p.load) == ("10.0.0.2:80", 100, 6, 2, True, True)
+
+
+# ----------------------------------------------------------------- slow start as the status views show it
+
+
+def test_checks_to_adjust_counts_to_the_next_tick():
+    p = params(interval=10)  # a tick every 20 // 10 = 2 passes
+    assert [checks_to_adjust(p, n) for n in range(5)] == [2, 1, 2, 1, 2]
+    p = params(interval=3)  # every 6 passes
+    assert [checks_to_adjust(p, n) for n in (0, 1, 5, 6, 7)] == [6, 5, 1, 6, 5]
+    assert checks_to_adjust(params(interval=30, reentry=60), 7) == 1  # interval > 20: every pass
+
+
+def test_slow_start_is_none_unless_up_below_the_configured_weight():
+    p = params(weight=100)
+    assert slow_start(p, MonitorState.initial(p)) is None  # down
+    m = ServerMonitor(p)
+    for _ in range(20):
+        m.feed(PASS)
+    assert m.state.weight == 100 and slow_start(p, m.state) is None  # reached W
+    m.feed(FAIL)
+    assert slow_start(p, m.state) is None  # down again
+    z = ServerMonitor(params(weight=0))
+    z.feed(PASS)
+    assert z.state.up and slow_start(z.params, z.state) is None  # weight 0 stays 0
+    q = ServerMonitor(params(weight=100, reentry=20, quiesce=True))
+    q.feed(PASS)
+    q.feed(FAIL)
+    assert slow_start(q.params, q.state) is None  # quiesced at weight 0
+
+
+@pytest.mark.parametrize(("weight", "interval", "reentry"), [
+    (100, 10, 180), (100, 10, 20), (100, 2, 15), (96, 6, 15), (3, 1, 1), (64, 30, 60), (1000, 7, 21)])
+def test_slow_start_predictions_match_what_the_passes_do(weight, interval, reentry):
+    """At every point of a climb, ``slow_start`` says which weight comes after how many
+    passing checks, and how many doublings and checks are left: feeding that many passes
+    gives exactly that."""
+    p = params(weight=weight, interval=interval, reentry=reentry)
+    m = ServerMonitor(p)
+    m.feed(PASS)  # made available at W0
+    history = [m.state]
+    while m.state.weight < weight:
+        m.feed(PASS)
+        history.append(m.state)
+        assert len(history) < 1000
+    for i, s in enumerate(history[:-1]):
+        ss = slow_start(p, s)
+        assert ss is not None and (ss.weight, ss.target, ss.steps_done) == (s.weight, weight, s.slow_start_steps)
+        later = history[i + 1:]
+        changed = next(k for k, t in enumerate(later, start=1) if t.weight != s.weight)
+        assert ss.checks_to_next == changed and later[changed - 1].weight == ss.next_weight
+        assert ss.checks_to_full == next(k for k, t in enumerate(later, start=1) if t.weight == weight)
+        assert ss.steps_left == history[-1].slow_start_steps - s.slow_start_steps
+    assert slow_start(p, history[-1]) is None
+
+
+def test_slow_start_w100_interval_10_sequence_and_schedule():
+    """Reference 4.6's example: W = 100, timeout 10: 3, 6, 12, 24, 48, 96, 100, one step
+    every 2 passes; the first pass (count 19, odd) is no tick, so the first step is 1 check away."""
+    m = ServerMonitor(params(weight=100, interval=10))
+    m.feed(PASS)
+    ss = slow_start(m.params, m.state)
+    assert ss == (3, 100, 6, 1, 0, 6, 11)  # 6 doublings: 1 + 5 * 2 checks
+    seen = [(ss.weight, ss.next_weight, ss.checks_to_next)]
+    while (ss := slow_start(m.params, m.feed(PASS).state)) is not None:
+        seen.append((ss.weight, ss.next_weight, ss.checks_to_next))
+    assert seen == [(3, 6, 1), (6, 12, 2), (6, 12, 1), (12, 24, 2), (12, 24, 1), (24, 48, 2), (24, 48, 1),
+                    (48, 96, 2), (48, 96, 1), (96, 100, 2), (96, 100, 1)]

@@ -332,3 +332,110 @@ def test_first_round_checks_everyone_once_and_defers_the_next_check_by_an_interv
     r.start()
     r.stop()
     assert len(sleeps) == 3 and all(6 <= d < 12 for d in sleeps)
+
+
+# ----------------------------------------------------------------- slow start in the snapshot
+
+
+class Timeline:
+    """A fake runner clock (monotonic) and wall clock 1000 s apart, a probe that takes
+    ``duration`` of it, and a sleep that takes a snapshot halfway through each wait."""
+
+    def __init__(self, duration=0.5):
+        self.t = 0.0
+        self.duration = duration
+        self.snaps: list[tuple[float, dict]] = []  # (wall time, snapshot entry) taken mid-sleep
+        self.weights: list[tuple[float, int]] = []  # (wall time, weight) after each check
+        self.runner: HealthRunner | None = None
+        self.stop_at = 10_000.0
+
+    def clock(self):
+        return self.t
+
+    def now(self):
+        return 1000.0 + self.t
+
+    async def probe(self, spec, *, clock):
+        self.t += self.duration
+        return FakeResult(True, "ok", self.duration)
+
+    async def sleep(self, delay):
+        [entry] = self.runner.snapshot()
+        self.weights.append((self.now(), entry["weight"]))
+        self.t += delay / 2
+        self.snaps.append((self.now(), self.runner.snapshot()[0]))
+        self.t += delay / 2
+        if self.t > self.stop_at:
+            raise asyncio.CancelledError
+
+
+def test_snapshot_schedules_slow_start_w100_and_the_steps_come_then():
+    """Weight 100 at timeout 10 (a doubling every 2 passes): every snapshot taken while
+    it climbs names the next weight and the wall-clock time it comes, and the weight
+    does change to that value at that time; the whole climb to 100 is announced too."""
+    tl = Timeline(duration=0.5)
+    c = config(1, weight=100, timeout=10, reentry=20)
+    r, _ = runner(c, tl.probe, clock=tl.clock, now=tl.now, sleep=tl.sleep)
+    tl.runner = r
+    ch = next(iter(r._checks.values()))
+    tl.stop_at = 200.0
+
+    async def go():
+        with pytest.raises(asyncio.CancelledError):
+            await r._run(ch)
+    asyncio.run(go())
+    weights = tl.weights
+    assert [w for _, w in weights if w] == sorted(w for _, w in weights if w)  # climbing only
+    assert sorted({w for _, w in weights}) == [0, 3, 6, 12, 24, 48, 96, 100]  # 0: before the first check
+    changes = [(t, w) for (t, w), (_, before) in zip(weights[1:], weights, strict=False) if w != before]
+    full_at = next(t for t, w in weights if w == 100)
+    checked = 0
+    for t, e in tl.snaps:
+        if not e["slow_start"]:
+            assert e["weight"] in (0, 100) and e["next_step_in"] is None and e["next_weight"] is None
+            continue
+        assert e["configured_weight"] == 100 and e["next_weight"] == min(2 * e["weight"], 100)
+        step_at, new = next((ct, w) for ct, w in changes if ct > t)
+        assert new == e["next_weight"]
+        assert e["next_step_at"] == pytest.approx(step_at)
+        assert e["next_step_in"] == pytest.approx(step_at - t)
+        assert e["full_weight_in"] == pytest.approx(full_at - t)
+        assert 0 < e["next_step_in"] <= 2 * 10.5 and 1 <= e["next_step_checks"] <= 2
+        assert e["slow_start_steps_left"] >= 1
+        checked += 1
+    assert checked >= 10
+    # from the first snapshot: 3 of 100, next step (to 6) within one cycle of 10.5 s
+    first = next(e for _, e in tl.snaps if e["slow_start"])  # the first is taken before the first check
+    assert (first["weight"], first["next_weight"], first["next_step_checks"]) == (3, 6, 1)
+    assert first["next_step_in"] == pytest.approx(5 + 0.5)  # half the sleep left, then the probe
+
+
+def test_snapshot_outside_slow_start_and_before_the_tasks_run():
+    c = config(2, weight=1, timeout=6)
+    t = [0.0]
+    probe = FakeProbe()
+    probe.results["10.0.0.3"] = False
+    r, _ = runner(c, probe, clock=lambda: t[0])
+    before = {s["address"]: s for s in r.snapshot()}
+    assert before["10.0.0.2:80"]["next_check_in"] is None  # not scheduled yet
+    r.first_round()
+    t[0] = 2.0
+    snap = {s["address"]: s for s in r.snapshot()}
+    up, down = snap["10.0.0.2:80"], snap["10.0.0.3:80"]
+    assert up["up"] and (up["weight"], up["configured_weight"]) == (1, 1) and not up["slow_start"]
+    assert up["next_check_in"] == pytest.approx(4.0)  # checked at 0, again an interval later
+    assert (up["next_weight"], up["next_step_in"], up["next_step_at"], up["full_weight_in"]) == (None,) * 4
+    assert not down["up"] and not down["slow_start"] and down["reason"] == "CONNECT timed out"
+    assert (down["passes"], down["needed"]) == (0, 2)  # re-entry: 0 of 2 passing checks
+
+
+def test_snapshot_slow_start_without_a_schedule_has_no_times():
+    c = config(1, weight=100, timeout=10, reentry=20)
+    r, _ = runner(c)
+    run_all(r)  # checked, never scheduled: next_at unknown, fallback from the last check
+    [e] = r.snapshot()
+    assert e["slow_start"] and e["next_weight"] == 6 and e["next_check_in"] is not None
+    r._checks[key_of(c, 0)].last_end = None
+    [e] = r.snapshot()
+    assert e["slow_start"] and e["next_weight"] == 6 and e["next_step_checks"] == 1
+    assert e["next_step_in"] is None and e["next_step_at"] is None
