@@ -56,6 +56,7 @@ from pylvs.health.runner import HealthRunner
 from pylvs.sched import ADDR
 from pylvs.service.lock import InstanceLock
 from pylvs.service.notify import Notifier
+from pylvs.service.wake import Waker
 
 log = logging.getLogger("pylvs.lvs")
 
@@ -190,7 +191,7 @@ class Director:
         self.capture = "nfqueue"
         self.neighbours: Neighbours | None = None
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
+        self.wake = Waker()  # signal handlers and threads wake the control loop (never an Event: wake.py)
         self.thread: threading.Thread | None = None
         self.thread_error: BaseException | None = None
         self.pending: set[str] = set()  # signals noticed, handled by the control loop
@@ -455,6 +456,7 @@ class Director:
             if self.status_path:
                 Path(self.status_path).unlink(missing_ok=True)
             self._release_lock()  # last: the next director may clean up after us only now
+            self.wake.close()
         log.info("stopped")
 
     def _close_metrics(self) -> None:
@@ -653,7 +655,6 @@ class Director:
         code = 0
         while True:
             self.wake.wait(CONTROL_WAKEUP)
-            self.wake.clear()
             if self.pending & {"SIGTERM", "SIGINT"}:
                 log.info("%s: shutting down", "/".join(sorted(self.pending & {"SIGTERM", "SIGINT"})))
                 break

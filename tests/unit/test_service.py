@@ -161,3 +161,36 @@ def test_runtime_paths(tmp_path, monkeypatch):
     os.symlink(paths.OWN_NETNS, tmp_path / "netns" / "blue")  # stat follows it to our namespace
     assert paths.netns_name() == "blue"
     assert paths.default_runtime_dir() == paths.RUN_ROOT / "blue"
+
+
+def test_the_waker_wakes_from_a_signal_handler_inside_another():
+    """The hang an Event gave (wake.py): a handler interrupted by a second one, both waking."""
+    import signal
+
+    from pylvs.service.wake import Waker
+
+    w = Waker()
+    nested = []
+
+    def inner(*_):
+        w.set()
+
+    def outer(*_):
+        w.set()
+        os.kill(os.getpid(), signal.SIGUSR2)  # delivered while this handler runs
+        nested.append(True)
+        w.set()
+
+    old1, old2 = signal.signal(signal.SIGUSR1, outer), signal.signal(signal.SIGUSR2, inner)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert nested and w.wait(1.0)
+        assert not w.wait(0.01)  # drained: cleared
+        for _ in range(10_000):  # more than the pipe holds: never blocks
+            w.set()
+        assert w.wait(0) and not w.wait(0)
+    finally:
+        signal.signal(signal.SIGUSR1, old1)
+        signal.signal(signal.SIGUSR2, old2)
+        w.close()
+    w.set()  # after close: nothing, no error
