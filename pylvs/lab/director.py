@@ -129,7 +129,7 @@ class LabPulse(_LabDaemon):
     files of both and the director's control socket."""
 
     def __init__(self, lab: Any, workdir: Path, text: str, *, host: str, io: str = "auto",
-                 forceactive: bool = False, wait: bool = True) -> None:  # fmt: skip
+                 forceactive: bool = False, wait: bool = True, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.lab, self.host = lab, host
         self.what = f"pulse on {host}"
         self.dir = workdir / host
@@ -145,7 +145,8 @@ class LabPulse(_LabDaemon):
         argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
                 "--runtime-dir", str(self.dir),
                 "--status", str(self.status_path), "--lvs-status", str(self.lvs_status_path),
-                "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else [])]  # fmt: skip
+                "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else []),
+                *extra]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.proc = lab.popen(host, argv, what="pulse", stdout=log, stderr=subprocess.STDOUT)
         if wait:
