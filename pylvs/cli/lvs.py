@@ -17,11 +17,28 @@ from pylvs.service.run import EXIT_FAILURE, run_daemon
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from pylvs.director import IO_CHOICES, XDP_MODES
-
     p = subparsers.add_parser("lvs", help="run the virtual services of lvs.cf (the lvs daemon)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     options.add(p, "lvs")
+    p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
+    add_director_options(p)
+    p.add_argument("--status", default=None, metavar="PATH",
+                   help="status file, JSON, rewritten every second (default RUNTIME_DIR/lvs.status.json)")
+    p.add_argument("--control", default=None, metavar="PATH",
+                   help="control socket for `pylvs health force` (default RUNTIME_DIR/lvs.ctl)")
+    p.add_argument("--capacity", type=int, default=None, metavar="N",
+                   help="connection table entries, a power of two (default 1048576)")
+    p.add_argument("--standby", action="store_true",
+                   help="start standby, as `pylvs pulse` runs it: forward after SIGUSR1, stop after SIGUSR2")
+    p.add_argument("--notify-fd", type=int, default=None, metavar="FD",
+                   help="write the role reached (standby, active) as a line to this descriptor (pulse's pipe)")
+    p.set_defaults(func=run)
+
+
+def add_director_options(p: argparse.ArgumentParser) -> None:
+    """The director's options that `pylvs pulse` takes too, and hands to its director."""
+    from pylvs.director import IO_CHOICES, XDP_MODES
+
     p.add_argument("--io", choices=IO_CHOICES, default="auto",
                    help="packet I/O: nfq-loop (the whole loop in C), afxdp (the C loop on AF_XDP sockets fed "
                         "by an XDP program; no firewall marks), nfq-native (batched C I/O, engine called "
@@ -33,26 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
                    help="afxdp: after each batch, look for packets again without sleeping for USEC "
                         "microseconds (lower latency, a core spinning while traffic flows; default 0)")
-    p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="forwarding threads, each on its own NFQUEUE (--queue .. --queue+N-1, flows spread "
                         "by --queue-balance), one shared connection table (nfq-loop; default 1)")
     p.add_argument("--fail-closed", action="store_true",
                    help="drop VIP traffic when pylvs cannot keep up or is not running "
                         "(default: fail open, the kernel accepts it)")
-    p.add_argument("--status", default=None, metavar="PATH",
-                   help="status file, JSON, rewritten every second (default RUNTIME_DIR/lvs.status.json)")
-    p.add_argument("--control", default=None, metavar="PATH",
-                   help="control socket for `pylvs health force` (default RUNTIME_DIR/lvs.ctl)")
     p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
                    help="serve Prometheus metrics here (off by default; docs/metrics.md)")
-    p.add_argument("--capacity", type=int, default=None, metavar="N",
-                   help="connection table entries, a power of two (default 1048576)")
-    p.add_argument("--standby", action="store_true",
-                   help="start standby, as `pylvs pulse` runs it: forward after SIGUSR1, stop after SIGUSR2")
-    p.add_argument("--notify-fd", type=int, default=None, metavar="FD",
-                   help="write the role reached (standby, active) as a line to this descriptor (pulse's pipe)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

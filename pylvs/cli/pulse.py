@@ -12,28 +12,17 @@ from __future__ import annotations
 
 import argparse
 
+from pylvs.cli.lvs import add_director_options
 from pylvs.service import options
 from pylvs.service.run import run_daemon
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from pylvs.director import IO_CHOICES, XDP_MODES
-
     p = subparsers.add_parser("pulse", help="heartbeat and failover between two routers (the pulse daemon)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     options.add(p, "pulse")
     p.add_argument("--forceactive", action="store_true", help="start active (take the VIPs at once)")
-    p.add_argument("--io", choices=IO_CHOICES, default="auto", help="the director's packet I/O (see pylvs lvs)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="the director's forwarding threads "
-                                                                       "(see pylvs lvs)")
-    p.add_argument("--xdp-mode", choices=XDP_MODES, default="auto", help="--io afxdp: the XDP mode (see pylvs lvs)")
-    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
-                   help="--io afxdp: the director's busy polling (see pylvs lvs)")
-    p.add_argument("--fail-closed", action="store_true",
-                   help="the director drops VIP traffic it cannot take instead of letting the kernel have it "
-                        "(see pylvs lvs)")
-    p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
-                   help="the director serves Prometheus metrics here (see pylvs lvs)")
+    add_director_options(p)  # handed to its director
     p.add_argument("--status", default=None, metavar="PATH",
                    help="pulse's status file, JSON, rewritten every second (default RUNTIME_DIR/pulse.status.json)")
     p.add_argument("--lvs-status", default=None, metavar="PATH",

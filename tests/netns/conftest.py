@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from pylvs.lab import Lab, build_lab, netns
+from pylvs.lab.director import LabDirector
 
 HERE = Path(__file__).parent
 SETUP_ERRORS = (OSError, RuntimeError, subprocess.SubprocessError)  # what a failed probe raises
@@ -97,3 +98,19 @@ def shared_lab(netns_support: None) -> Iterator[Callable[..., Lab]]:
     yield get
     for lab in labs.values():
         lab.destroy()
+
+
+@pytest.fixture
+def director(tmp_path) -> Iterator[Callable[..., LabDirector]]:
+    """``director(lab, text)``: ``pylvs lvs`` in the lab's dir1 from this lvs.cf text,
+    stopped after the test (a test file may define its own, with more options)."""
+    running: list[LabDirector] = []
+
+    def start(lab: Lab, text: str) -> LabDirector:
+        d = LabDirector(lab, tmp_path / "lvs", text)
+        running.append(d)
+        return d
+
+    yield start
+    for d in running:
+        d.stop()

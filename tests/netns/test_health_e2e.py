@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
@@ -28,31 +29,6 @@ from pylvs.lab.probes import http_keepalive_get
 PROGRAMS = Path(__file__).resolve().parents[1] / "health_programs"
 INTERVAL = 2  # lvs.cf timeout: the check interval and the probe limit, seconds
 SLACK = 3.0  # scheduling, probe and recompile time on a shared 2-vCPU machine
-
-
-@pytest.fixture
-def director(tmp_path):
-    running: list[LabDirector] = []
-
-    def start(lab, text: str) -> LabDirector:
-        d = LabDirector(lab, tmp_path / "lvs", text)
-        running.append(d)
-        return d
-
-    yield start
-    for d in running:
-        d.stop()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
 
 
 def check_of(d: LabDirector, address: str, service: str | None = None) -> dict:

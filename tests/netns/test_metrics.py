@@ -17,6 +17,7 @@ import time
 from collections import Counter
 
 import pytest
+from waits import wait_for
 
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
@@ -69,17 +70,6 @@ def value(lab, expr: str) -> float | None:
     return result[0][1] if result else None
 
 
-def wait_for(what: str, predicate, timeout: float = SCRAPE_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(POLL)
-
-
 @pytest.fixture
 def prometheus(tmp_path):
     """Start Prometheus in PROM_HOST's namespace scraping METRICS; killed by PID after."""
@@ -126,7 +116,7 @@ def test_prometheus_scrapes_the_director(make_lab, prometheus, tmp_path):
     try:
         d.wait_for(lambda s: sum(len(v["dests"]) for v in s["services"]) == 2, 30, "both real servers in")
         prometheus(lab)
-        wait_for("a first scrape", lambda: value(lab, 'up{job="pylvs"}') == 1)
+        wait_for(lambda: value(lab, 'up{job="pylvs"}') == 1, SCRAPE_TIMEOUT, "a first scrape")
 
         for _ in range(CLOSED):
             assert lab.http_get("client1", topo.VIP).status == 200
@@ -139,8 +129,8 @@ def test_prometheus_scrapes_the_director(make_lab, prometheus, tmp_path):
             answered[http_keepalive_get(s, topo.VIP).body.decode().strip()] += 1
 
         # Counters: at least every connection made; packets and bytes both ways.
-        wait_for("connections_total counts the traffic",
-                 lambda: (value(lab, "pylvs_ipvs_connections_total") or 0) >= CLOSED + HELD)
+        wait_for(lambda: (value(lab, "pylvs_ipvs_connections_total") or 0) >= CLOSED + HELD, SCRAPE_TIMEOUT,
+                 "connections_total counts the traffic")
         for name in ("incoming_packets", "outgoing_packets", "incoming_bytes", "outgoing_bytes"):
             assert value(lab, f"pylvs_ipvs_{name}_total") >= CLOSED + HELD, name
 
@@ -157,7 +147,7 @@ def test_prometheus_scrapes_the_director(make_lab, prometheus, tmp_path):
             by_rip = {m["remote_address"]: v for m, v in got}
             return got if by_rip == {rip: want_active.get(rip, 0) for rip in lab.rips} else None
 
-        got = wait_for(f"active connections {want_active}", active)
+        got = wait_for(active, SCRAPE_TIMEOUT, f"active connections {want_active}")
         assert {m["remote_address"]: m for m, _ in got} == labels
         inactive = query(lab, "pylvs_ipvs_backend_connections_inactive")
         assert {m["remote_address"]: m for m, _ in inactive} == labels

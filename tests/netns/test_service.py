@@ -256,3 +256,33 @@ def test_pulse_notifies_systemd_alone_once_its_director_is_ready(make_lab, tmp_p
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_defaults_live_in_the_namespace_s_own_runtime_directory(make_lab, tmp_path):
+    """No path flag at all: the director, `pylvs status` and `pylvs health force` meet in
+    /run/pylvs/<netns> (the lab's namespace names are unique per run), which goes with the
+    director."""
+    from pylvs.service.paths import RUN_ROOT
+
+    lab = make_lab("nat", real_servers=1)
+    rt = RUN_ROOT / lab.host("dir1").netns
+    (tmp_path / "lvs.cf").write_text(lvs_cf(lab))
+    with open(tmp_path / "lvs.log", "wb") as log:
+        proc = lab.popen("dir1", pylvs("lvs", "-c", str(tmp_path / "lvs.cf"), "--nodaemon"), what="lvs",
+                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (rt / "lvs.pid").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert int((rt / "lvs.pid").read_text()) == proc.pid, (tmp_path / "lvs.log").read_text()
+        assert (rt / "lvs.status.json").exists() and (rt / "lvs.ctl").exists()
+        shown = lab.run("dir1", pylvs("status"), check=False, timeout=60)
+        assert shown.returncode == 0 and f"{lab.real_servers[0].ip()}:80" in shown.stdout, shown.stdout + shown.stderr
+        forced = lab.run("dir1", pylvs("health", "force", f"{lab.real_servers[0].ip()}:80", "auto"), timeout=60)
+        assert "forced auto" in forced.stdout
+        assert served(lab) == lab.real_servers[0].name
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT) == 0
+    assert not rt.exists()  # its last file gone, the namespace's directory goes too

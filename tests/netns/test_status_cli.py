@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-import pytest
+from waits import wait_for
 
 from pylvs.lab import topology as topo
 from pylvs.lab.director import LabDirector
@@ -28,31 +28,6 @@ REENTRY = 16  # N = 8 passes; the first check makes count 9, so the first doubli
 STEP_EVERY = 20 // INTERVAL  # passing checks per doubling (reference 4.4 step 5)
 SLACK = 3.0  # scheduling, probe and status-file (1 s) latency on a shared 2-vCPU machine
 GHOST = "10.77.2.99"  # in the servers' segment, no host has it
-
-
-@pytest.fixture
-def director(tmp_path):
-    running: list[LabDirector] = []
-
-    def start(lab, text: str) -> LabDirector:
-        d = LabDirector(lab, tmp_path / "lvs", text)
-        running.append(d)
-        return d
-
-    yield start
-    for d in running:
-        d.stop()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
 
 
 def status(d: LabDirector, *args: str) -> subprocess.CompletedProcess:
