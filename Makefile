@@ -12,7 +12,7 @@ XDP_OBJECT := pylvs/dataplane/io/xdp_pylvs.o
 # Build tools, the libraries netfilterqueue builds against, and the tools the netns
 # tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), netbase for
 # /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp,
-# prometheus for its promtool and a real server scraping --metrics (tests/netns/test_metrics.py
+# prometheus for its promtool and a real server scraping --metrics (tests/netns/test_metrics_lab.py
 # starts its own in a lab namespace).  On a host running systemd, the package's postinst
 # enables and starts prometheus.service on :9090 in the root namespace, which nothing here
 # uses: `systemctl disable --now prometheus` after the install, or install where
