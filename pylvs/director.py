@@ -112,7 +112,9 @@ class Neighbours:
         """RIP -> (ifindex, MTU, out MAC, server MAC), for the C loop's DR frames."""
         return {addr: (ifindex, _mtu(ifindex), src, dst) for addr, (ifindex, src, dst) in self.table.items()}
 
-    def refresh(self, addrs) -> None:
+    def refresh(self, addrs, between: Callable[[], None] | None = None) -> None:
+        """Look every address up again (``between`` runs after each: a lookup of a dead
+        server waits its timeout, and the watchdog must not starve meanwhile)."""
         # Take the missing set first, in one swap: the dataplane thread may add to it
         # meanwhile, and what it adds then waits for the next refresh instead of being lost.
         missing, self.missing = self.missing, set()
@@ -123,6 +125,9 @@ class Neighbours:
             except Exception as exc:  # noqa: BLE001 - logged; the address is retried later
                 log.warning("cannot resolve the MAC of real server %s: %s", ip_str(a), exc)
                 continue
+            finally:
+                if between is not None:
+                    between()
             table[a] = (int(n.ifindex), mac_bytes(n.src_mac), mac_bytes(n.mac))
         self.table = table
 
@@ -219,6 +224,7 @@ class Director:
         self.started = time.time()
         self.last_reload: dict[str, Any] = {"ok": True, "time": self.started, "error": None}
         self.beats_seen = -1  # the dataplane's progress at the last watchdog ping
+        self.next_dog = 0.0  # when WATCHDOG=1 is due next
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
@@ -272,21 +278,24 @@ class Director:
                 self.metrics = MetricsServer(self.metrics_listen, self.status)
                 self.metrics.start()  # a port in use refuses the start, before any rule
             self.syncd = self._make_syncd(config)
-            if self.want_active:
+            if self.want_active and not self.pending & {"SIGTERM", "SIGINT"}:  # stopped during start-up: never active
                 self.activate()
             elif self.syncd is not None:
                 self.syncd.start_backup()
             self.health.start()
             if self.control_path:
                 self.control = ControlSocket(self.control_path)
-        except BaseException:
-            self.health.stop()
-            if self.syncd is not None:
-                self.syncd.stop()
-            self.deactivate()
-            self._close_metrics()
-            self._release_lock()
-            raise
+        except BaseException as exc:
+            # Every step runs, and the reason that stopped the start is the one reported.
+            for step in (self.health.stop, self.syncd.stop if self.syncd is not None else None,
+                         self.deactivate, self._close_metrics, self._release_lock):  # fmt: skip
+                if step is None:
+                    continue
+                try:
+                    step()
+                except Exception as also:  # noqa: BLE001 - logged; the first error is raised
+                    log.error("cleaning up after a failed start: %s", also)
+            raise exc
         n = sum(1 for v in config.virtuals if v.active)
         log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d%s", n, self.path,
                  config.network, self.adapter_name, fwd.tables.generation,
@@ -481,7 +490,7 @@ class Director:
         """Resolve the real servers' MACs (DR/TUN) and give them to the C loop."""
         if self.neighbours is None:
             return
-        self.neighbours.refresh(dest_addresses(self.fwd.tables))
+        self.neighbours.refresh(dest_addresses(self.fwd.tables), between=lambda: self._watchdog(self.clock()))
         self.fwd.set_next_hops(self.neighbours.next_hops())
 
     # -- the dataplane thread --------------------------------------------------------------
@@ -651,7 +660,7 @@ class Director:
     def _serve(self) -> int:
         next_est = next_status = next_neigh = self.clock()
         next_gc = next_est + GC_INTERVAL
-        next_miss = next_dog = next_est
+        next_miss = next_est
         code = 0
         while True:
             self.wake.wait(CONTROL_WAKEUP)
@@ -690,16 +699,23 @@ class Director:
                 self.refresh_neighbours()  # control thread: may wait
                 next_neigh = now + NEIGHBOUR_REFRESH
                 next_miss = now + NEIGHBOUR_RETRY
-            if self.notifier.watchdog_usec and now >= next_dog:
-                if self._dataplane_alive():  # else systemd's WatchdogSec runs out: it restarts us
-                    self.notifier.watchdog()
-                next_dog = now + self.notifier.watchdog_interval
+            self._watchdog(now)
             if now >= next_status:
                 self.notifier.status(self.summary())  # sent only when it changed
                 if self.status_path:
                     self.write_status()
                 next_status = now + STATUS_INTERVAL
         return code
+
+    def _watchdog(self, now: float) -> None:
+        """WATCHDOG=1 when due and the dataplane goes round (else systemd's WatchdogSec
+        runs out and it restarts us).  Also called between slow steps of the control
+        loop (one neighbour lookup may wait 2 s for a dead real server)."""
+        if not self.notifier.watchdog_usec or now < self.next_dog:
+            return
+        if self._dataplane_alive():
+            self.notifier.watchdog()
+        self.next_dog = now + self.notifier.watchdog_interval
 
     def _dataplane_alive(self) -> bool:
         """The watchdog's question, asked from the control loop (which is alive, since it
@@ -717,7 +733,8 @@ class Director:
 
     def status(self) -> dict[str, Any]:
         snap = self.fwd.snapshot()
-        adapter = self.adapter.stats() if hasattr(self.adapter, "stats") else {}
+        a = self.adapter  # once: a takeover may set it to None meanwhile (the metrics thread asks too)
+        adapter = a.stats() if a is not None and hasattr(a, "stats") else {}
         if "engine_us_per_batch" in adapter:  # the C loop times its own batches
             snap.update(batches=adapter["batches"], engine_us_per_batch=adapter["engine_us_per_batch"])
         snap.update(pid=os.getpid(), config=self.path, io=self.adapter_name, network=self.config.network,

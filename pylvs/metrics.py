@@ -259,6 +259,8 @@ class StatusCollector(Collector):
         with self._lock:
             if isinstance(last, dict) and last.get("ok") and last.get("time") is not None:
                 self._last_success = float(last["time"])
+            elif self._last_success is None and isinstance(status.get("started"), (int, float)):
+                self._last_success = float(status["started"])  # the file loaded at start was good
             return self._last_success
 
     def describe(self):

@@ -173,9 +173,14 @@ class Pulse:
                  "primary" if master else "backup", config.keepalive, ", ".join(sorted(self.peers)) or "nobody",
                  config.deadtime)  # fmt: skip
         self._start_confsync(config, master)
+        if self._stop_requested():  # SIGTERM during start-up: no active_cmd, no ARP, no takeover
+            return True  # the loop stops at once
         for step in self.node.start(self.clock(), self.forceactive):
             self._do(step)
         return True
+
+    def _stop_requested(self) -> bool:
+        return any(sig in self.pending_signals for sig in (signal.SIGTERM, signal.SIGINT))
 
     def _open_sockets(self, config: Config, master: bool) -> None:
         own_pub, own_priv = roles.own_addresses(config, master)
@@ -228,9 +233,12 @@ class Pulse:
         runs and can never take over."""
         deadline = self.clock() + DIRECTOR_START_TIMEOUT
         while self.child_role == "starting" and self.notify_r is not None:
-            if any(sig in self.pending_signals for sig in (signal.SIGTERM, signal.SIGINT)):
+            if self._stop_requested():
                 return  # the loop handles it at once
             ready, _, _ = select.select([self.notify_r, self.wake_r], [], [], STARTING_POLL)
+            if self.wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake_r, 4096)
             if self.notify_r in ready:
                 self._read_notify()
             if self.child is not None and self.child.poll() is not None and self.child_role == "starting":

@@ -1,11 +1,13 @@
-"""One instance per role per network namespace: an abstract Unix socket as the lock.
+"""One instance per role per network namespace.
 
-An abstract socket name (``@pylvs/lvs``) lives in the network namespace of the process
-that binds it and disappears with the process, so the lock is scoped exactly as the
-rules and addresses a director installs, and a killed daemon never leaves it held (no
-stale lock file to guess about).  The holder answers each connection with one JSON line
-saying who it is, so a second start can name it: "pylvs lvs is already running here (pid
-1234, -c /etc/sysconfig/ha/lvs.cf)".
+The lock is ``flock`` on ``/run/pylvs/lock/<role>.net<inode>`` (root only), keyed by the
+inode of this process's network namespace: scoped exactly as the rules and addresses a
+director installs, released by the kernel when the holder dies (a killed daemon never
+leaves it held), and out of reach of other users.  Beside it the holder binds the
+abstract Unix socket ``@pylvs/<role>`` (per namespace too) and answers each connection
+with one JSON line saying who it is, so a second start can name it: "pylvs lvs is already
+running here (pid 1234, -c /etc/sysconfig/ha/lvs.cf)".  The socket only informs: any
+user may bind an abstract name, so it never decides who holds the lock.
 
 Taken before anything touches the kernel: whatever a start-up finds left over (rules,
 addresses, XDP programs) then belongs to a dead owner and may be removed.
@@ -15,15 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import socket
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 ABSTRACT_PREFIX = "\0pylvs/"  # Linux abstract namespace: a leading NUL, no file
+LOCK_DIR = Path("/run/pylvs/lock")  # fixed: --runtime-dir must not lead around the lock
+OWN_NETNS = "/proc/self/ns/net"
 ASK_TIMEOUT = 1.0  # seconds a second start waits for the holder's answer
 ANSWER_MAX = 4096
 
@@ -42,29 +48,39 @@ class AlreadyRunning(Exception):
 class InstanceLock:
     """``acquire()`` binds ``@pylvs/<role>`` or raises AlreadyRunning; ``release()``."""
 
-    def __init__(self, role: str, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, role: str, info: dict[str, Any] | None = None, lock_dir: Path = LOCK_DIR) -> None:
         self.role = role
         self.name = ABSTRACT_PREFIX + role
         self.info = dict(info or {})
+        self.path = lock_dir / f"{role}.net{os.stat(OWN_NETNS).st_ino}"
+        self.fd: int | None = None
         self.sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def held(self) -> bool:
-        return self.sock is not None
+        return self.fd is not None
 
     def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(self.role, holder(self.role) or {}) from None
+        self.fd = fd
+        self.info.update(pid=os.getpid(), role=self.role, started=time.time())
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec: children do not inherit it
         try:
             s.bind(self.name)
-        except OSError as exc:
+        except OSError as exc:  # a stray binder: we hold the lock all the same, only nobody can ask us
             s.close()
             if exc.errno != errno.EADDRINUSE:
                 raise
-            raise AlreadyRunning(self.role, holder(self.role)) from None
+            return
         s.listen(8)
         self.sock = s
-        self.info.update(pid=os.getpid(), role=self.role, started=time.time())
         self._thread = threading.Thread(target=self._answer, args=(s,), name=f"lock-{self.role}", daemon=True)
         self._thread.start()
 
@@ -80,15 +96,17 @@ class InstanceLock:
                 conn.sendall(json.dumps(self.info, default=str).encode() + b"\n")
 
     def release(self) -> None:
-        if self.sock is None:
-            return
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
-        self.sock.close()
-        self.sock = None
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+            self.sock.close()
+            self.sock = None
         if self._thread is not None:
             self._thread.join(ASK_TIMEOUT)
             self._thread = None
+        if self.fd is not None:
+            os.close(self.fd)  # the lock goes with the descriptor (the file stays, harmless)
+            self.fd = None
 
     def __enter__(self) -> InstanceLock:
         self.acquire()

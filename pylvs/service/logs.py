@@ -58,7 +58,7 @@ class Logs:
         self.root.setLevel(logging.DEBUG if verbose else logging.INFO)
         self.terminal: logging.Handler | None = None
         self.destinations: list[str] = []
-        journal = under_journal()
+        journal = foreground and under_journal()  # a daemon lets go of stderr at READY: syslog instead
         h = logging.StreamHandler(sys.stderr)
         if journal:
             h.setFormatter(JournalFormatter("%(message)s"))

@@ -4,7 +4,9 @@ daemonized, the waiting parent (a pipe).
 sd_notify is a datagram of ``KEY=VALUE`` lines to ``$NOTIFY_SOCKET`` (sd_notify(3); a
 leading ``@`` names an abstract socket).  pylvs sends ``READY=1`` only once it forwards
 (or, under pulse, stands by ready to), ``RELOADING=1`` with ``MONOTONIC_USEC`` when a
-SIGHUP reload begins and ``READY=1`` when it ends (so ``systemctl reload`` waits for it),
+SIGHUP reload begins and ``READY=1`` when it ends (systemd 253's ``Type=notify-reload``
+waits for that pair; Debian 12's systemd 252 does not: there ``systemctl reload`` returns
+when ``ExecReload``'s kill does, and the unit's check before it is what stops a bad file),
 ``STOPPING=1``, a one-line ``STATUS=``, and ``WATCHDOG=1`` while the loops live when the
 unit sets ``WatchdogSec=``.  keepalived's lib/systemd.c is the C reference.
 """

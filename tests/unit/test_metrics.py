@@ -213,9 +213,12 @@ def test_empty_and_partial_status():
     assert got["pylvs_ha_state"] == {("active",): 0, ("standby",): 1}
     assert got["pylvs_ipvs_connections_total"] == {(): 0}
     assert "pylvs_ipvs_backend_weight" not in got and "pylvs_config_generation" not in got
-    # A failed load seen first: no success time is known, so none is made up.
+    # A failed load seen first: no success time is known, so none is made up ...
     got = series(render({"last_reload": {"ok": False, "time": 5.0, "error": "x"}}))
     assert got == {"pylvs_config_last_reload_successful": {(): 0}}
+    # ... unless the director says when it started: the file it started with was good.
+    got = series(render({"last_reload": {"ok": False, "time": 5.0, "error": "x"}, "started": 2.0}))
+    assert got["pylvs_config_last_reload_success_timestamp_seconds"] == {(): 2.0}
 
 
 def test_promtool_accepts_the_page(director):

@@ -20,26 +20,32 @@ def role():
     return f"test-{os.getpid()}-{time.monotonic_ns()}"  # unique per run: abstract names are per namespace
 
 
-def test_the_lock_refuses_a_second_holder_and_names_the_first(role):
-    with lock.InstanceLock(role, {"config": "/etc/x.cf"}) as first:
+def test_the_lock_refuses_a_second_holder_and_names_the_first(role, tmp_path):
+    with lock.InstanceLock(role, {"config": "/etc/x.cf"}, lock_dir=tmp_path) as first:
         assert first.held
+        assert (tmp_path / f"{role}.net{os.stat('/proc/self/ns/net').st_ino}").exists()
         with pytest.raises(lock.AlreadyRunning) as err:
-            lock.InstanceLock(role).acquire()
+            lock.InstanceLock(role, lock_dir=tmp_path).acquire()
         assert err.value.holder["pid"] == os.getpid()
         assert f"pylvs {role} is already running in this network namespace (pid {os.getpid()}, -c /etc/x.cf)" \
             in str(err.value)  # fmt: skip
         assert lock.holder(role)["config"] == "/etc/x.cf"
     assert lock.holder(role) is None  # released: free again
-    with lock.InstanceLock(role):
+    with lock.InstanceLock(role, lock_dir=tmp_path):
         pass
 
 
-def test_a_holder_that_does_not_answer_is_named_by_its_credentials(role):
+def test_a_squatter_on_the_name_neither_holds_nor_blocks_the_lock(role, tmp_path):
+    """Any user may bind an abstract name: the flock decides, the socket only informs."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(lock.ABSTRACT_PREFIX + role)
     s.listen(1)  # bound, never accepting: the connect is queued, nothing is said
     try:
-        assert lock.holder(role) == {"pid": os.getpid()}
+        assert lock.holder(role) == {"pid": os.getpid()}  # named by its credentials
+        with lock.InstanceLock(role, lock_dir=tmp_path) as got:
+            assert got.held and got.sock is None  # held, only nobody can ask it
+            with pytest.raises(lock.AlreadyRunning):
+                lock.InstanceLock(role, lock_dir=tmp_path).acquire()
     finally:
         s.close()
 
