@@ -3,7 +3,8 @@
 The lock is ``flock`` on ``/run/pylvs/lock/<role>.net<inode>`` (root only), keyed by the
 inode of this process's network namespace: scoped exactly as the rules and addresses a
 director installs, released by the kernel when the holder dies (a killed daemon never
-leaves it held), and out of reach of other users.  Beside it the holder binds the
+leaves it held; its file stays, unlocked, and is reused), and out of reach of other users;
+a clean release removes the file.  Beside it the holder binds the
 abstract Unix socket ``@pylvs/<role>`` (per namespace too) and answers each connection
 with one JSON line saying who it is, so a second start can name it: "pylvs lvs is already
 running here (pid 1234, -c /etc/sysconfig/ha/lvs.cf)".  The socket only informs: any
@@ -63,12 +64,16 @@ class InstanceLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(self.role, holder(self.role) or {}) from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise AlreadyRunning(self.role, holder(self.role) or {}) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder before us removed it as we opened it: take the new one
         self.fd = fd
         self.info.update(pid=os.getpid(), role=self.role, started=time.time())
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec: children do not inherit it
@@ -105,7 +110,9 @@ class InstanceLock:
             self._thread.join(ASK_TIMEOUT)
             self._thread = None
         if self.fd is not None:
-            os.close(self.fd)  # the lock goes with the descriptor (the file stays, harmless)
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # still locked: whoever opened it meanwhile sees it gone and retries
+            os.close(self.fd)
             self.fd = None
 
     def __enter__(self) -> InstanceLock:
@@ -114,6 +121,15 @@ class InstanceLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def holder(role: str) -> dict[str, Any] | None:

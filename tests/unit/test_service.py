@@ -31,6 +31,7 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(role, tmp_path):
             in str(err.value)  # fmt: skip
         assert lock.holder(role)["config"] == "/etc/x.cf"
     assert lock.holder(role) is None  # released: free again
+    assert not list(tmp_path.iterdir())  # a clean release leaves no file behind
     with lock.InstanceLock(role, lock_dir=tmp_path):
         pass
 
