@@ -9,6 +9,7 @@ creates (a bind mount under /run/netns), so ``ip netns exec`` and people can ent
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -18,6 +19,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+
+from pylvs.service.lock import remove_unheld_locks
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 SYSCTL = shutil.which("sysctl") or "/usr/sbin/sysctl"
@@ -74,6 +77,8 @@ def add_netns(name: str) -> None:
 def del_netns(name: str) -> None:
     """Remove a named namespace; a missing one is not an error (cleanup is idempotent)."""
     if netns_exists(name):
+        with contextlib.suppress(OSError):  # what daemons killed in it left (pylvs.service.lock)
+            remove_unheld_locks(os.path.join(NETNS_DIR, name))
         proc = _run([IP, "netns", "del", name], check=False)
         if proc.returncode != 0 and netns_exists(name):
             raise NetnsError(f"ip netns del {name}: {proc.stderr.strip()}")

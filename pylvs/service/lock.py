@@ -132,6 +132,29 @@ def _same_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
+def remove_unheld_locks(netns: str | os.PathLike[str], lock_dir: Path = LOCK_DIR) -> list[Path]:
+    """Remove the lock files of the namespace at ``netns`` (``/run/netns/NAME``) that
+    nobody holds: a killed daemon's, before the namespace goes (its inode number will be
+    reused).  A held one is left alone."""
+    ino = os.stat(netns).st_ino
+    removed = []
+    for path in lock_dir.glob(f"*.net{ino}"):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                path.unlink()
+                removed.append(path)
+        except BlockingIOError:
+            pass  # a live holder
+        finally:
+            os.close(fd)
+    return removed
+
+
 def holder(role: str) -> dict[str, Any] | None:
     """Who holds ``role``'s lock in this network namespace: its JSON line (pid, config,
     started), ``{"pid": N}`` from the socket's credentials if it does not answer, or None

@@ -201,3 +201,14 @@ def test_the_waker_wakes_from_a_signal_handler_inside_another():
         signal.signal(signal.SIGUSR2, old2)
         w.close()
     w.set()  # after close: nothing, no error
+
+
+def test_a_killed_owner_s_lock_file_goes_with_its_namespace(role, tmp_path):
+    ino = os.stat("/proc/self/ns/net").st_ino
+    stale = tmp_path / f"{role}-dead.net{ino}"
+    stale.write_text("")  # a killed daemon's: nobody holds it
+    other = tmp_path / f"{role}.net{ino + 1}"  # another namespace's
+    other.write_text("")
+    with lock.InstanceLock(role, lock_dir=tmp_path) as live:
+        assert lock.remove_unheld_locks("/proc/self/ns/net", tmp_path) == [stale]
+        assert live.path.exists() and other.exists()  # held, or not this namespace's: kept
