@@ -9,61 +9,19 @@ does).  The real adapters and netctl run in tests/netns/test_director_e2e.py.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
 
 import pytest
+from feed_director import FeedAdapter, feed_directors, healthy
 from golden import CLIENT, CPORT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 from scapy.layers.inet import IP
 
 import pylvs.netctl as NETCTL
 from pylvs.config import diagnostics as dg
-from pylvs.dataplane import engine as en
 from pylvs.director import Director, DirectorError
-from pylvs.health.probes import CheckResult
-from pylvs.health.runner import HealthRunner
 from pylvs.ipvsadm import format_list
-
-
-class FeedAdapter:
-    """Packets in through ``feed``; each batch's verdicts and bytes out through ``out``."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.inbox: queue.Queue = queue.Queue()
-        self.out: queue.Queue = queue.Queue()
-        self.closed = False
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                packets = self.inbox.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            b = en.batch_from_packets([bytes(p) for p in packets])
-            v = self.handle(b)
-            self.out.put([(en.VERDICT_NAMES[v.verdict[i]], en.packet_bytes(b, i)) for i in range(b.n)])
-
-    def send(self, packets, timeout=10.0):
-        self.inbox.put(packets)
-        return self.out.get(timeout=timeout)
-
-    def stats(self):
-        return {"fed": True}
-
-    def close(self):
-        self.closed = True
-
-
-async def always_up(spec, *, clock=time.monotonic):
-    """A probe that never touches the network: every server answers."""
-    return CheckResult(True, "ok", 0.0)
-
-
-def healthy(config, on_change):
-    return HealthRunner(config, on_change, probe=always_up)
 
 
 def two_servers(w1=1, w2=1, sched="wlc"):
@@ -73,28 +31,7 @@ def two_servers(w1=1, w2=1, sched="wlc"):
 
 @pytest.fixture
 def director(tmp_path):
-    made = []
-
-    def make(text: str, **kw) -> tuple[Director, FeedAdapter]:
-        cf = tmp_path / "lvs.cf"
-        cf.write_text(text)
-        feed = {}
-
-        def factory(_d, handle):
-            feed["a"] = FeedAdapter(handle)
-            return feed["a"]
-
-        kw.setdefault("make_health", healthy)
-        d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
-                     status_path=str(tmp_path / "status.json"), capacity=1024, **kw)
-        d.start()
-        made.append(d)
-        return d, feed.get("a")
-
-    yield make
-    for d in made:
-        if not d.stop_event.is_set():
-            d.stop()
+    yield from feed_directors(tmp_path)
 
 
 def syn(port):

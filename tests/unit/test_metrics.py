@@ -9,24 +9,17 @@ the page.
 
 from __future__ import annotations
 
-import queue
 import shutil
 import socket
 import subprocess
-import threading
-import time
 import urllib.request
 
 import pytest
+from feed_director import feed_directors
 from golden import CLIENT, CPORT, FWM_VIP, FWMARK, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import pylvs.netctl as NETCTL
-from pylvs.dataplane import engine as en
-from pylvs.director import Director
-from pylvs.health.probes import CheckResult
-from pylvs.health.runner import HealthRunner
 from pylvs.metrics import DROP_REASONS, FAMILIES, MetricsServer, StatusCollector, parse_listen
 
 PROMTOOL = shutil.which("promtool")
@@ -53,56 +46,9 @@ BACKENDS = {WWW1, WWW2, DNS1, SHOP1, SHOP2}
 LABELS = ("local_address", "local_port", "remote_address", "remote_port", "proto", "local_mark")
 
 
-class FeedAdapter:
-    """Packets in through ``send``, run by the director's handle in its dataplane thread."""
-
-    def __init__(self, handle):
-        self.handle, self.inbox, self.out = handle, queue.Queue(), queue.Queue()
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                packets = self.inbox.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            self.handle(en.batch_from_packets([bytes(p) for p in packets]))
-            self.out.put(True)
-
-    def send(self, packets) -> None:
-        self.inbox.put(packets)
-        self.out.get(timeout=10)
-
-    def close(self) -> None:
-        pass
-
-
-async def always_up(spec, *, clock=time.monotonic):
-    return CheckResult(True, "ok", 0.0)
-
-
 @pytest.fixture
 def director(tmp_path):
-    made = []
-
-    def make(text: str = CONFIG, **kw) -> tuple[Director, FeedAdapter]:
-        (tmp_path / "lvs.cf").write_text(text)
-        feed = {}
-
-        def factory(_d, handle):
-            feed["a"] = FeedAdapter(handle)
-            return feed["a"]
-
-        d = Director(str(tmp_path / "lvs.cf"), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
-                     status_path=str(tmp_path / "status.json"), capacity=1024,
-                     make_health=lambda c, cb: HealthRunner(c, cb, probe=always_up), **kw)  # fmt: skip
-        d.start()
-        made.append(d)
-        return d, feed.get("a")
-
-    yield make
-    for d in made:
-        if not d.stop_event.is_set():
-            d.stop()
+    yield from feed_directors(tmp_path, CONFIG)
 
 
 def render(status) -> str:
