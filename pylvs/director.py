@@ -54,6 +54,7 @@ from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.health.runner import HealthRunner
 from pylvs.sched import ADDR
+from pylvs.service.daemon import write_atomic
 from pylvs.service.lock import InstanceLock
 from pylvs.service.notify import Notifier
 from pylvs.service.wake import Waker
@@ -751,11 +752,8 @@ class Director:
 
     def write_status(self) -> None:
         """The status file, replaced atomically (readers never see half a file)."""
-        path = Path(self.status_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True, default=str))  # addresses as text
-        os.replace(tmp, path)
+        write_atomic(Path(self.status_path), json.dumps(self.status(), indent=1, sort_keys=True,
+                                                        default=str))  # addresses as text
 
 
 def read_status(path: str) -> dict[str, Any]:

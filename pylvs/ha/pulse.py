@@ -49,6 +49,7 @@ from pylvs.config.model import ANY_ADDRESS, Config
 from pylvs.ha import heartbeat as hb
 from pylvs.ha import node as nd
 from pylvs.ha import roles
+from pylvs.service.daemon import write_atomic
 from pylvs.service.lock import InstanceLock
 from pylvs.service.notify import Notifier, child_env
 from pylvs.service.paths import RuntimePaths
@@ -574,11 +575,7 @@ class Pulse:
                                                                      "serial_no": last.serial_no}}  # fmt: skip
 
     def write_status(self) -> None:
-        path = Path(self.status_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        write_atomic(Path(self.status_path), json.dumps(self.status(), indent=1, sort_keys=True, default=str))
 
     def summary(self) -> str:
         """One line for systemd's STATUS=."""

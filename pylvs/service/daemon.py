@@ -68,12 +68,18 @@ def detach_output() -> None:
     os.close(fd)
 
 
-def write_pidfile(path: Path) -> None:
-    """Atomically, once running (a reader never sees a half-written number)."""
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` at once: a reader sees the old file or the new one,
+    never half of one (PID files, the status files read every second)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{os.getpid()}\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_pidfile(path: Path) -> None:
+    """Once running."""
+    write_atomic(path, f"{os.getpid()}\n")
 
 
 def remove_pidfile(path: Path) -> None:
