@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-enum { W, ACT, INACT, FLAGS, UTHR, LTHR, LASTW, ADDR, PORT, NF };
+enum { W, ACT, INACT, FLAGS, UTHR, LTHR, LASTW, ADDR, PORT, FWD, NF }; /* FWD: read by the engine only */
 #define F_AVAILABLE 0x1
 #define F_OVERLOAD 0x2
 #define D(i, f) dest[(i) * NF + (f)]

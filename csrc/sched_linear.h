@@ -1,7 +1,8 @@
 /* The kernel's IPVS schedulers as plain linear C (net/netfilter/ipvs/ip_vs_*.c),
- * over the same arrays as pylvs.sched: dest is int64[rows][9] (W ACT INACT FLAGS
- * UTHR LTHR LASTW ADDR PORT), state is the algorithm's int64 state array built by
- * pylvs.sched.<name>.new_state.  Used as the benchmark's C anchor.
+ * over the same arrays as pylvs.sched: dest is int64[rows][10] (W ACT INACT FLAGS
+ * UTHR LTHR LASTW ADDR PORT FWD; FWD is never read here), state is the
+ * algorithm's int64 state array built by pylvs.sched.<name>.new_state.
+ * Used as the benchmark's C anchor.
  * Each call makes n decisions; bind: 0 decide only, 1 charge a new inactive
  * connection to each chosen dest, 2 the same counted active.  out[i] = row or -1. */
 #ifndef PYLVS_SCHED_LINEAR_H

@@ -21,6 +21,7 @@ from pylvs.config.model import (
     FWMARK_MAX,
     KEYWORDS_BY_SCOPE,
     MIN_HEARTBEAT_INTERVAL,
+    NETWORKS,
     PERSISTENT_MAX,
     PORT_MAX,
     PORT_MIN,
@@ -35,6 +36,30 @@ from pylvs.config.model import (
     VirtualServer,
 )
 from pylvs.config.parse import ParseResult, Resolver, parse, parse_file
+
+# ipvsadm -g / -i force the real port to the virtual port (tables.dest_port does the same).
+PORT_FORCING_METHODS = ("direct", "tunnel")
+THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x / -y: string_to_number(optarg, 0, INT_MAX)
+SCHED_FLAGS_MAX = 0x7  # ipvsadm -b: IP_VS_SVC_F_SCHED1..3 as bits 1, 2, 4
+
+
+def server_forward(config: Config, server: RealServer) -> str:
+    """A real server's forwarding method ("nat", "direct" or "tunnel"): its own (set by
+    pylvsadm, ipvsadm -m/-g/-i), else the file's ``network``."""
+    return server.forward or config.network
+
+
+def forward_methods(config: Config) -> frozenset[str]:
+    """The forwarding methods the active virtual services use: each active real server's
+    (``server_forward``) and, for a sorry server, the file's ``network`` (lvsd adds it with
+    the director's method).  With no server at all, the file's ``network`` alone, so an
+    lvs.cf without per-server methods always gives ``{config.network}``."""
+    methods = set()
+    for v in config.active_virtuals():
+        methods.update(server_forward(config, s) for s in v.servers if s.active and s.address is not None)
+        if v.sorry_server is not None:
+            methods.add(config.network)
+    return frozenset(methods or (config.network,))
 
 
 def is_contiguous_mask(mask: IPv4Address) -> bool:
@@ -223,7 +248,7 @@ class _Checker:
                          + ("" if both else " (harmless while one of them is inactive)"))
             else:
                 seen_keys[key] = v
-            if not v.active:
+            if not v.active or v.manual:  # added by hand: pylvs brings up no address for it
                 continue
             other = vip_device.get(v.address.ip)
             if other is not None and other.address is not None and other.address.device != v.address.device:
@@ -303,7 +328,9 @@ class _Checker:
         where = f'virtual "{v.name}"'
         names: dict[str, RealServer] = {}
         targets: dict[tuple[IPv4Address, int], RealServer] = {}
-        forced = c.network in ("direct", "tunnel")  # ipvsadm -g/-i force dport = vport
+        if not 0 <= v.sched_flags <= SCHED_FLAGS_MAX:
+            self.error(v.line, f"{where}: scheduler flags {v.sched_flags:#x} are out of range "
+                               f"(0-{SCHED_FLAGS_MAX:#x}: sh/mh-fallback 1, sh/mh-port 2, flag-3 4)")
         for s in v.servers:
             at = f'{where}, server "{s.name}"'
             if s.name in names:
@@ -311,12 +338,24 @@ class _Checker:
             names.setdefault(s.name, s)
             if not WEIGHT_MIN <= s.weight <= WEIGHT_MAX:
                 self.error(_line(s, "weight"), f"{at}: illegal weight specified ({s.weight}; "
-                                               f"{WEIGHT_MIN}-{WEIGHT_MAX}, as ipvsadm)")
+                                               f"{WEIGHT_MIN}-{WEIGHT_MAX}, as ipvsadm 1.31)")
+            if s.forward is not None and s.forward not in NETWORKS:
+                self.error(s.line, f"{at}: unknown forwarding method {s.forward!r} "
+                                   f"(one of {', '.join(NETWORKS)})")
+            for what, value in (("u_threshold", s.u_threshold), ("l_threshold", s.l_threshold)):
+                if not 0 <= value <= THRESHOLD_MAX:
+                    self.error(s.line, f"{at}: illegal {what} specified ({value}; 0-{THRESHOLD_MAX}, as ipvsadm)")
+            if s.l_threshold > s.u_threshold >= 0:
+                self.error(s.line, f"{at}: lower threshold {s.l_threshold} is higher than upper threshold "
+                                   f"{s.u_threshold} (the kernel refuses it: ERANGE)")
+            method = server_forward(c, s)
+            forced = method in PORT_FORCING_METHODS  # ipvsadm -g/-i force dport = vport
             if s.port is not None and not PORT_MIN <= s.port <= PORT_MAX:
                 self.error(_line(s, "port"), f"{at}: port {s.port} is out of range ({PORT_MIN}-{PORT_MAX})")
             elif s.port is not None and forced and s.port != v.port and not v.fwmark:
+                how = f"network = {c.network}" if s.forward is None else f"forwarding method {method}"
                 self.warning(_line(s, "port"),
-                             f"{at}: port {s.port} is ignored with network = {c.network}: the packet "
+                             f"{at}: port {s.port} is ignored with {how}: the packet "
                              f"keeps the virtual port {v.port} (only the health check uses {s.port})")
             if not s.active:
                 continue

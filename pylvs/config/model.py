@@ -59,7 +59,7 @@ CLIENT_MONITOR_DEFAULT = "/usr/sbin/nanny"
 WEIGHT_DEFAULT = 1  # ipvsadm -w default, reference 9.2
 
 # Value ranges the kernel/ipvsadm enforce (reference 9.2 / 9.3).
-WEIGHT_MIN, WEIGHT_MAX = 0, 65535  # ipvsadm "illegal weight specified" outside this
+WEIGHT_MIN, WEIGHT_MAX = 0, 2**31 - 1  # ipvsadm 1.31 and the kernel: "illegal weight specified" outside
 PORT_MIN, PORT_MAX = 0, 65535
 FWMARK_MAX = 2**32 - 1  # ipvsadm -f accepts 1 ... 2^32-1
 PERSISTENT_MAX = 2678400  # ipvsadm -p range 1 ... 2678400 s (31 days)
@@ -97,6 +97,13 @@ class RealServer:
     active: bool = False
     weight: int = WEIGHT_DEFAULT
     port: int | None = None  # None: the enclosing virtual's (final) port
+    # Set only by pylvsadm (ipvsadm -a/-e), never by lvs.cf: the forwarding method of
+    # this server (None: the file's `network`), its -x/-y thresholds, and whether it was
+    # added by hand (then it has no health check, as a server added with ipvsadm).
+    forward: str | None = None
+    u_threshold: int = 0
+    l_threshold: int = 0
+    manual: bool = False
     line: int = field(default=0, compare=False, repr=False)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -130,6 +137,11 @@ class VirtualServer:
     start_cmd: str | None = None
     stop_cmd: str | None = None
     servers: tuple[RealServer, ...] = ()
+    # Set only by pylvsadm: ipvsadm -b scheduler flags (IP_VS_SVC_F_SCHED1..3 as bits
+    # 1, 2, 4: sh/mh-fallback, sh/mh-port, flag-3), and whether the service was added by
+    # hand (then pylvs brings up no address for it, as ipvsadm brings up none).
+    sched_flags: int = 0
+    manual: bool = False
     line: int = field(default=0, compare=False, repr=False)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -393,7 +405,7 @@ KEYWORDS: tuple[Keyword, ...] = (
     # ---- server (reference 1.4) ----
     _kw("address", S, Kind.HOST, "Real server IP address.", always=True),
     _kw("active", S, Kind.BOOL, "1: the real server is health-checked and used; 0: ignored.", always=True),
-    _kw("weight", S, Kind.INT, "Weight, 0-65535 (0: receives no new connections).", always=True),
+    _kw("weight", S, Kind.INT, "Weight, 0-2147483647 as ipvsadm 1.31 (0: receives no new connections).", always=True),
     _kw("port", S, Kind.PORT, "Real server port (unset: the virtual's port; ignored by direct/tunnel)."),
     # ---- failover (reference 1.5) ----
     _kw("active", F, Kind.BOOL, "1: the failover service is run (FOS mode).", always=True),

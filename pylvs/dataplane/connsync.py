@@ -39,7 +39,7 @@ from pylvs.dataplane.conntab import (
     _new,
     _touch_row,
 )
-from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, PORT, _set_active_kernel
+from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, FWD, PORT, _set_active_kernel
 
 # --- Connection synchronisation (reference 10; net/netfilter/ipvs/ip_vs_sync.c) ----------
 #
@@ -263,12 +263,13 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
         if row < 0:
             counts[A_NO_DEST] += 1
             continue
-        # The forwarding method is this director's (ip_vs_bind_dest: "connections inherit
-        # forwarding method from dest"); the master's active/inactive status is kept.
-        nflags = (flags & ~(F_FWD_MASK | F_NOOUTPUT)) | np.int64(s.fwd) | F_SYNC
+        # The forwarding method is this director's server's (ip_vs_bind_dest: "connections
+        # inherit forwarding method from dest"); the master's active/inactive status is kept.
+        fwd = dest[row, FWD]
+        nflags = (flags & ~(F_FWD_MASK | F_NOOUTPUT)) | fwd | F_SYNC
         if is_tpl:
             nflags &= ~F_INACTIVE
-        elif s.fwd != FWD_MASQ:
+        elif fwd != FWD_MASQ:
             nflags |= F_NOOUTPUT
         n = _new(t, r.proto, r.caddr, r.cport, r.vaddr, r.vport, r.daddr, r.dport, nflags, row, -1, now,
                  timeout if is_tpl else 0.0)

@@ -24,7 +24,8 @@ Per packet, in order:
    passes (``icmp_other``).
 3. TCP/UDP: in-entry -> forward by its method; else NAT out-entry -> ``NAT_OUT``; else a
    new connection (service lookup, SYN check, persistence template or scheduler,
-   conntab ``_new``).
+   conntab ``_new``) forwarded by the chosen real server's method (the dest row's
+   ``FWD``, as the kernel's per-dest conn_flags: a service may mix methods).
 4. after every packet the rows whose counters changed (``ct.touched``) refresh their
    scheduler's tree (lc family), so the next decision in the batch sees them.
 
@@ -110,7 +111,7 @@ from pylvs.dataplane.headers import (
 )
 from pylvs.dataplane.tables import SVC_F_PERSISTENT, Tables, _lookup_kernel
 from pylvs.dataplane.tables import adopt_counters as _adopt_table_counters
-from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, PORT, W
+from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, FWD, PORT, W
 from pylvs.sched._dispatch import ALG_ID, schedule_kernel, update_kernel
 from pylvs.sched._tree import _config_kernel as _tree_config_kernel
 
@@ -495,8 +496,9 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
     if d < 0:
         return np.int64(-1), np.int64(-1)
     tdport = np.int64(0) if tvport == 0 else dest[d, PORT]
+    # The template takes its dest's forwarding method (ip_vs_bind_dest: dest->conn_flags).
     t = _new(ct, tproto, snet, 0, tvaddr, tvport, dest[d, ADDR], tdport,
-             F_TEMPLATE | np.int64(s.fwd), d, -1, now, np.float64(s.timeout))
+             F_TEMPLATE | dest[d, FWD], d, -1, now, np.float64(s.timeout))
     if t < 0:
         return np.int64(-2), np.int64(-1)
     return d, t
@@ -539,8 +541,11 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
         rport = dest[d, PORT]
     else:
         rport = f[F_DPORT]
-    flags = np.int64(s.fwd)
-    if s.fwd != FWD_MASQ:
+    # The forwarding method is the chosen dest's (ip_vs_bind_dest: "connections inherit
+    # forwarding method from dest"; one service may mix Masq, Route and Tunnel servers).
+    fwd = dest[d, FWD]
+    flags = fwd
+    if fwd != FWD_MASQ:
         flags |= F_NOOUTPUT
     n = _new(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], dest[d, ADDR], rport,
              flags, d, t, now, 0.0)

@@ -30,14 +30,17 @@ from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import RATE_NAMES, Estimator
-from pylvs.sched import ACT, ADDR, F_AVAILABLE, FLAGS, INACT, LTHR, PORT, UTHR, W
+from pylvs.sched import ACT, ADDR, F_AVAILABLE, FLAGS, FWD, INACT, LTHR, PORT, UTHR, W
 from pylvs.sched._dispatch import NAMES as SCHED_NAMES
 from pylvs.sched._dispatch import gc_kernel
 from pylvs.sched._loctab import CHECK_EXPIRE_INTERVAL_MS
 
 # ipvsadm's "(size=4096)" is the kernel's hash size; ours is the table's fixed capacity.
 CONN_TABLE_CAPACITY = 1 << 20  # 1 M entries at 76 B each (docs/benchmarks.md): ~76 MiB
-FORWARD_NAMES = {ctm.FWD_MASQ: "Masq", ctm.FWD_DROUTE: "Route", ctm.FWD_TUNNEL: "Tunnel"}  # ipvsadm -L
+FORWARD_NAMES = {ctm.FWD_MASQ: "Masq", ctm.FWD_LOCALNODE: "Local", ctm.FWD_DROUTE: "Route",
+                 ctm.FWD_TUNNEL: "Tunnel"}  # ipvsadm -L (fwd_name)
+TUN_TYPE_IPIP = "ipip"  # the only tunnel pylvs makes (ipvsadm --tun-type ipip, the default)
+SNAPSHOT_AF = 4  # AF_INET as ipvsadm shows it: pylvs forwards IPv4 only
 PROTO_NAMES = {ctm.IPPROTO_TCP: "TCP", ctm.IPPROTO_UDP: "UDP"}
 LOCALITY_SCHEDULERS = ("lblc", "lblcr")  # their tables need the collector timer
 GC_INTERVAL = CHECK_EXPIRE_INTERVAL_MS / 1000  # seconds
@@ -128,6 +131,15 @@ class Forwarder:
             self.next_hops = dict(next_hops)
             self._publish()
 
+    def set_tunnel_src(self, tunnel_src: int) -> None:
+        """The IPIP outer source address (host order), for the Python engine and the C
+        loop's next batch: a configuration that gains its first tunnel server after the
+        start (pylvsadm -a -i, a reload) needs one, and ``tunnel_src`` was 0 until then."""
+        with self.exclusive():
+            self.tunnel_src = int(tunnel_src)
+            if self._native is not None:
+                self._native.c.tunnel_src = self.tunnel_src
+
     def expire(self, budget: int) -> int:
         """Expiry on a clock: sweep ``budget`` slots of the connection table now, so
         entries end and ActiveConn/InActConn stay right while no packet arrives (the
@@ -203,7 +215,13 @@ class Forwarder:
         dest_est.tick(dest)
 
     def snapshot(self) -> dict[str, Any]:
-        """The virtual-server table with counters and rates, as plain data (JSON-able)."""
+        """The virtual-server table with counters and rates, as plain data (JSON-able).
+
+        Services in table order, each one's dests in list order (head first).  A dest's
+        ``forward`` is its own row's method (Masq, Route, Tunnel); the fields ipvsadm 1.31
+        shows that pylvs has one answer for are filled in: ``ops`` False, ``pe`` None,
+        ``af`` 4; per dest ``tun_type`` "ipip" for a Tunnel dest (else None), ``tun_port``
+        and ``tun_flags`` None (no GUE/GRE)."""
         with self.exclusive():
             t = self.tables
             svc = t.svc.copy()
@@ -225,8 +243,10 @@ class Forwarder:
                 row = dest[r]
                 if not row[FLAGS] & F_AVAILABLE:
                     continue
+                fwd = int(row[FWD])
                 dests.append({
-                    "addr": ip_str(row[ADDR]), "port": int(row[PORT]), "forward": FORWARD_NAMES[int(s["fwd"])],
+                    "addr": ip_str(row[ADDR]), "port": int(row[PORT]), "forward": FORWARD_NAMES[fwd],
+                    "tun_type": TUN_TYPE_IPIP if fwd == ctm.FWD_TUNNEL else None, "tun_port": None, "tun_flags": None,
                     "weight": int(row[W]), "active": int(row[ACT]), "inactive": int(row[INACT]),
                     "persistent": int(persist[r]), "uthreshold": int(row[UTHR]), "lthreshold": int(row[LTHR]),
                     "stats": dict(zip(en.STAT_NAMES, stats_d[r].tolist(), strict=True)),
@@ -235,9 +255,9 @@ class Forwarder:
             services.append({
                 "proto": PROTO_NAMES.get(int(s["l4proto"]), str(int(s["l4proto"]))),
                 "vip": ip_str(s["vaddr"]), "port": int(s["vport"]), "fwmark": int(s["fwmark"]),
-                "scheduler": SCHED_NAMES[int(s["alg_id"])],
+                "scheduler": SCHED_NAMES[int(s["alg_id"])], "sched_flags": int(s["sched_flags"]),
                 "persistent": int(s["timeout"]) if s["flags"] & tb.SVC_F_PERSISTENT else 0,
-                "pmask": ip_str(s["pmask"]),
+                "pmask": ip_str(s["pmask"]), "ops": False, "pe": None, "af": SNAPSHOT_AF,
                 "stats": dict(zip(en.STAT_NAMES, stats_s[i].tolist(), strict=True)),
                 "rates": dict(zip(RATE_NAMES, rates_s[i].tolist(), strict=True)),
                 "dests": dests,

@@ -19,7 +19,11 @@ Layout
   the list head, rows are filled from the end towards 0 as the kernel's ``list_add``),
   and ``state[soff:soff+slen]`` its scheduler state.
 * ``dest``: ``int64[R, NFIELDS]`` in the sched layout.  The connection table's
-  counters live in ``dest[:, ACT]``, ``dest[:, INACT]`` and ``persist[R]``.
+  counters live in ``dest[:, ACT]``, ``dest[:, INACT]`` and ``persist[R]``.  Each row's
+  ``FWD`` is its server's forwarding method (conntab ``FWD_*``): the kernel keeps it per
+  real server (ipvsadm -m/-g/-i), and a new connection or template takes its dest's
+  (ip_vs_bind_dest).  ``svc["fwd"]`` is only the file's ``network`` (the default of the
+  servers that name none, and the sorry server's); nothing on the packet path reads it.
 * ``dest_svc[R]``: the service owning the block a row is in, -1 outside every block.
 * Lookup: ``svc_keys`` (sorted int64 ``proto << 48 | vaddr << 16 | vport`` of the
   active port services) with ``svc_keys_idx``, and ``fwm_keys``/``fwm_idx`` for the
@@ -51,9 +55,25 @@ import numpy as np
 from numba import njit
 
 from pylvs.addr import ip_int
+from pylvs.config.check import PORT_FORCING_METHODS, SCHED_FLAGS_MAX, forward_methods, server_forward
 from pylvs.config.model import ANY_ADDRESS, Config, RealServer, VirtualServer
 from pylvs.dataplane.conntab import FWD_DROUTE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP
-from pylvs.sched import ACT, ADDR, ALGORITHMS, F_AVAILABLE, FLAGS, INACT, LTHR, NFIELDS, PORT, UTHR, W, set_dest_row
+from pylvs.sched import (
+    ACT,
+    ADDR,
+    ALGORITHMS,
+    F_AVAILABLE,
+    FLAGS,
+    FWD,
+    INACT,
+    LTHR,
+    NFIELDS,
+    PORT,
+    UTHR,
+    WEIGHT_MAX,
+    W,
+    set_dest_row,
+)
 from pylvs.sched._dispatch import ALG_ID, NAMES
 from pylvs.sched._dispatch import update_kernel as _update_any
 
@@ -64,9 +84,13 @@ SORRY_WEIGHT = 1  # lvsd adds the sorry server with -w 1 (reference 3.4)
 BLOCK_MIN = 16  # smallest dest block: room to add servers without moving the block
 BLOCK_SLACK = 2  # a block holds at least this many times its servers
 PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
-FWD_BY_NETWORK = {"nat": FWD_MASQ, "direct": FWD_DROUTE, "tunnel": FWD_TUNNEL}  # lvs.cf network
+FWD_BY_NETWORK = {"nat": FWD_MASQ, "direct": FWD_DROUTE, "tunnel": FWD_TUNNEL}  # lvs.cf network, RealServer.forward
 # ipvsadm -g / -i force the real port to the virtual port (config.check does the same).
-PORT_FORCING_NETWORKS = ("direct", "tunnel")
+PORT_FORCING_NETWORKS = PORT_FORCING_METHODS
+# ipvsadm -b bits (VirtualServer.sched_flags) the sh and mh states take as options.
+SCHED_FLAG_FALLBACK = 0x1  # sh-fallback / mh-fallback (IP_VS_SVC_F_SCHED1)
+SCHED_FLAG_PORT = 0x2  # sh-port / mh-port (IP_VS_SVC_F_SCHED2)
+FLAG_SCHEDULERS = ("sh", "mh")  # the others ignore the flags (kept for display)
 NO_TIMEOUT_CHANGE = 0  # lvs.cf tcp_timeout etc.: 0 = keep the current value (ipvsadm --set)
 # Schedulers whose _config_kernel result depends on the history of changes, not only on
 # the final dest list (wrr keeps cw across ip_vs_wrr_dest_changed and resets its cursor).
@@ -83,7 +107,8 @@ SVC_DTYPE = np.dtype([
     ("timeout", "<i8"),     # persistence timeout, seconds (0 = none)
     ("pmask", "<u4"),       # persistence netmask, host order
     ("alg_id", "<i4"),      # pylvs.sched._dispatch.ALG_ID
-    ("fwd", "<i4"),         # conntab FWD_MASQ / FWD_DROUTE / FWD_TUNNEL
+    ("fwd", "<i4"),         # the file's network as conntab FWD_*: a default only (see dest FWD)
+    ("sched_flags", "<i4"),  # ipvsadm -b bits (sh/mh read them at state build; kept for display)
     ("dest_off", "<i8"),
     ("dest_cap", "<i8"),
     ("state_off", "<i8"),
@@ -132,8 +157,34 @@ def service_key(v: VirtualServer) -> tuple:
 
 
 def dest_port(config: Config, v: VirtualServer, s: RealServer) -> int:
-    """The real port a server is added with (ipvsadm forces the virtual port for -g/-i)."""
-    return v.port if config.network in PORT_FORCING_NETWORKS else v.server_port(s)
+    """The real port a server is added with (ipvsadm forces the virtual port for -g/-i):
+    by the server's own forwarding method (``server_forward``)."""
+    return v.port if server_forward(config, s) in PORT_FORCING_NETWORKS else v.server_port(s)
+
+
+def needs_next_hops(config: Config) -> bool:
+    """Some active real server is reached by direct routing or tunnelling, so the
+    director resolves next hops (MAC addresses) for the dest rows."""
+    return bool(forward_methods(config) & {"direct", "tunnel"})
+
+
+def uses_tunnel(config: Config) -> bool:
+    """Some active real server is reached through an IPIP tunnel (the director needs a
+    tunnel source address, the VIP devices accept_local)."""
+    return "tunnel" in forward_methods(config)
+
+
+def uses_nat(config: Config) -> bool:
+    """Some active real server (or sorry server) is reached by NAT: its replies come back
+    through the director."""
+    return "nat" in forward_methods(config)
+
+
+def _state_options(alg: str, sched_flags: int) -> dict:
+    """``new_state`` keywords for the scheduler flags: sh and mh take fallback/port."""
+    if alg not in FLAG_SCHEDULERS:
+        return {}
+    return {"fallback": bool(sched_flags & SCHED_FLAG_FALLBACK), "port": bool(sched_flags & SCHED_FLAG_PORT)}
 
 
 def health_key(config: Config, v: VirtualServer, s: RealServer) -> tuple:
@@ -296,14 +347,27 @@ def _row_skey(row) -> tuple:
     return (int(row["proto"]), int(row["vaddr"]), int(row["vport"]))
 
 
+class _DestWant(NamedTuple):
+    """What a listed real server should be: weight, forwarding method (conntab FWD_*)
+    and connection thresholds (ipvsadm -w, -m/-g/-i, -x, -y)."""
+
+    weight: int
+    fwd: int
+    uthr: int = 0
+    lthr: int = 0
+
+
+_GONE = _DestWant(0, 0)  # a trashed row's want (its row is kept as it is)
+
+
 class _Want(NamedTuple):
-    """One active virtual, expanded: its svc fields and wanted list (ident -> weight),
+    """One active virtual, expanded: its svc fields and wanted list (ident -> _DestWant),
     in configuration order (each add goes to the list head)."""
 
     key: tuple
     fields: dict
     alg: str
-    dests: dict  # (addr, port) -> weight
+    dests: dict  # (addr, port) -> _DestWant
 
 
 def _expand(config: Config, health: dict) -> list[_Want]:
@@ -323,6 +387,8 @@ def _expand(config: Config, health: dict) -> list[_Want]:
             raise ValueError(f"virtual {v.name!r} has no address (was the config checked?)")
         if v.port == 0 and not v.fwmark and v.persistent <= 0:
             raise ValueError(f"virtual {v.name!r}: port 0 only in persistent services (reference 7.6)")
+        if not 0 <= v.sched_flags <= SCHED_FLAGS_MAX:
+            raise ValueError(f"virtual {v.name!r}: scheduler flags {v.sched_flags!r} out of 0..{SCHED_FLAGS_MAX}")
         key = _norm_skey(("fwmark", v.fwmark) if v.fwmark else (v.protocol, v.vip, v.port))
         if key in seen:
             raise ValueError(f"virtual {v.name!r}: service {key!r} defined twice (was the config checked?)")
@@ -339,15 +405,21 @@ def _expand(config: Config, health: dict) -> list[_Want]:
             "pmask": PMASK_DEFAULT if v.pmask == ANY_ADDRESS else ip_int(v.pmask),
             "alg_id": ALG_ID[v.scheduler],
             "fwd": fwd,
+            "sched_flags": v.sched_flags,
             "active": 1,
         }
-        dests: dict[tuple, int] = {}
+        dests: dict[tuple, _DestWant] = {}
         any_up = False
         for s in v.servers:
             if not s.active:
                 continue
             if s.address is None:
                 raise ValueError(f"virtual {v.name!r}, server {s.name!r}: active without an address")
+            method = server_forward(config, s)
+            if method not in FWD_BY_NETWORK:
+                raise ValueError(f"virtual {v.name!r}, server {s.name!r}: unknown forwarding method {method!r}")
+            if s.u_threshold < 0 or s.l_threshold < 0:
+                raise ValueError(f"virtual {v.name!r}, server {s.name!r}: negative connection threshold")
             ident = (ip_int(s.address), dest_port(config, v, s))
             if ident in dests:
                 raise ValueError(f"virtual {v.name!r}: destination {ident!r} twice (was the config checked?)")
@@ -355,14 +427,16 @@ def _expand(config: Config, health: dict) -> list[_Want]:
             if h is None or h.up:
                 any_up = True
                 w = s.weight if h is None or h.weight is None else int(h.weight)
-                if not 0 <= w <= 65535:
-                    raise ValueError(f"virtual {v.name!r}, server {s.name!r}: weight {w} out of 0..65535")
-                dests[ident] = w
+                if not 0 <= w <= WEIGHT_MAX:
+                    raise ValueError(f"virtual {v.name!r}, server {s.name!r}: weight {w} out of 0..{WEIGHT_MAX}")
             elif v.quiesce_server:
-                dests[ident] = 0  # nanny -q: ipvsadm -e ... -w 0 (reference 4.5)
+                w = 0  # nanny -q: ipvsadm -e ... -w 0 (reference 4.5)
+            else:
+                continue
+            dests[ident] = _DestWant(w, FWD_BY_NETWORK[method], s.u_threshold, s.l_threshold)
         if not any_up and v.sorry_server is not None:
             ident = (ip_int(v.sorry_server), v.port)  # lvsd: SORRY:VPORT -w 1 (reference 3.4)
-            dests.setdefault(ident, SORRY_WEIGHT)
+            dests.setdefault(ident, _DestWant(SORRY_WEIGHT, fwd))  # with the director's method
         wants.append(_Want(key, fields, v.scheduler, dests))
     return wants
 
@@ -388,8 +462,8 @@ def _plan_service(key, fields, alg, dests: dict | None, prev: Tables | None, p: 
     if p < 0:
         cap = _block_cap(len(dests))
         plan = _Plan(key, fields, alg, cap, -1, False)
-        for k, (ident, w) in enumerate(dests.items()):
-            plan.rows.append((cap - 1 - k, -1, "add", ident, w))
+        for k, (ident, want) in enumerate(dests.items()):
+            plan.rows.append((cap - 1 - k, -1, "add", ident, want))
         return plan
     ps = prev.svc[p]
     off, cap = int(ps["dest_off"]), int(ps["dest_cap"])
@@ -404,28 +478,30 @@ def _plan_service(key, fields, alg, dests: dict | None, prev: Tables | None, p: 
         alg = NAMES[int(ps["alg_id"])]
         dests = {}
     plan = _Plan(key, fields, alg, cap, p, True)
-    plan.changed = alg != NAMES[int(ps["alg_id"])] or not ps["active"] or not fields["active"]
-    kept: list[tuple] = []  # (prev rel, action, ident, weight), occupied rows
+    plan.changed = (alg != NAMES[int(ps["alg_id"])] or not ps["active"] or not fields["active"]
+                    or fields["sched_flags"] != int(ps["sched_flags"]))
+    kept: list[tuple] = []  # (prev rel, action, ident, _DestWant), occupied rows
     taken: set[tuple] = set()
     for r in range(cap):
         ident = (int(blk[r, ADDR]), int(blk[r, PORT]))
         if ident != (0, 0) and ident in dests and ident not in taken:
             taken.add(ident)
-            w = dests[ident]
+            want = dests[ident]
             if avail[r]:
-                kept.append((r, "keep", ident, w))
-                if blk[r, W] != w or blk[r, UTHR] != 0 or blk[r, LTHR] != 0:
-                    plan.changed = True
+                kept.append((r, "keep", ident, want))
+                if (blk[r, W] != want.weight or blk[r, UTHR] != want.uthr or blk[r, LTHR] != want.lthr
+                        or blk[r, FWD] != want.fwd):
+                    plan.changed = True  # ipvsadm -e: the kernel's upd_dest runs for any edit
             else:
-                kept.append((r, "reclaim", ident, w))  # back from the trash, counters kept
+                kept.append((r, "reclaim", ident, want))  # back from the trash, counters kept
                 plan.changed = True
         elif avail[r]:
-            kept.append((r, "trash", ident, 0))  # removed now: keeps its row this generation
+            kept.append((r, "trash", ident, _GONE))  # removed now: keeps its row this generation
             plan.changed = True
         elif cnt[r] > 0:
-            kept.append((r, "trash", ident, 0))  # still counted by connections
+            kept.append((r, "trash", ident, _GONE))  # still counted by connections
         # else: a free row (or trash whose counters drained): zeroed, the list is unchanged
-    new = [(ident, w) for ident, w in dests.items() if ident not in taken]
+    new = [(ident, want) for ident, want in dests.items() if ident not in taken]
     head = kept[0][0] if kept else cap
     if new:
         plan.changed = True
@@ -433,15 +509,15 @@ def _plan_service(key, fields, alg, dests: dict | None, prev: Tables | None, p: 
         ncap = _block_cap(len(kept) + len(new))
         plan.cap, plan.fixed = ncap, False
         base = ncap - len(kept)
-        for k, (r, action, ident, w) in enumerate(kept):
-            plan.rows.append((base + k, r, action, ident, w))
+        for k, (r, action, ident, want) in enumerate(kept):
+            plan.rows.append((base + k, r, action, ident, want))
             plan.moved[r] = base + k
         head = base
     else:
-        for r, action, ident, w in kept:
-            plan.rows.append((r, r, action, ident, w))
-    for k, (ident, w) in enumerate(new):
-        plan.rows.append((head - 1 - k, -1, "add", ident, w))
+        for r, action, ident, want in kept:
+            plan.rows.append((r, r, action, ident, want))
+    for k, (ident, want) in enumerate(new):
+        plan.rows.append((head - 1 - k, -1, "add", ident, want))
     return plan
 
 
@@ -465,11 +541,14 @@ def _place(plans: list[_Plan]) -> int:
 
 def _carry_state(mod, alg: str, plan: _Plan, block: np.ndarray, prev: Tables | None) -> np.ndarray:
     """Scheduler state of a planned service (before its _config_kernel run)."""
+    opts = _state_options(alg, int(plan.fields["sched_flags"]))
     if plan.prev < 0 or prev is None:
-        return mod.new_state(block)
+        return mod.new_state(block, **opts)
     ps = prev.svc[plan.prev]
     if NAMES[int(ps["alg_id"])] != alg:
-        return mod.new_state(block)  # algorithm changed: a fresh state
+        return mod.new_state(block, **opts)  # algorithm changed: a fresh state
+    if opts and int(ps["sched_flags"]) != int(plan.fields["sched_flags"]):
+        return mod.new_state(block, **opts)  # sh/mh flags changed: rebuilt with the new ones
     so, sl = int(ps["state_off"]), int(ps["state_len"])
     old = prev.state[so:so + sl]
     if plan.fixed:
@@ -479,7 +558,7 @@ def _carry_state(mod, alg: str, plan: _Plan, block: np.ndarray, prev: Tables | N
     # at or before it; the others (trees, hash tables, lblc caches) start afresh.
     if alg == "wrr":
         return old.copy()
-    st = mod.new_state(block)
+    st = mod.new_state(block, **opts)
     if alg == "rr" and old[0] >= 0:
         before = [r for r in plan.moved if r <= old[0]]
         st[0] = plan.moved[max(before)] if before else -1
@@ -530,9 +609,9 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
         if plan.prev >= 0:
             svc_map[plan.prev] = i
         adds = []
-        for new_rel, prev_rel, action, ident, w in plan.rows:
+        for new_rel, prev_rel, action, ident, want in plan.rows:
             if action == "add":
-                adds.append((new_rel, ident, w))
+                adds.append((new_rel, ident, want))
                 continue
             g_old, g_new = poff + prev_rel, plan.off + new_rel
             block[new_rel] = previous.dest[g_old]
@@ -544,8 +623,9 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
             if action == "reclaim":
                 block[new_rel, FLAGS] |= F_AVAILABLE
             d = block[new_rel]
-            set_dest_row(block, new_rel, None if d[W] == w else w,
-                         None if d[UTHR] == 0 else 0, None if d[LTHR] == 0 else 0)
+            set_dest_row(block, new_rel, None if d[W] == want.weight else want.weight,
+                         None if d[UTHR] == want.uthr else want.uthr, None if d[LTHR] == want.lthr else want.lthr,
+                         fwd=want.fwd)
         mod = ALGORITHMS[plan.alg]
         if plan.alg in PATH_DEPENDENT:
             # wrr's state depends on the order of changes (ip_vs_wrr_dest_changed keeps
@@ -553,13 +633,15 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
             st = np.ascontiguousarray(_carry_state(mod, plan.alg, plan, block, previous), dtype=np.int64)
             if plan.fields["active"] and (plan.changed or not plan.fixed) and (not adds or plan.prev >= 0):
                 mod._config_kernel(block, st)  # edits and removals first
-            for new_rel, ident, w in adds:
-                set_dest_row(block, new_rel, w, 0, 0, add=True, addr=ident[0], port=ident[1])
+            for new_rel, ident, want in adds:
+                set_dest_row(block, new_rel, want.weight, want.uthr, want.lthr, add=True, addr=ident[0],
+                             port=ident[1], fwd=want.fwd)
                 if plan.fields["active"]:
                     mod._config_kernel(block, st)
         else:
-            for new_rel, ident, w in adds:
-                set_dest_row(block, new_rel, w, 0, 0, add=True, addr=ident[0], port=ident[1])
+            for new_rel, ident, want in adds:
+                set_dest_row(block, new_rel, want.weight, want.uthr, want.lthr, add=True, addr=ident[0],
+                             port=ident[1], fwd=want.fwd)
             st = np.ascontiguousarray(_carry_state(mod, plan.alg, plan, block, previous), dtype=np.int64)
             if plan.fields["active"]:
                 # After adds/edits/removals; also for an unchanged block: the tree and

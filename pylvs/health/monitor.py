@@ -29,7 +29,7 @@ ADJUST_PERIOD = 20  # nanny adjusts the weight every 20 // interval passes (refe
 SLOW_START_SHIFT = 5  # first weight W0 = max(1, W >> 5) (reference 4.5)
 LOAD_SCALE_DEFAULT = 10  # nanny -S: load feedback caps the weight at S * W (lvsd never passes -S)
 REENTRY_ZERO_MEANS = 180  # nanny -a 0 -> 180 s in lvs mode (reference 4.1)
-WEIGHT_MAX = 65535  # ipvsadm's weight range (tables.compile rejects more)
+WEIGHT_MAX = 2**31 - 1  # ipvsadm 1.31's and the kernel's weight range (tables.compile rejects more)
 LOAD_NEUTRAL = 1.0  # load feedback keeps the weight at a 1-minute load of exactly 1.0 (4.6)
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import NamedTuple
 
-from pylvs.config.model import ANY_ADDRESS, BoundAddress, Config, VirtualServer
+from pylvs.config.check import forward_methods, server_forward
+from pylvs.config.model import ANY_ADDRESS, BoundAddress, Config, RealServer, VirtualServer
 
 CAPTURE_NFQUEUE, CAPTURE_AFPACKET, CAPTURE_AFXDP = "nfqueue", "afpacket", "afxdp"
 CAPTURES = (CAPTURE_NFQUEUE, CAPTURE_AFPACKET, CAPTURE_AFXDP)
@@ -276,12 +277,32 @@ def _address(bound: BoundAddress, mask: IPv4Address, what: str) -> Address:
     return Address(str(bound.ip), _prefixlen(mask, what), dev, label)
 
 
-def _rport(config: Config, v: VirtualServer, port: int | None) -> int:
+def _rport(config: Config, v: VirtualServer, s: RealServer) -> int:
     """The port a real server answers from (as pylvs.dataplane.tables.dest_port: DR and
     tunnelling force the virtual port)."""
-    if config.network != "nat" or port is None:
+    if server_forward(config, s) != "nat" or s.port is None:
         return v.port
-    return port
+    return s.port
+
+
+def _nat_rips(config: Config, v: VirtualServer) -> list[tuple[str, int]]:
+    """(RIP, port it answers from) of the servers of `v` reached by NAT, whose replies come
+    back through the director: the active ones whose method (their own, else the file's
+    network) is nat, and the sorry server when the file's network is nat (lvsd adds it
+    as SORRY:VPORT with the director's method)."""
+    rips = [(str(s.address), _rport(config, v, s)) for s in v.servers
+            if s.active and s.address is not None and server_forward(config, s) == "nat"]
+    if v.sorry_server is not None and config.network == "nat":
+        rips.append((str(v.sorry_server), v.port))
+    return rips
+
+
+def _device(v: VirtualServer) -> str | None:
+    """The base device a virtual's VIP lives on; None when unknown (a service added with
+    ipvsadm may have no device: its address is the operator's business)."""
+    if v.address is None or not v.address.device:
+        return None
+    return v.address.device.split(":", 1)[0]
 
 
 def _all_ports(v: VirtualServer) -> bool:
@@ -302,15 +323,9 @@ def _l4(proto: str, port_opt: str, port: int | None) -> str:
 
 
 def _rip_matches(config: Config, v: VirtualServer) -> list[tuple[str, str]]:
-    """(rip, match) for the real servers' replies of one NAT service."""
-    rips: list[tuple[str, int | None]] = []
-    for s in v.servers:
-        if s.active and s.address is not None:
-            rips.append((str(s.address), _rport(config, v, s.port)))
-    if v.sorry_server is not None:  # lvsd adds SORRY:VPORT when every server is down
-        rips.append((str(v.sorry_server), v.port))
+    """(rip, match) for the replies of the NAT real servers of one service."""
     out = []
-    for rip, port in rips:
+    for rip, port in _nat_rips(config, v):
         if v.fwmark:  # marks may bundle any ports of either protocol
             out += [(rip, _l4(p, "--sport", None)) for p in PROTOCOLS]
         elif _all_ports(v):
@@ -324,7 +339,7 @@ def _xdp_keys(config: Config, virtuals: tuple[VirtualServer, ...]) -> XdpKeys:
     devices: list[str] = []
     services: list[tuple[str, int, int]] = []
     servers: list[tuple[str, int, int]] = []
-    nat = config.network == "nat"
+    nat = "nat" in forward_methods(config)
     for v in virtuals:
         if v.fwmark:
             raise PlanError(
@@ -332,15 +347,12 @@ def _xdp_keys(config: Config, virtuals: tuple[VirtualServer, ...]) -> XdpKeys:
                 "by netfilter, which AF_XDP frames never pass; use --io nfq-loop")
         if v.address is None:
             continue
-        devices.append(v.address.device.split(":", 1)[0])
+        dev = _device(v)
+        if dev is not None:
+            devices.append(dev)
         proto = IPPROTO_NUMBERS[v.protocol]
         services += [(str(v.vip), 0 if _all_ports(v) else v.port, proto), (str(v.vip), 0, XDP_ICMP_ERRORS)]
-        if not nat:
-            continue
-        rips = [(str(s.address), _rport(config, v, s.port)) for s in v.servers if s.active and s.address]
-        if v.sorry_server is not None:
-            rips.append((str(v.sorry_server), v.port))
-        for rip, port in rips:
+        for rip, port in _nat_rips(config, v):
             servers += [(rip, 0 if _all_ports(v) else port, proto), (rip, 0, XDP_ICMP_ERRORS)]
     if nat and config.nat_router is not None:
         devices.append(config.nat_router.device.split(":", 1)[0])
@@ -367,7 +379,7 @@ def _queue_target(queue: int | tuple[int, int], fail_open: bool) -> str:
 
 def _nfqueue_chains(config: Config, virtuals: tuple[VirtualServer, ...], target: str) -> tuple[Chain, ...]:
     vips = _dedupe(str(v.vip) for v in virtuals if v.vip is not None)
-    nat = config.network == "nat"
+    nat = "nat" in forward_methods(config)
     notrack = [f"-d {vip}/32 -j CT --notrack" for vip in vips]
     queue_in: list[str] = []
     for v in virtuals:
@@ -422,13 +434,23 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
     queue: NFQUEUE number (or (first, last) for --queue-balance); fail_open: packets pass
     to the kernel (--queue-bypass) when no program listens on the queue; capture:
     "nfqueue" (all forwarding methods), "afxdp" (all forwarding methods, no firewall
-    marks) or "afpacket" (direct routing and tunnelling)."""
+    marks) or "afpacket" (direct routing and tunnelling).
+
+    The forwarding method is decided per real server (its own, set by pylvsadm, else the
+    file's ``network``; ``config.check.forward_methods``): NAT reply capture covers the NAT
+    servers only, and the NAT pieces (nat_router address, FORWARD chain, ip_forward) come
+    when some server uses NAT, the tunnel ones when some server uses tunnelling.  For an
+    lvs.cf without per-server methods that is the file's ``network``, as it always was.
+    A virtual added by hand (``manual``, ipvsadm -A) gets no address: as with ipvsadm, the
+    operator brings its VIP up."""
     if capture not in CAPTURES:
         raise PlanError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
     virtuals = config.active_virtuals()
-    nat = config.network == "nat"
+    methods = forward_methods(config)
+    nat = "nat" in methods
     if capture == CAPTURE_AFPACKET and nat:
-        raise PlanError("afpacket capture is for network = direct or tunnel; NAT needs nfqueue "
+        why = "" if config.network == "nat" else " (a real server here is forwarded by NAT)"
+        raise PlanError(f"afpacket capture is for network = direct or tunnel; NAT needs nfqueue{why} "
                         "(the replies must be rewritten after routing)")
 
     addresses: dict[str, Address] = {}
@@ -436,6 +458,8 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
         a = _address(config.nat_router, config.nat_nmask, "nat_router")
         addresses[a.ip] = a
     for v in virtuals:
+        if v.manual:  # added with ipvsadm: the VIP is the operator's to bring up
+            continue
         if v.address is not None and str(v.address.ip) not in addresses:  # pulse dedupes by address
             a = _address(v.address, v.vip_nmask, f"virtual {v.name!r}")
             addresses[a.ip] = a
@@ -452,16 +476,16 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
         target = _queue_target(queue, fail_open)
         if virtuals:
             chains = _nfqueue_chains(config, virtuals, target)
-        if config.network in ("nat", "tunnel"):  # the kernel forwards the rewritten packet
+        if methods & {"nat", "tunnel"}:  # the kernel forwards the rewritten packet
             sysctls[SYSCTL_IP_FORWARD] = "1"
-        if config.network == "tunnel":
+        if "tunnel" in methods:
             # The verdict's outer header has the director's own address as its source, and it
             # is routed as if received on the VIP's device: a martian there unless that
             # device accepts local sources (docs/netctl.md).
             for v in virtuals:
-                if v.address is not None:
-                    dev = v.address.device.split(":", 1)[0].replace(".", "/")
-                    sysctls[SYSCTL_ACCEPT_LOCAL.format(dev=dev)] = "1"
+                dev = _device(v)
+                if dev is not None:
+                    sysctls[SYSCTL_ACCEPT_LOCAL.format(dev=dev.replace(".", "/"))] = "1"
     else:
         per_dev: dict[str, list[list[dict]]] = {}
         icmp_done: set[str] = set()
@@ -473,7 +497,10 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
                     "cannot serve it; use capture nfqueue")
             if v.address is None:
                 continue
-            dev = v.address.device.split(":", 1)[0]
+            dev = _device(v)
+            if dev is None:
+                raise PlanError(f"virtual {v.name!r} names no device for {v.vip}: afpacket capture listens "
+                                "on the VIP's device; give one, or use capture nfqueue")
             rules = per_dev.setdefault(dev, [])
             rules += [r for r in _ingress_rules(v) if r not in rules]
             if str(v.vip) not in icmp_done:

@@ -13,9 +13,11 @@ docstring names the kernel file it follows; ``docs/schedulers.md`` summarises th
 Data (see ``_common``)
 ----------------------
 * ``dest``: ``int64[rows, NFIELDS]``, one row per real server, columns ``W ACT
-  INACT FLAGS UTHR LTHR LASTW ADDR PORT``.  Row order is the kernel's list order
+  INACT FLAGS UTHR LTHR LASTW ADDR PORT FWD``.  Row order is the kernel's list order
   (row 0 = head); a row without ``F_AVAILABLE`` is not in the list.  The
   connection table owns ``ACT``/``INACT``; the config compiler owns the rest.
+  ``FWD`` (the server's forwarding method, conntab ``FWD_*``) is read by the
+  forwarding engine only, never by a scheduler.
 * ``state``: one ``int64[k]`` array per service and algorithm, laid out by the
   algorithm's module (rr cursor, wrr marks, the lc-family tree, dh/sh/mh tables,
   the lblc/lblcr cache).  Build it once with ``mod.new_state(dest, **options)``.
@@ -72,12 +74,14 @@ from ._common import (
     F_AVAILABLE,
     F_OVERLOAD,
     FLAGS,
+    FWD,
     INACT,
     LASTW,
     LTHR,
     NFIELDS,
     PORT,
     UTHR,
+    WEIGHT_MAX,
     W,
     _bind_kernel,
     _set_active_kernel,
@@ -90,7 +94,6 @@ ALGORITHMS: dict[str, ModuleType] = {
     m.NAME: m for m in (rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf)
 }
 DEFAULT = "wlc"  # ipvsadm's default scheduler
-WEIGHT_MAX = 65535  # ipvsadm -w range
 
 __all__ = [
     "ACT",
@@ -98,6 +101,7 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT",
     "FLAGS",
+    "FWD",
     "F_AVAILABLE",
     "F_OVERLOAD",
     "INACT",
@@ -108,6 +112,7 @@ __all__ = [
     "UTHR",
     "Scheduler",
     "W",
+    "WEIGHT_MAX",
     "check_dests",
     "get",
     "new_dests",
@@ -126,12 +131,16 @@ def get(name: str) -> ModuleType:
 
 
 def set_dest_row(dest: np.ndarray, row: int, weight: int | None, u_threshold: int | None = None,
-                 l_threshold: int | None = None, *, add: bool = False, addr: int = 0, port: int = 0) -> None:
+                 l_threshold: int | None = None, *, add: bool = False, addr: int = 0, port: int = 0,
+                 fwd: int | None = None) -> None:
     """The per-row part of ``ipvsadm -a`` (``add=True``) or ``ipvsadm -e`` on ``dest[row]``,
     with ``__ip_vs_update_dest`` rules; no checks and no ``_config_kernel`` call (the
     caller runs it once after all its edits).  ``None`` leaves a field unchanged (edit).
+    ``fwd``: the forwarding method (conntab ``FWD_*``) of new connections to the row;
+    connections already made keep theirs, as the kernel's keep their flags.
 
-    * add: the row is cleared (counters too), ``LASTW = weight``, ``F_AVAILABLE`` set.
+    * add: the row is cleared (counters too), ``LASTW = weight``, ``F_AVAILABLE`` set,
+      ``FWD = fwd`` (None: 0, Masq).
     * edit: ``LASTW`` keeps the last non-zero weight; a new upper threshold of 0 or
       above the old one clears ``F_OVERLOAD``; counters are not touched."""
     d = dest[row]
@@ -143,8 +152,11 @@ def set_dest_row(dest: np.ndarray, row: int, weight: int | None, u_threshold: in
         d[LTHR] = 0 if l_threshold is None else l_threshold
         d[ADDR] = addr
         d[PORT] = port
+        d[FWD] = 0 if fwd is None else fwd
         d[FLAGS] = F_AVAILABLE
         return
+    if fwd is not None:
+        d[FWD] = fwd
     if weight is not None:
         if weight != 0:
             d[LASTW] = weight  # keep the last non-zero weight

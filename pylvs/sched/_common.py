@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 # Columns of the dest array (one row per real server).
-W = 0  # weight (0..65535 via ipvsadm; 0 = quiesced, no new connections)
+W = 0  # weight (0..2**31-1 as ipvsadm 1.31 and the kernel; 0 = quiesced, no new connections)
 ACT = 1  # activeconns
 INACT = 2  # inactconns
 FLAGS = 3  # F_AVAILABLE | F_OVERLOAD
@@ -24,7 +24,14 @@ LTHR = 5  # l_threshold (ipvsadm -y), 0 = none
 LASTW = 6  # last_weight: last non-zero weight (ip_vs_ctl.c __ip_vs_update_dest); mh uses it
 ADDR = 7  # real server IPv4 address, host order (mh hashes it)
 PORT = 8  # real server port, host order (mh hashes it)
-NFIELDS = 9
+# Forwarding method of the connections made to this server: the conntab FWD_* value
+# (IP_VS_CONN_F_MASQ 0, _TUNNEL 2, _DROUTE 3), as the kernel's dest->conn_flags (ipvsadm
+# -m/-i/-g per real server).  No scheduler reads it; the engine and connection sync do.
+FWD = 9
+NFIELDS = 10
+
+WEIGHT_MAX = 2**31 - 1  # ipvsadm 1.31 -w range (string_to_number(optarg, 0, INT_MAX)), the kernel's
+FWD_MAX = 7  # conntab F_FWD_MASK: FWD holds a forwarding method, nothing else
 
 F_AVAILABLE = 0x1  # IP_VS_DEST_F_AVAILABLE (include/net/ip_vs.h)
 F_OVERLOAD = 0x2  # IP_VS_DEST_F_OVERLOAD (include/net/ip_vs.h)
@@ -218,7 +225,10 @@ def check_dests(dest: np.ndarray) -> None:
     if not dest.flags.c_contiguous:
         raise ValueError("dest must be C-contiguous (np.ascontiguousarray(dest))")
     w = dest[:, W]
-    if (w < 0).any() or (w > 65535).any():
-        raise ValueError("weights must be in 0..65535 (ipvsadm -w range)")
+    if (w < 0).any() or (w > WEIGHT_MAX).any():
+        raise ValueError(f"weights must be in 0..{WEIGHT_MAX} (ipvsadm -w range)")
     if (dest[:, UTHR] < 0).any() or (dest[:, LTHR] < 0).any():
         raise ValueError("connection thresholds must be >= 0 (0 = no threshold)")
+    f = dest[:, FWD]
+    if (f < 0).any() or (f > FWD_MAX).any():
+        raise ValueError(f"forwarding methods (column FWD) must be conntab FWD_* values (0..{FWD_MAX})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -262,12 +263,60 @@ def server(body: str, name: str = "z") -> str:
 
 
 def test_weight_out_of_range():
-    text = server("         address = 192.0.2.23\n         active = 1\n         weight = 65536\n")
-    assert found(text, E, "illegal weight specified (65536") == [15]
+    """ipvsadm 1.31 and the kernel take weights 0..2147483647 (INT_MAX)."""
+    text = server("         address = 192.0.2.23\n         active = 1\n         weight = 2147483648\n")
+    assert found(text, E, "illegal weight specified (2147483648; 0-2147483647") == [15]
     text = server("         address = 192.0.2.23\n         active = 1\n         weight = -1\n")
     assert found(text, E, "illegal weight specified (-1") == [15]
-    text = server("         address = 192.0.2.23\n         active = 1\n         weight = 65535\n")
-    assert found(text, E, "weight") == []
+    for ok in (65536, 2147483647):
+        text = server(f"         address = 192.0.2.23\n         active = 1\n         weight = {ok}\n")
+        assert found(text, E, "weight") == []
+
+
+def _with(config: Config, sched_flags: int = 0, **server_fields) -> Config:
+    """`config` with its first virtual's first server (and the virtual) changed as pylvsadm does."""
+    v = config.virtuals[0]
+    s = replace(v.servers[0], **server_fields)
+    return replace(config, virtuals=(replace(v, servers=(s, *v.servers[1:]), sched_flags=sched_flags),))
+
+
+def _messages(config: Config, severity: Severity) -> list[str]:
+    return [d.message for d in check(config) if d.severity is severity]
+
+
+def test_pylvsadm_fields_are_checked():
+    base = run(BASE).config
+    assert _messages(_with(base, forward="nat", u_threshold=10, l_threshold=5, sched_flags=3), E) == []
+    assert any("unknown forwarding method 'gre'" in m for m in _messages(_with(base, forward="gre"), E))
+    assert any("illegal u_threshold specified (-1" in m for m in _messages(_with(base, u_threshold=-1), E))
+    assert any("illegal l_threshold specified (2147483648" in m
+               for m in _messages(_with(base, u_threshold=2**31 - 1, l_threshold=2**31), E))
+    assert any("lower threshold 5 is higher than upper threshold 0" in m
+               for m in _messages(_with(base, l_threshold=5), E))
+    assert any("scheduler flags 0x8 are out of range" in m for m in _messages(_with(base, sched_flags=8), E))
+
+
+def test_port_forcing_follows_the_servers_own_method():
+    """network = direct forces the virtual port, but a server pylvsadm added with -m keeps its own."""
+    base = run(server("         address = 192.0.2.23\n         active = 1\n         port = 8080\n")).config
+    assert any("port 8080 is ignored with network = direct" in m for m in _messages(base, W))
+    v = base.virtuals[0]
+    nat = replace(base, virtuals=(replace(v, servers=(v.servers[0], replace(v.servers[1], forward="nat"))),))
+    assert not any("is ignored" in m for m in _messages(nat, W))
+    # Two servers on one address differ by port only under NAT: under DR both are RIP:80.
+    twice = replace(v.servers[1], name="y", address=v.servers[0].address)
+    dup = replace(base, virtuals=(replace(v, servers=(v.servers[0], twice)),))
+    assert any("same destination 192.0.2.21:80" in m for m in _messages(dup, E))
+    apart = replace(base, virtuals=(replace(v, servers=(v.servers[0], replace(twice, forward="nat"))),))
+    assert not any("same destination" in m for m in _messages(apart, E))
+
+
+def test_manual_virtual_alias_is_not_checked():
+    """An ipvsadm-added service has no address brought up: no alias warnings about it."""
+    base = run(BASE).config
+    v = base.virtuals[0]
+    other = replace(v, name="m", port=443, address=BoundAddress(IPv4Address("192.0.2.99"), ""), manual=True)
+    assert not any("alias" in m for m in _messages(replace(base, virtuals=(v, other)), W))
 
 
 def test_real_server_equal_to_vip():

@@ -4,6 +4,8 @@ go through the wire format to node B, and B forwards the same connection the sam
 
 from __future__ import annotations
 
+import dataclasses
+
 import naive
 import numpy as np
 from golden import (
@@ -280,3 +282,28 @@ def test_persistent_client_keeps_its_server_for_a_new_connection():
     assert v == en.V_NAT and b.rip(row) == rip_a
     other = b.send([tcp(CLIENT3, VIP, 50001, VPORT, "S")], now=NOW + 2)[0]
     assert b.rip(other[2]) != rip_a
+
+
+def test_apply_takes_the_method_of_each_real_server():
+    """pylvsadm can give servers of one service different methods: a synced connection
+    (and template) takes the method of the server it is bound to here."""
+    b = Director(PERSIST_CF)  # network nat; web1 RIP1, web2 RIP2, both on port 80
+    v = b.config.virtuals[0]
+    servers = tuple(dataclasses.replace(s, forward={"web1": "tunnel", "web2": "direct"}[s.name]) for s in v.servers)
+    b.config = dataclasses.replace(b.config, virtuals=(dataclasses.replace(v, servers=servers),))
+    b.reconfigure()
+    got = cs.apply_sync(b.ct, np.concatenate([
+        rec(daddr=ip2int(RIP1), dport=VPORT, flags=ctm.FWD_MASQ),
+        rec(caddr=ip2int(CLIENT3), daddr=ip2int(RIP2), dport=VPORT, flags=ctm.FWD_MASQ | ctm.F_NOOUTPUT),
+        rec(caddr=ip2int("203.0.113.0"), cport=0, daddr=ip2int(RIP2), dport=VPORT, flags=ctm.F_TEMPLATE,
+            state=0, timeout=300),
+    ]), NOW, b.tables)
+    assert got["created"] == 3
+    e1, e2 = b.entry(6, CLIENT, CPORT, VIP, VPORT), b.entry(6, CLIENT3, CPORT, VIP, VPORT)
+    assert e1.flags & (ctm.F_FWD_MASK | ctm.F_NOOUTPUT) == ctm.FWD_TUNNEL | ctm.F_NOOUTPUT
+    assert e2.flags & (ctm.F_FWD_MASK | ctm.F_NOOUTPUT) == ctm.FWD_DROUTE | ctm.F_NOOUTPUT
+    n = ctm.lookup_template(b.ct, 6, ip2int("203.0.113.0"), ip2int(VIP), VPORT, NOW)
+    assert b.ct.entries[n]["flags"] & ctm.F_FWD_MASK == ctm.FWD_DROUTE
+    # and they forward that way here
+    (verdict, reason, row, _), = b.send([data(1)], now=NOW + 1)
+    assert (verdict, reason, b.rip(row)) == (en.V_TUNNEL, "tunnel", RIP1)

@@ -9,6 +9,7 @@ weight changes and servers going down and up.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -57,15 +58,23 @@ ROWS = 64
 STRIDE = 2048
 
 
+def with_methods(config, methods: dict[str, str]):
+    """`config` with the named servers given their own forwarding method, as pylvsadm does."""
+    return dataclasses.replace(config, virtuals=tuple(
+        dataclasses.replace(v, servers=tuple(dataclasses.replace(s, forward=methods.get(s.name, s.forward))
+                                             for s in v.servers))
+        for v in config.virtuals))
+
+
 class Twin:
     """Two forwarders on one configuration: ``py`` decides with ``engine.process``, ``c``
     with the cfunc through ``pl_engine_batch``; ``send`` runs a batch through both and
     requires every output and every piece of state to be equal."""
 
-    def __init__(self, cf: str, capacity: int = 1024) -> None:
+    def __init__(self, cf: str, capacity: int = 1024, methods: dict[str, str] | None = None) -> None:
         r = check_text(cf)
         assert r.ok, [str(d) for d in r.diagnostics]
-        self.config = r.config
+        self.config = with_methods(r.config, methods or {})
         self.py, self.c = (Forwarder(tb.compile(self.config), capacity=capacity, tunnel_src=ip2int(DIRECTOR),
                                      clock=lambda: NOW) for _ in range(2))  # fmt: skip
         self.cfwd = self.c.native()
@@ -144,6 +153,45 @@ def test_fuzz_batches_through_both_entry_points(network, capacity, weights, batc
         t.send([p for p, _ in pkts], marks=[m for _, m in pkts], now=now)
         now += step
     assert FWMARK  # the fwmark service is part of the configuration
+
+
+_METHODS = st.sampled_from([None, "nat", "direct", "tunnel"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(network=st.sampled_from(["nat", "tunnel", "direct"]), m0=_METHODS, m1=_METHODS, batch_list=batches,
+       start=st.floats(0, 1e6), step=st.floats(0, 400))
+def test_fuzz_batches_with_per_server_methods_through_both_entry_points(network, m0, m1, batch_list, start, step):
+    """The fuzz configuration with each server's own method (pylvsadm -m/-g/-i): one
+    service mixes NAT, direct routing and tunnelling, and both entry points agree."""
+    methods = {name: m for name, m in (("s0", m0), ("s1", m1)) if m is not None}
+    t = Twin(fuzz_cf(network), 64, methods)
+    now = start
+    for pkts in batch_list:
+        t.send([p for p, _ in pkts], marks=[m for _, m in pkts], now=now)
+        now += step
+
+
+def test_mixed_methods_and_a_method_change_through_both_entry_points():
+    """A Masq, a Route and a Tunnel server in one rr service, persistent and not: new
+    connections, replies, later packets, then web1 turned into a tunnel server."""
+    servers = [("web1", RIP1, 8080, 1), ("web2", "10.0.0.3", None, 1), ("web3", "10.0.0.4", None, 1)]
+    cf = (HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched="rr", servers=servers)
+          + virtual("dns", VIP, UDP_VPORT, proto="udp", sched="rr", servers=servers,
+                    extra="     persistent = 60\n     pmask = 255.255.255.0"))
+    methods = {"web2": "direct", "web3": "tunnel"}
+    t = Twin(cf, 256, methods)
+    syns = [tcp(CLIENT, VIP, 40000 + k, VPORT, flags="S") for k in range(6)]
+    v = t.send(syns + [udp(f"198.51.{k}.7", VIP, UDP_CPORT, UDP_VPORT) for k in range(6)])
+    assert {int(x) for x in v.verdict} == {en.V_NAT, en.V_DR, en.V_TUNNEL}
+    t.send([tcp(RIP1, CLIENT, 8080, 40000 + k, flags="SA", seq=5000, ack=1001) for k in range(6)]
+           + [tcp(CLIENT, VIP, 40000 + k, VPORT, flags="A", seq=1001, ack=5001) for k in range(6)])
+    t.reconfigure()
+    t.config = with_methods(t.config, {"web1": "tunnel"})
+    t.reconfigure()
+    t.send([tcp(CLIENT, VIP, 40000 + k, VPORT, flags="A", seq=1001, ack=5001) for k in range(6)]
+           + [tcp(CLIENT, VIP, 41000 + k, VPORT, flags="S") for k in range(6)]
+           + [udp(f"198.51.{k}.8", VIP, UDP_CPORT, UDP_VPORT) for k in range(6)])
 
 
 def _sched_cf(sched: str, weights: tuple[int, ...]) -> str:

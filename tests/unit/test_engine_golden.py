@@ -7,6 +7,8 @@ and whole cases per batch, followed by the scenarios that need more than a table
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from golden import (
     CASES,
@@ -14,6 +16,7 @@ from golden import (
     CLIENT2,
     CLIENT3,
     CPORT,
+    DIRECTOR,
     FWM_CF,
     FWM_VIP,
     FWMARK,
@@ -25,6 +28,7 @@ from golden import (
     RIP1,
     RIP2,
     RIP3,
+    RPORT,
     TWO_CF,
     UDP_CPORT,
     UDP_ICMP_QUOTE,
@@ -308,3 +312,101 @@ def test_conn_reuse_mode_reschedules_a_syn_on_a_time_wait_entry(mode, reschedule
     assert d.counters.svc[svc, en.S_CONNS] == (2 if rescheduled else 1)
     assert d.entry(6, CLIENT, CPORT, VIP, VPORT).state == "SYN_RECV"  # mode 0: TIME_WAIT + SYN, same entry
     assert ctm.count(d.ct) == 1
+
+
+# --- per-real-server forwarding methods (pylvsadm: ipvsadm -a -m / -g / -i) ----------------
+MIXED_CF = HEAD.format(network="nat") + virtual(
+    "www", VIP, VPORT, sched="rr",
+    servers=[("web1", RIP1, RPORT, 1), ("web2", RIP2, None, 1), ("web3", RIP3, None, 1)],
+)
+MIXED = {"web2": "direct", "web3": "tunnel"}  # web1: the file's network (nat)
+
+
+def with_methods(config, methods: dict[str, str]):
+    """`config` with the named servers given their own forwarding method, as pylvsadm does."""
+    return dataclasses.replace(config, virtuals=tuple(
+        dataclasses.replace(v, servers=tuple(dataclasses.replace(s, forward=methods.get(s.name, s.forward))
+                                             for s in v.servers))
+        for v in config.virtuals))
+
+
+def mixed_director(cf: str, methods: dict[str, str]) -> Director:
+    d = Director(cf)
+    d.config = with_methods(d.config, methods)
+    d.tables = tb.compile(d.config)
+    d.ct = en.attach(ctm.create(1024, 1), d.tables)
+    d.counters = en.new_counters(d.tables)
+    return d
+
+
+def _conn_flags(d: Director, cport: int) -> int:
+    e = d.entry(6, CLIENT, cport, VIP, VPORT)
+    return e.flags & (ctm.F_FWD_MASK | ctm.F_NOOUTPUT)
+
+
+def test_each_new_connection_takes_its_servers_method():
+    """One service, a Masq, a Route and a Tunnel server (ip_vs_bind_dest: the connection's
+    flags come from its dest): each new connection is forwarded, rewritten and keyed as
+    its server's method says, and so are its later packets."""
+    d = mixed_director(MIXED_CF, MIXED)
+    assert d.tables.svc[0]["fwd"] == ctm.FWD_MASQ  # the file's network: not what decides
+    seen = {}
+    for k in range(3):  # rr: one connection per server
+        cport = CPORT + k
+        [(verdict, reason, row, out)] = d.send([tcp(CLIENT, VIP, cport, VPORT, "S")])
+        seen[d.rip(row)] = cport
+        if d.rip(row) == RIP1:
+            assert (verdict, reason) == (en.V_NAT, "nat_in")
+            assert out == bytes(tcp(CLIENT, RIP1, cport, RPORT, "S"))
+            assert _conn_flags(d, cport) == ctm.FWD_MASQ
+        elif d.rip(row) == RIP2:
+            assert (verdict, reason) == (en.V_DR, "dr")
+            assert out == bytes(tcp(CLIENT, VIP, cport, VPORT, "S"))
+            assert _conn_flags(d, cport) == ctm.FWD_DROUTE | ctm.F_NOOUTPUT
+        else:
+            assert d.rip(row) == RIP3
+            assert (verdict, reason) == (en.V_TUNNEL, "tunnel")
+            assert out == bytes(IP(src=DIRECTOR, dst=RIP3, id=0, ttl=64) / tcp(CLIENT, VIP, cport, VPORT, "S"))
+            assert _conn_flags(d, cport) == ctm.FWD_TUNNEL | ctm.F_NOOUTPUT
+    assert sorted(seen) == [RIP1, RIP2, RIP3]
+    # Only the NAT server's reply is ours to rewrite; later packets keep each method.
+    reply = tcp(RIP1, CLIENT, RPORT, seen[RIP1], "SA", seq=5000, ack=1001)
+    [(verdict, reason, _, out)] = d.send([reply])
+    assert (verdict, reason) == (en.V_NAT, "nat_out")
+    assert out == bytes(tcp(VIP, CLIENT, VPORT, seen[RIP1], "SA", seq=5000, ack=1001))
+    got = d.send([tcp(CLIENT, VIP, seen[rip], VPORT, "A", seq=1001, ack=5001) for rip in (RIP1, RIP2, RIP3)])
+    assert [g[:2] for g in got] == [(en.V_NAT, "nat_in"), (en.V_DR, "dr"), (en.V_TUNNEL, "tunnel")]
+    assert [d.rip(g[2]) for g in got] == [RIP1, RIP2, RIP3]
+    assert en.reason_counts(d.counters) == {"nat_in": 2, "nat_out": 1, "dr": 2, "tunnel": 2}
+
+
+def test_persistence_template_takes_its_servers_method():
+    cf = HEAD.format(network="direct") + virtual(
+        "www", VIP, VPORT, sched="rr", servers=[("web1", RIP1, None, 1), ("web2", RIP2, None, 1)],
+        extra="     persistent = 300\n     pmask = 255.255.255.0")
+    d = mixed_director(cf, {"web1": "tunnel"})
+    rips = {}
+    for client, cport in ((CLIENT, CPORT), (CLIENT3, CPORT)):  # two /24s: rr gives each a server
+        [(verdict, _, row, _)] = d.send([tcp(client, VIP, cport, VPORT, "S")])
+        rips[client] = (d.rip(row), verdict)
+    assert sorted(r for r, _ in rips.values()) == [RIP1, RIP2]
+    want = {RIP1: (en.V_TUNNEL, ctm.FWD_TUNNEL), RIP2: (en.V_DR, ctm.FWD_DROUTE)}
+    for client, (rip, verdict) in rips.items():
+        assert verdict == want[rip][0]
+        snet = ip2int(client) & 0xFFFFFF00
+        n = ctm.lookup_template(d.ct, 6, snet, ip2int(VIP), VPORT, NOW)
+        assert n >= 0 and d.ct.entries[n]["flags"] & ctm.F_FWD_MASK == want[rip][1]
+    # a new connection of the first client's /24 follows its template, with that method
+    [(verdict, _, row, _)] = d.send([tcp(CLIENT2, VIP, 50000, VPORT, "S")])
+    assert d.rip(row) == rips[CLIENT][0] and verdict == want[rips[CLIENT][0]][0]
+
+
+def test_method_change_applies_to_new_connections_only():
+    """ipvsadm -e -i on a -g server: its established connection stays direct-routed (the
+    kernel's connections keep their flags), the next one is tunnelled."""
+    d = Director(HEAD.format(network="direct") + virtual("www", VIP, VPORT, servers=[("web1", RIP1, None, 1)]))
+    assert d.send([tcp(CLIENT, VIP, CPORT, VPORT, "S")])[0][:2] == (en.V_DR, "dr")
+    d.config = with_methods(d.config, {"web1": "tunnel"})
+    d.reconfigure()
+    assert d.send([tcp(CLIENT, VIP, CPORT, VPORT, "A", seq=1001, ack=5001)])[0][:2] == (en.V_DR, "dr")
+    assert d.send([tcp(CLIENT, VIP, CPORT + 1, VPORT, "S")])[0][:2] == (en.V_TUNNEL, "tunnel")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
 
 from pylvs.addr import ip_int
@@ -127,3 +129,43 @@ def test_expiry_on_a_clock_ends_idle_connections():
     before = f.tables.state.copy()
     en._refresh_trees(f.tables)
     assert (f.tables.state == before).all()
+
+
+def test_snapshot_fields_for_ipvsadm():
+    """Each dest's forward comes from its own row; the fields ipvsadm 1.31 lists that
+    pylvs has one answer for are there; services in table order, dests head first."""
+    cf = (HEAD.format(network="nat")
+          + virtual("www", VIP, VPORT, sched="sh",
+                    servers=[("a", RIP1, 8080, 1), ("b", RIP2, None, 2), ("c", "10.0.0.4", None, 3)])
+          + virtual("dns", VIP, 53, proto="udp", sched="rr", servers=[("a", RIP1, None, 1)]))
+    config = check_text(cf).config
+    www, dns = config.virtuals
+    methods = {"b": "direct", "c": "tunnel"}
+    www = dataclasses.replace(www, sched_flags=3, servers=tuple(
+        dataclasses.replace(s, forward=methods.get(s.name), u_threshold=9 if s.name == "a" else 0,
+                            l_threshold=4 if s.name == "a" else 0) for s in www.servers))
+    config = dataclasses.replace(config, virtuals=(www, dataclasses.replace(dns, sched_flags=4)))
+    f = Forwarder(tb.compile(config), capacity=64, clock=Clock())
+    snap = f.snapshot()
+    assert [(s["proto"], s["port"]) for s in snap["services"]] == [("TCP", VPORT), ("UDP", 53)]
+    svc, udp_svc = snap["services"]
+    assert (svc["sched_flags"], svc["ops"], svc["pe"], svc["af"]) == (3, False, None, 4)
+    assert udp_svc["sched_flags"] == 4  # kept for display though rr ignores it
+    got = [(d["addr"], d["port"], d["forward"], d["weight"], d["uthreshold"], d["lthreshold"], d["tun_type"],
+            d["tun_port"], d["tun_flags"]) for d in svc["dests"]]
+    assert got == [  # the list head is the last added
+        ("10.0.0.4", VPORT, "Tunnel", 3, 0, 0, "ipip", None, None),
+        (RIP2, VPORT, "Route", 2, 0, 0, None, None, None),
+        (RIP1, 8080, "Masq", 1, 9, 4, None, None, None),
+    ]
+    assert [d["forward"] for d in udp_svc["dests"]] == ["Masq"]
+
+
+def test_set_tunnel_src_reaches_both_entry_points():
+    """A first tunnel server after the start: the outer source changes for engine.process
+    and for the C loop's struct alike."""
+    f, _, _ = make()
+    assert f.tunnel_src == 0
+    c = f.native()
+    f.set_tunnel_src(ip_int("10.0.0.1"))
+    assert f.tunnel_src == c.tunnel_src == ip_int("10.0.0.1")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from ipaddress import IPv4Address
 
 import pytest
 
 from pylvs.config import check_text
 from pylvs.config.diagnostics import Severity
+from pylvs.config.model import BoundAddress
 from pylvs.netctl import Address, Capabilities, DryRun, Neighbour, NetCtlError, Plan, PlanError, plan_for
 from pylvs.netctl.plan import render_restore
 
@@ -373,3 +376,92 @@ def test_plan_is_frozen_hashable_and_picklable() -> None:
     assert plan == plan_for(config(NAT2))  # pure: same config, same plan
     with pytest.raises(TypeError):
         plan.sysctls["net.ipv4.ip_forward"] = "0"  # type: ignore[index]
+
+
+# --- per-real-server methods and hand-added services (pylvsadm) ------------------------------
+
+def methods(cfg, forwards: dict[str, str], **virtual_fields):
+    """`cfg` with the named servers given their own method (ipvsadm -m/-g/-i), as pylvsadm does."""
+    return dataclasses.replace(cfg, virtuals=tuple(dataclasses.replace(
+        v, servers=tuple(dataclasses.replace(s, forward=forwards.get(s.name, s.forward)) for s in v.servers),
+        **virtual_fields) for v in cfg.virtuals))
+
+
+def test_explicit_methods_equal_to_the_network_change_nothing() -> None:
+    for network, nat in (("nat", True), ("direct", False), ("tunnel", False)):
+        cfg = config(NAT2, network, nat=nat)
+        same = methods(cfg, {"rs11": network, "rs12": network})
+        for capture in ("nfqueue", "afxdp") + (("afpacket",) if network != "nat" else ()):
+            assert plan_for(same, capture=capture) == plan_for(cfg, capture=capture)
+
+
+def test_nat_capture_only_for_the_nat_servers() -> None:
+    """network = direct, rs11 added with -m on port 8080: only its replies are captured,
+    and the NAT pieces come with it (nat_router, FORWARD chain, ip_forward)."""
+    cfg = methods(config(virtual("http", 80, servers=((11, 8080), (12, None))), "direct"), {"rs11": "nat"})
+    plan = plan_for(cfg)
+    assert plan.addresses == (Address("10.77.2.254", 32, "eth1", "eth1:1"),
+                              Address("10.77.1.100", 32, "eth0", "eth0:1"))
+    assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1"}
+    nolocal = "-m addrtype ! --dst-type LOCAL -j CT --notrack"
+    assert chains(plan) == {
+        "PYLVS-RAW": ["-d 10.77.1.100/32 -j CT --notrack",
+                      f"-s 10.77.2.11/32 -p tcp -m tcp --sport 8080 {nolocal}",
+                      f"-s 10.77.2.11/32 -p icmp {nolocal}"],
+        "PYLVS-IN": [f"-d 10.77.1.100/32 -p tcp -m tcp --dport 80 {Q}", f"-d 10.77.1.100/32 -p icmp {Q}"],
+        "PYLVS-OUT": [f"-s 10.77.2.11/32 -p tcp -m tcp --sport 8080 {Q}", f"-s 10.77.2.11/32 -p icmp {Q}"],
+    }
+    xdp = plan_for(cfg, capture="afxdp").xdp
+    assert xdp.servers == (("10.77.2.11", 8080, 6), ("10.77.2.11", 0, 0))
+    assert xdp.devices == ("eth0", "eth1")
+    with pytest.raises(PlanError, match="NAT"):
+        plan_for(cfg, capture="afpacket")
+
+
+def test_no_nat_server_no_nat_pieces() -> None:
+    """network = nat but every server added with -g: no reply capture, no nat_router
+    address, no ip_forward, and afpacket capture is possible."""
+    cfg = methods(config(NAT2), {"rs11": "direct", "rs12": "direct"})
+    plan = plan_for(cfg)
+    assert plan.addresses == (Address("10.77.1.100", 32, "eth0", "eth0:1"),)
+    assert dict(plan.sysctls) == {}
+    assert [c.name for c in plan.chains] == ["PYLVS-RAW", "PYLVS-IN"]
+    assert plan_for(cfg, capture="afpacket").nft is not None
+    assert plan_for(cfg, capture="afxdp").xdp.servers == ()
+
+
+def test_tunnel_pieces_with_one_tunnel_server() -> None:
+    cfg = methods(config(NAT2), {"rs12": "tunnel"})
+    plan = plan_for(cfg)
+    assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.accept_local": "1"}
+    out = chains(plan)["PYLVS-OUT"]
+    assert out == [f"-s 10.77.2.11/32 -p tcp -m tcp --sport 80 {Q}",
+                   f"-s 10.77.2.11/32 -p udp -m udp --sport 9001 {Q}", f"-s 10.77.2.11/32 -p icmp {Q}"]
+    dr = methods(config(NAT2, "direct", nat=False), {"rs12": "tunnel"})
+    assert dict(plan_for(dr).sysctls) == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.accept_local": "1"}
+
+
+def test_sorry_server_keeps_the_files_method() -> None:
+    body = virtual("http", 80, extra="  sorry_server = 10.77.2.99")
+    cfg = methods(config(body), {"rs11": "direct", "rs12": "direct"})  # lvsd adds SORRY with network = nat
+    assert chains(plan_for(cfg))["PYLVS-OUT"] == [f"-s 10.77.2.99/32 -p tcp -m tcp --sport 80 {Q}",
+                                                  f"-s 10.77.2.99/32 -p icmp {Q}"]
+
+
+def test_manual_virtual_gets_no_address() -> None:
+    """A service added with ipvsadm -A: its VIP is the operator's, with or without a device."""
+    cfg = config(virtual("http", 80) + virtual("web2", 8080, vip="10.77.1.101 eth0:2"), "tunnel", nat=False)
+    http, web2 = cfg.virtuals
+    bare = dataclasses.replace(web2, manual=True, address=BoundAddress(IPv4Address("10.77.1.101"), ""))
+    for v2 in (dataclasses.replace(web2, manual=True), bare):
+        manual = dataclasses.replace(cfg, virtuals=(http, v2))
+        plan = plan_for(manual)
+        assert plan.addresses == (Address("10.77.1.100", 32, "eth0", "eth0:1"),)
+        assert f"-d 10.77.1.101/32 -p tcp -m tcp --dport 8080 {Q}" in chains(plan)["PYLVS-IN"]
+        assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.accept_local": "1"}
+        xdp = plan_for(manual, capture="afxdp").xdp
+        assert xdp.devices == ("eth0",) and ("10.77.1.101", 8080, 6) in xdp.services
+    assert plan_for(dataclasses.replace(cfg, virtuals=(http, dataclasses.replace(web2, manual=True))),
+                    capture="afpacket").nft is not None
+    with pytest.raises(PlanError, match="names no device"):
+        plan_for(dataclasses.replace(cfg, virtuals=(http, bare)), capture="afpacket")

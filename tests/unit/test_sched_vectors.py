@@ -18,8 +18,10 @@ from pylvs.sched import (
     F_AVAILABLE,
     F_OVERLOAD,
     FLAGS,
+    FWD,
     INACT,
     LASTW,
+    NFIELDS,
     PORT,
     Scheduler,
     W,
@@ -29,6 +31,7 @@ from pylvs.sched import (
     get,
     mh,
     new_dests,
+    set_dest_row,
     sh,
 )
 
@@ -379,7 +382,10 @@ def test_wrapper_validation():
     with pytest.raises(ValueError, match="capacity"):
         s.add_dest(1)
     with pytest.raises(ValueError, match="weight"):
-        s.edit_dest(0, weight=70000)
+        s.edit_dest(0, weight=2**31)  # ipvsadm 1.31 and the kernel stop at INT_MAX
+    s.edit_dest(0, weight=2**31 - 1)
+    with pytest.raises(ValueError, match="weights must be in 0..2147483647"):
+        Scheduler("wlc", dest=np.full((2, NFIELDS), 2**31, dtype=np.int64))
     with pytest.raises(ValueError, match="no inactive"):
         s.unbind(0, False)
     with pytest.raises(ValueError, match="prime"):
@@ -390,6 +396,34 @@ def test_wrapper_validation():
         s.gc(0)
     with pytest.raises(ValueError, match="same length"):
         s.pick_batch(np.zeros(3, np.uint32), cport=np.zeros(2, np.uint16))
+
+
+def test_forwarding_method_column_is_kept_and_never_decides():
+    """FWD holds a row's forwarding method (set on add and by an edit, kept otherwise);
+    no scheduler reads it: every algorithm decides the same whatever it holds."""
+    dest = new_dests(2)
+    set_dest_row(dest, 1, 5, add=True, addr=1, port=80, fwd=3)
+    assert dest[1, FWD] == 3 and dest[1, W] == 5
+    set_dest_row(dest, 1, 7)
+    assert dest[1, FWD] == 3 and dest[1, W] == 7
+    set_dest_row(dest, 1, None, fwd=2)
+    assert dest[1, FWD] == 2 and dest[1, W] == 7
+    set_dest_row(dest, 0, 1, add=True, addr=2, port=80)
+    assert dest[0, FWD] == 0  # Masq by default
+    bad = new_dests(1)
+    bad[0, FWD] = 8
+    with pytest.raises(ValueError, match="forwarding methods"):
+        Scheduler("rr", dest=bad)
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 2**32, 200, dtype=np.uint32)
+    for name in sorted(ALGORITHMS):
+        a, b = Scheduler(name, capacity=8), Scheduler(name, capacity=8)
+        for k, w in enumerate((3, 1, 0, 2, 5)):
+            for s in (a, b):
+                s.add_dest(w, addr=0x0A000001 + k, port=80)
+        b.dest[:, FWD] = rng.integers(0, 4, b.dest.shape[0])
+        assert (a.pick_batch(keys, daddr=keys) == b.pick_batch(keys, daddr=keys)).all(), name
+        assert (a.dest[:, :FWD] == b.dest[:, :FWD]).all() and a.dest.shape[1] == NFIELDS
 
 
 def test_rr_deleted_head_cursor_steps_back_to_the_list_head():

@@ -20,10 +20,16 @@ from pylvs.sched import (
     ADDR,
     ALGORITHMS,
     F_AVAILABLE,
+    F_OVERLOAD,
     FLAGS,
+    FWD,
     INACT,
     LASTW,
+    LTHR,
+    NFIELDS,
     PORT,
+    UTHR,
+    WEIGHT_MAX,
     Scheduler,
     W,
     check_dests,
@@ -202,7 +208,7 @@ def test_lookup_sends_ftp_data_ports_to_the_port_21_service():
 
 def test_lookup_empty_tables():
     t = T.compile(Config())  # no active virtual (check refuses it; compile does not care)
-    assert t.svc.shape[0] == 0 and t.dest.shape == (0, 9)
+    assert t.svc.shape[0] == 0 and t.dest.shape == (0, NFIELDS)
     assert T.lookup_service(t, 6, int(VIP), 80, 3) == -1
 
 
@@ -496,3 +502,138 @@ def test_same_decisions_as_a_hand_built_scheduler(name):
             _bind_kernel(dest, a)
             mod._update_kernel(dest, state, a)
             assert t.dest[off + a, INACT] == sch.dest[b, INACT]
+
+
+# ----------------------------------------------------------------- pylvsadm's fields
+
+
+def test_forwarding_method_is_per_real_server():
+    """network = direct, one server added with -m (NAT: keeps its own port), one with -i
+    (tunnel: the virtual port, as -g): each row holds its own method; the service's fwd
+    stays the file's network and so does the sorry server's method."""
+    servers = [rs(1, port=8080, weight=1), rs(2, port=8080), rs(3, port=8080)]
+    servers[0] = dataclasses.replace(servers[0], forward="nat")
+    servers[2] = dataclasses.replace(servers[2], forward="tunnel")
+    v = vs(servers, sorry_server=IPv4Address("10.0.0.200"))
+    c = conf(v, network="direct")
+    t = T.compile(c)
+    assert t.svc[0]["fwd"] == conntab.FWD_DROUTE
+    got = {int(t.dest[r, ADDR]) & 0xFF: (int(t.dest[r, PORT]), int(t.dest[r, FWD])) for r in T.list_rows(t, 0)}
+    assert got == {1: (8080, conntab.FWD_MASQ), 2: (80, conntab.FWD_DROUTE), 3: (80, conntab.FWD_TUNNEL)}
+    assert [T.health_key(c, v, s)[2] for s in servers] == [8080, 80, 80]
+    everyone_down = {k: h for s in servers for k, h in down(c, v, s).items()}
+    t2 = T.compile(c, health=everyone_down, previous=t)
+    [sorry] = T.list_rows(t2, 0)
+    assert (int(t2.dest[sorry, PORT]), int(t2.dest[sorry, FWD])) == (80, conntab.FWD_DROUTE)
+    check_dests(t2.block(0)[0])
+
+
+def test_forwarding_method_change_edits_the_row_in_place():
+    """ipvsadm -e -i on a -g server: same row, counters kept, new method for new connections."""
+    v = vs([rs(1), rs(2)], scheduler="wrr")
+    c = conf(v, network="direct")
+    t1 = T.compile(c)
+    r1 = row_of(t1, 0, 1)
+    t1.dest[r1, ACT] = 3
+    v2 = dataclasses.replace(v, servers=(dataclasses.replace(v.servers[0], forward="tunnel"), v.servers[1]))
+    t2 = T.compile(conf(v2, network="direct"), previous=t1)
+    assert row_of(t2, 0, 1) == r1 and t2.dest[r1, ACT] == 3 and t2.dest[r1, FWD] == conntab.FWD_TUNNEL
+    assert T.list_rows(t2, 0) == T.list_rows(t1, 0)
+
+
+def test_thresholds_are_compiled_and_edited():
+    v = vs([dataclasses.replace(rs(1), u_threshold=10, l_threshold=5), rs(2)])
+    c = conf(v)
+    t1 = T.compile(c)
+    r1 = row_of(t1, 0, 1)
+    assert (t1.dest[r1, UTHR], t1.dest[r1, LTHR]) == (10, 5)
+    assert (t1.dest[row_of(t1, 0, 2), UTHR], t1.dest[row_of(t1, 0, 2), LTHR]) == (0, 0)
+    t1.dest[r1, FLAGS] |= F_OVERLOAD  # 10 connections reached
+    t2 = T.compile(c, previous=t1)  # unchanged: no edit, still overloaded
+    assert (t2.dest[r1, UTHR], t2.dest[r1, LTHR]) == (10, 5) and t2.dest[r1, FLAGS] & F_OVERLOAD
+    v3 = dataclasses.replace(v, servers=(dataclasses.replace(v.servers[0], u_threshold=20, l_threshold=0),
+                                         v.servers[1]))
+    t3 = T.compile(conf(v3), previous=t2)  # a higher upper threshold lifts OVERLOAD (__ip_vs_update_dest)
+    assert (t3.dest[r1, UTHR], t3.dest[r1, LTHR]) == (20, 0) and not t3.dest[r1, FLAGS] & F_OVERLOAD
+    check_dests(t3.block(0)[0])
+
+
+def test_unchanged_thresholds_are_no_edit():
+    """A recompile of the same servers with thresholds edits nothing: wrr goes on where it
+    was (an edit would run ip_vs_wrr_dest_changed and restart at the head)."""
+    v = vs([dataclasses.replace(rs(1, weight=3), u_threshold=100), rs(2, weight=2), rs(3, weight=1)],
+           scheduler="wrr")
+    c = conf(v)
+    whole = _decide(T.compile(c), 0, 12)
+    t1 = T.compile(c)
+    first = _decide(t1, 0, 5)
+    t2 = T.compile(c, previous=t1)
+    assert first + _decide(t2, 0, 7) == whole
+
+
+def test_weights_up_to_int_max():
+    """ipvsadm 1.31 and the kernel take weights up to 2**31 - 1; the schedulers too."""
+    assert WEIGHT_MAX == 2**31 - 1
+    v = vs([rs(1, weight=WEIGHT_MAX), rs(2, weight=1)], scheduler="wlc")
+    c = conf(v)
+    t = T.compile(c)
+    r1, r2 = row_of(t, 0, 1), row_of(t, 0, 2)
+    assert t.dest[r1, W] == t.dest[r1, LASTW] == WEIGHT_MAX
+    check_dests(t.block(0)[0])
+    t.dest[r1, ACT] = 1000  # wlc: overhead 256000 / (2**31 - 1) against an idle server's 0 / 1
+    t = T.compile(c, previous=t)  # (rebuilds the tree over the counters)
+    assert _decide(t, 0, 1) == [r2]
+    t.dest[r2, ACT] = 1  # 256 / 1 against 256000 / (2**31 - 1): the heavy server wins
+    assert _decide(T.compile(c, previous=t), 0, 1) == [r1]
+    for name in ("wrr", "sh", "mh", "sed", "fo", "lblcr"):
+        tn = T.compile(conf(vs([rs(1, weight=WEIGHT_MAX), rs(2, weight=1)], scheduler=name)))
+        assert _decide(tn, 0, 1)[0] in T.list_rows(tn, 0)
+    health = {T.health_key(c, v, v.servers[1]): T.HealthState(True, WEIGHT_MAX)}
+    assert T.compile(c, health=health).dest[r2, W] == WEIGHT_MAX
+    with pytest.raises(ValueError, match="weight"):
+        T.compile(c, health={T.health_key(c, v, v.servers[1]): T.HealthState(True, WEIGHT_MAX + 1)})
+
+
+@pytest.mark.parametrize("name", ["sh", "mh"])
+def test_sched_flags_reach_sh_and_mh(name):
+    """ipvsadm -b sh-fallback,sh-port (1 | 2): the state is built with them, a change of
+    flags rebuilds it, and the decisions are those of a Scheduler built with them."""
+    v = vs([rs(1, weight=2), rs(2, weight=1), rs(3, weight=0)], scheduler=name)
+    t0 = T.compile(conf(v))
+    assert t0.svc[0]["sched_flags"] == 0 and t0.block(0)[1][0] == 0
+    t1 = T.compile(conf(dataclasses.replace(v, sched_flags=3)), previous=t0)
+    dest, state = t1.block(0)
+    assert t1.svc[0]["sched_flags"] == 3 and state[0] == 3  # sh state[0], mh H_FLAGS: fallback | port
+    sch = Scheduler(name, capacity=16, fallback=True, port=True)
+    for n, w in ((1, 2), (2, 1), (3, 0)):
+        sch.add_dest(w, int(IPv4Address(f"10.0.0.{n}")), 80)
+    np.testing.assert_array_equal(dest, sch.dest)
+    np.testing.assert_array_equal(state, sch.state)
+    t2 = T.compile(conf(dataclasses.replace(v, sched_flags=1)), previous=t1)
+    assert t2.block(0)[1][0] == 1
+    t3 = T.compile(conf(v), previous=t2)
+    np.testing.assert_array_equal(t3.block(0)[1], t0.block(0)[1])
+
+
+def test_sched_flags_are_kept_for_other_schedulers():
+    v = vs([rs(1), rs(2)], scheduler="rr", sched_flags=4)
+    t = T.compile(conf(v))
+    assert t.svc[0]["sched_flags"] == 4
+    np.testing.assert_array_equal(t.block(0)[1], T.compile(conf(dataclasses.replace(v, sched_flags=0))).block(0)[1])
+    t2 = T.compile(conf(vs([rs(1), rs(2)], scheduler="rr")), previous=t)
+    assert t2.svc[0]["sched_flags"] == 0
+    with pytest.raises(ValueError, match="scheduler flags"):
+        T.compile(dataclasses.replace(conf(v), virtuals=(dataclasses.replace(v, sched_flags=8),)))
+
+
+def test_method_helpers_for_the_director():
+    nat_only = conf(vs([rs(1)]))
+    assert (T.needs_next_hops(nat_only), T.uses_tunnel(nat_only), T.uses_nat(nat_only)) == (False, False, True)
+    direct = conf(vs([rs(1)]), network="direct")
+    assert (T.needs_next_hops(direct), T.uses_tunnel(direct), T.uses_nat(direct)) == (True, False, False)
+    mixed = conf(vs([rs(1), dataclasses.replace(rs(2), forward="tunnel")]))
+    assert (T.needs_next_hops(mixed), T.uses_tunnel(mixed), T.uses_nat(mixed)) == (True, True, True)
+    all_dr = conf(vs([dataclasses.replace(rs(1), forward="direct")]))  # network nat, no NAT server
+    assert (T.needs_next_hops(all_dr), T.uses_nat(all_dr)) == (True, False)
+    no_server = conf(vs([]), network="tunnel")  # the file's network when there is no server
+    assert T.forward_methods(no_server) == {"tunnel"} and T.uses_tunnel(no_server)
