@@ -1,10 +1,20 @@
-"""The director's control channel: a Unix datagram socket, one JSON request per datagram.
+"""The director's control channel: a root-only Unix stream socket, one JSON request per
+connection, answered with one JSON reply (each a single line).
 
-``pylvs health force RIP[:PORT] up|down|auto`` sends ``{"cmd": "force", ...}`` and prints
-the reply; the director answers from its control thread (``Director.handle_control``),
-so a request never touches the dataplane thread.  Root only (the socket is 0600): it is
-the control side of nanny's SIGUSR1/SIGUSR2/SIGHUP (reference 4.7), which pylvs, with one
-process for every real server, cannot take as signals.
+Protocol version ``PROTOCOL_VERSION``: a request is ``{"v": 1, "cmd": NAME, ...}``; the
+reply is ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error": TEXT}``.  A
+request without ``"v"`` is taken as version 1 (the clients of the first, datagram
+protocol sent none).  Verbs (``Director.handle_control``):
+
+* ``force``: ``pylvs health force RIP[:PORT] up|down|auto``, the control side of nanny's
+  SIGUSR1/SIGUSR2/SIGHUP (reference 4.7), which pylvs, with one process for every real
+  server, cannot take as signals;
+* ``ipvs.apply``, ``ipvs.get``, ``ipvs.conns``, ``ipvs.zero``, ``ipvs.daemon``:
+  pylvsadm's (``pylvs.ipvsadm.cli``).
+
+The director answers from its control thread, so a request never touches the dataplane
+thread; a stream (not datagrams) because a connection listing of a large table is many
+megabytes.  The socket is 0600: every verb is root's.
 """
 
 from __future__ import annotations
@@ -13,44 +23,81 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
-MAX_REQUEST = 4096
-REPLY_TIMEOUT = 5.0
+PROTOCOL_VERSION = 1
+MAX_REQUEST = 16 << 20  # a -R of a whole saved table goes in one request
+REPLY_TIMEOUT = 30.0  # a connection listing of 2^20 entries takes seconds to build
+SERVER_IO_TIMEOUT = 2.0  # a client that connects and stalls holds the control loop no longer
+ACCEPT_PER_POLL = 16  # the control loop has other work: answer at most this many per pass
 FORCE_STATES = {"up": True, "down": False, "auto": None}
 
 
+class ControlError(OSError):
+    """No director answered, or its answer was not a reply."""
+
+
+def _read_line(sock: socket.socket, limit: int) -> bytes:
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > limit:
+            raise ValueError(f"request larger than {limit} bytes")
+    return bytes(buf)
+
+
 class ControlSocket:
-    """The director's end: bound, non-blocking; ``poll(handler)`` answers what is queued."""
+    """The director's end: listening, non-blocking; ``poll(handler)`` answers who waits."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a crashed director's socket: nobody can be bound to it any more
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # 0600 from the start: no window in which others may connect
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
         os.chmod(path, 0o600)
+        self.sock.listen(ACCEPT_PER_POLL)
         self.sock.setblocking(False)
 
     def poll(self, handler) -> int:
-        """Answer every queued request with ``handler(request) -> reply``; how many."""
+        """Answer waiting clients with ``handler(request) -> reply``; how many."""
         n = 0
-        while True:
+        while n < ACCEPT_PER_POLL:
             try:
-                data, peer = self.sock.recvfrom(MAX_REQUEST)
+                conn, _ = self.sock.accept()
             except BlockingIOError:
                 return n
             n += 1
-            try:
-                reply = handler(json.loads(data))
-            except (ValueError, KeyError, TypeError) as exc:
-                reply = {"ok": False, "error": f"bad request: {exc}"}
-            if peer:
+            with conn:
+                conn.settimeout(SERVER_IO_TIMEOUT)
+                try:
+                    data = _read_line(conn, MAX_REQUEST)
+                except (OSError, ValueError):
+                    continue  # the client stalled or went away: it gets no answer
+                try:
+                    req = json.loads(data)
+                    if not isinstance(req, dict):
+                        raise TypeError("a request is a JSON object")
+                    if req.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+                        reply = {"ok": False, "error": f"protocol version {req.get('v')!r}: this director "
+                                                      f"speaks {PROTOCOL_VERSION}"}  # fmt: skip
+                    else:
+                        reply = handler(req)
+                except (ValueError, KeyError, TypeError) as exc:
+                    reply = {"ok": False, "error": f"bad request: {exc}"}
+                reply = {"v": PROTOCOL_VERSION, **reply}
                 with contextlib.suppress(OSError):  # the client gave up waiting
-                    self.sock.sendto(json.dumps(reply, default=str).encode(), peer)
+                    conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+        return n
 
     def close(self) -> None:
         self.sock.close()
@@ -59,10 +106,18 @@ class ControlSocket:
 
 
 def request(path: str, message: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
-    """Send one request to the director at ``path`` and return its reply."""
-    with tempfile.TemporaryDirectory(prefix="pylvs-ctl-") as tmp, \
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:  # fmt: skip
-        s.bind(os.path.join(tmp, "reply"))
+    """Send one request to the director at ``path`` and return its reply.  OSError when
+    nobody listens there (ControlError when the answer is not a reply)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.sendto(json.dumps(message).encode(), path)
-        return json.loads(s.recv(MAX_REQUEST))
+        s.connect(path)
+        s.sendall(json.dumps({"v": PROTOCOL_VERSION, **message}).encode() + b"\n")
+        data = _read_line(s, 1 << 40)
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ControlError(f"{path}: the director closed the connection without a reply") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"{path}: not a reply: {data[:80]!r}")
+    reply.pop("v", None)
+    return reply
