@@ -11,6 +11,11 @@
 * ``SIGHUP``: check the file again; a bad file is logged and the running configuration
   keeps forwarding; a good one is compiled outside the dataplane lock and swapped in
   (``Forwarder.swap``): established connections keep their real server;
+* ``pylvsadm`` (``pylvs.ipvsadm``) changes the running table through the control socket,
+  compiled and swapped the same way (``install``); its changes live until a restart or a
+  reload, as manual ipvsadm changes lived until piranha's lvs restarted.  Without an
+  lvs.cf (``path`` None, ``pylvs lvs --bare``) the director starts with an empty table
+  that pylvsadm alone configures: a bare IPVS-like data plane;
 * ``SIGTERM``/``SIGINT``: stop the adapter, remove rules and addresses, exit 0.
 * ``--standby`` (how ``pylvs pulse`` runs it, docs/ha.md): everything above is ready
   (tables compiled, JIT warm, health checks and connection sync running) but nothing is
@@ -46,7 +51,7 @@ from typing import Any
 
 from pylvs.addr import ip_int, ip_str, mac_bytes
 from pylvs.config import diagnostics as dg
-from pylvs.config.check import load_for_daemon
+from pylvs.config.check import forward_methods, load_for_daemon, server_forward
 from pylvs.config.model import Config
 from pylvs.control import FORCE_STATES, ControlSocket
 from pylvs.dataplane import tables as tb
@@ -148,7 +153,7 @@ def _base_device(dev: str) -> str:
 
 
 class Director:
-    def __init__(self, path: str, *, io: str = "auto", queue: int = 0, fail_open: bool = True,
+    def __init__(self, path: str | None, *, io: str = "auto", queue: int = 0, fail_open: bool = True,
                  status_path: str | None = None, control_path: str | None = None,
                  capacity: int = CONN_TABLE_CAPACITY,
                  ctl: Any = None, adapters: dict[str, Callable[..., Any]] | None = None,
@@ -217,7 +222,9 @@ class Director:
         self.notify_fd = notify_fd
         self.activations = 0
         self.plan: Any = None
-        self.syncd: Any = None  # the connection-sync daemon (lvs.cf syncdaemon = 1)
+        self.syncd: Any = None  # the connection-sync daemon (lvs.cf syncdaemon = 1, or pylvsadm's)
+        self.sync_spec: Any = None  # what it was started with (ipvsadm -L --daemon lists it)
+        self.sync_daemons: dict[str, tuple[Any, Any]] = {}  # pylvsadm --start-daemon's, by state
         self.notifier = notifier or Notifier(env={})  # systemd and the daemonizing parent
         self.lock: InstanceLock | None = None  # one lvs per network namespace
         self.metrics_listen = metrics
@@ -229,7 +236,10 @@ class Director:
 
     # -- configuration ---------------------------------------------------------------------
     def _read(self) -> Config:
-        """The checked, adjusted Config of the file; every diagnostic logged."""
+        """The checked, adjusted Config of the file; every diagnostic logged.  Bare (no
+        file): an empty table, whose defaults are ipvsadm's."""
+        if self.path is None:
+            return Config()
         try:
             return load_for_daemon(self.path, log)
         except ValueError as exc:  # a FOS file
@@ -298,7 +308,8 @@ class Director:
                     log.error("cleaning up after a failed start: %s", also)
             raise exc
         n = sum(1 for v in config.virtuals if v.active)
-        log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d%s", n, self.path,
+        source = self.path or "no lvs.cf (bare: pylvsadm configures the table)"
+        log.info("started %d virtual service(s) from %s, network %s, io %s, generation %d%s", n, source,
                  config.network, self.adapter_name, fwd.tables.generation,
                  "" if self.active else ", standby")  # fmt: skip
         if self.status_path:
@@ -316,7 +327,7 @@ class Director:
         # The reader first, then the rules, then the addresses (NetCtl.apply's own order):
         # a VIP packet never meets rules without a reader, which the fail-open bypass
         # would hand to the local stack, which answers RST (docs/ha.md, takeovers).
-        if config.network in ("direct", "tunnel") or self.adapter_name == "afxdp":  # afxdp: NAT's too
+        if tb.needs_next_hops(config) or self.adapter_name == "afxdp":  # afxdp: NAT's too
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)
             self.refresh_neighbours()
         self.adapter = self._make_adapter(config)
@@ -380,8 +391,11 @@ class Director:
             return None
         from pylvs.ha.roles import peer_private_address
         from pylvs.ha.syncd import SyncDaemon, iface_address
+        from pylvs.ipvsadm.command import DaemonSpec
 
         peer = peer_private_address(config) if config.syncd_unicast else None
+        self.sync_spec = DaemonSpec(state="", mcast_interface=config.syncd_iface, syncid=config.syncd_id & 0xFF,
+                                    mcast_port=config.syncd_port)  # fmt: skip
         return SyncDaemon(self.fwd, syncid=config.syncd_id & 0xFF, port=config.syncd_port,
                           iface_addr=iface_address(config.syncd_iface), unicast_peer=peer)
 
@@ -397,10 +411,14 @@ class Director:
         return int(self.fwd.tables.dest[row, ADDR])
 
     def _tunnel_src(self, config: Config) -> int:
-        if config.network != "tunnel":
-            return 0
-        rips = [s.address for v in config.virtuals if v.active for s in v.servers if s.address]
-        return source_address_towards(str(rips[0]) if rips else UNREACHABLE_ADDR[0])
+        rips = [s.address for v in config.virtuals if v.active for s in v.servers
+                if s.address and s.active and server_forward(config, s) == "tunnel"]  # fmt: skip
+        for rip in rips:
+            try:
+                return source_address_towards(str(rip))
+            except OSError as exc:  # no route yet: tried again at the next change
+                log.warning("tunnel server %s: no route (%s); its packets cannot leave until there is one", rip, exc)
+        return 0
 
     def reload(self) -> bool:
         """SIGHUP: check, compile, swap; a bad file changes nothing.  True if swapped.
@@ -419,36 +437,65 @@ class Director:
 
     def _reload(self) -> bool:
         assert self.fwd is not None
+        if self.path is None:
+            log.info("SIGHUP: no lvs.cf to read (bare); the table stays as pylvsadm made it")
+            return False
         try:
             config = self._read()
-            plan = self._plan(config)
-            self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
-            self.health.update_config(config)  # servers that stay keep their state
-            self.last_health = self.health.health()
-            new = self.fwd.compile(config, self.last_health)
         except (dg.ConfigError, DirectorError, ValueError) as exc:
             return self._reload_failed(f"reload refused, still running generation {self.fwd.tables.generation}: "
                                        f"{exc}")  # fmt: skip
+        try:
+            self.install(config, "reload")
+        except DirectorError as exc:
+            return self._reload_failed(f"reload: {exc}")
+        self.reloads += 1
+        self.last_reload = {"ok": True, "time": time.time(), "error": None}
+        log.info("reloaded %s: generation %d", self.path, self.fwd.tables.generation)
+        return True
+
+    def install(self, config: Config, why: str) -> None:
+        """Compile ``config`` and swap it in (a reload, a pylvsadm change).  DirectorError
+        says why the running tables stay, and then nothing has changed."""
+        generation = self.fwd.tables.generation
+        try:
+            plan = self._plan(config)
+            self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
+        except (dg.ConfigError, DirectorError, ValueError) as exc:
+            raise DirectorError(f"refused, still running generation {generation}: {exc}") from None
+        self.health.update_config(config)  # servers that stay keep their state
+        self.last_health = self.health.health()
+        new = self.fwd.compile(config, self.last_health)
         try:
             if self.active:
                 self._check_xdp_devices(config, plan)
                 self.ctl.update(plan)
         except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
-            return self._reload_failed(f"reload: the kernel side could not be updated ({exc}); still running "
-                                       f"generation {self.fwd.tables.generation}")  # fmt: skip
+            self.health.update_config(self.config)
+            self.last_health = self.health.health()
+            raise DirectorError(f"the kernel side could not be updated ({exc}); still running "
+                                f"generation {generation}") from None  # fmt: skip
+        tunnel_src = self.fwd.tunnel_src or self._tunnel_src(config)  # a first tunnel server
         self.fwd.swap(new)
-        self.refresh_neighbours()
+        if tunnel_src != self.fwd.tunnel_src:
+            self.fwd.set_tunnel_src(tunnel_src)
+        if self.active and self.neighbours is None and tb.needs_next_hops(config):
+            self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)  # a first DR/TUN server
+        if why == "reload":
+            self.refresh_neighbours()
+        elif self.neighbours is not None:
+            # pylvsadm answers at once, as ipvsadm: new servers' MACs are looked up by the
+            # control loop next (a dead server's lookup waits its timeout).
+            self.neighbours.missing.update(int(a) for a in dest_addresses(new) if int(a) not in self.neighbours.table)
         if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
             try:
                 self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
             except OSError as exc:  # the plan checked the sizes: the kernel refused otherwise
-                log.error("reload: the XDP program's maps could not be updated (%s); the services added "
-                          "are not captured until a restart", exc)  # fmt: skip
+                log.error("%s: the XDP program's maps could not be updated (%s); the services added "
+                          "are not captured until a restart", why, exc)  # fmt: skip
         self.config, self.plan = config, plan
-        self.reloads += 1
-        self.last_reload = {"ok": True, "time": time.time(), "error": None}
-        log.info("reloaded %s: generation %d", self.path, new.generation)
-        return True
+        if why != "reload":
+            log.info("%s: generation %d", why, new.generation)
 
     def stop(self) -> None:
         self.notifier.stopping()
@@ -459,6 +506,8 @@ class Director:
             self.health.stop()
         if self.syncd is not None:
             self.syncd.stop()
+        for d, _ in self.sync_daemons.values():
+            d.stop()
         try:
             self.deactivate()
         finally:
@@ -511,7 +560,7 @@ class Director:
         from pylvs.dataplane.io.afxdp import route_devices
 
         devices = list(keys.devices)
-        if config.network == "nat":
+        if tb.uses_nat(config):
             devices += route_devices(a for a, _, _ in keys.servers)
         return list(dict.fromkeys(devices))
 
@@ -549,7 +598,7 @@ class Director:
         if name in self.adapters:
             return self.adapters[name](self, handle)
         if name == "afpacket":
-            if config.network == "nat":
+            if tb.uses_nat(config):
                 raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
             from pylvs.dataplane.io.afpacket import AfPacketIO
 
@@ -575,11 +624,12 @@ class Director:
             return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=True)
         # The Python DR sender's frames must fit the link, so with it the queue hands DR
         # packets over segmented (no GSO); NAT and tunnel verdicts go back whole.
-        gso = config.network != "direct"
+        direct = "direct" in forward_methods(config)
+        gso = not direct
         from pylvs.dataplane.io.afpacket import DrSender
         from pylvs.dataplane.io.rawip import RejectSender
 
-        on_dr = DrSender(self.neighbours.resolve) if config.network == "direct" else None
+        on_dr = DrSender(self.neighbours.resolve) if direct else None
         on_reject = RejectSender()
         self.senders = [x for x in (on_dr, on_reject) if x is not None]
         if name == "nfq-native":
@@ -620,6 +670,10 @@ class Director:
 
     def handle_control(self, req: dict) -> dict:
         """One control request (``pylvs.control``); answered in the control thread."""
+        if str(req.get("cmd", "")).startswith("ipvs."):
+            from pylvs.ipvsadm import server
+
+            return server.handle(self, req)
         if req.get("cmd") != "force":
             return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
         state = req["state"]
@@ -733,7 +787,13 @@ class Director:
         return alive
 
     def status(self) -> dict[str, Any]:
-        snap = self.fwd.snapshot()
+        """The status file and the metrics: pylvsadm's view of the table (``ipvs.get``,
+        one code for all three) and the director's own state."""
+        from pylvs.ipvsadm import server
+
+        table = server.get(self)
+        snap = table["snapshot"]
+        snap.update(timeouts=table["timeouts"], daemons=table["daemons"])
         a = self.adapter  # once: a takeover may set it to None meanwhile (the metrics thread asks too)
         adapter = a.stats() if a is not None and hasattr(a, "stats") else {}
         if "engine_us_per_batch" in adapter:  # the C loop times its own batches

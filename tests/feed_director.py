@@ -61,7 +61,8 @@ def feed_directors(tmp_path, default_text: str | None = None):
 
     def make(text: str | None = default_text, **kw) -> tuple[Director, FeedAdapter]:
         cf = tmp_path / "lvs.cf"
-        cf.write_text(text)
+        if text is not None:  # None: a bare director (pylvs lvs --bare)
+            cf.write_text(text)
         feed = {}
 
         def factory(_d, handle):
@@ -69,8 +70,9 @@ def feed_directors(tmp_path, default_text: str | None = None):
             return feed["a"]
 
         kw.setdefault("make_health", healthy)
-        d = Director(str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
-                     status_path=str(tmp_path / "status.json"), capacity=1024, **kw)  # fmt: skip
+        kw.setdefault("capacity", 1024)
+        d = Director(None if text is None else str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
+                     status_path=str(tmp_path / "status.json"), **kw)  # fmt: skip
         d.start()
         made.append(d)
         return d, feed.get("a")

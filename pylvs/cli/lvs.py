@@ -25,9 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--status", default=None, metavar="PATH",
                    help="status file, JSON, rewritten every second (default RUNTIME_DIR/lvs.status.json)")
     p.add_argument("--control", default=None, metavar="PATH",
-                   help="control socket for `pylvs health force` (default RUNTIME_DIR/lvs.ctl)")
+                   help="control socket for pylvsadm and `pylvs health force` (default RUNTIME_DIR/lvs.ctl)")
     p.add_argument("--capacity", type=int, default=None, metavar="N",
                    help="connection table entries, a power of two (default 1048576)")
+    p.add_argument("--bare", action="store_true",
+                   help="run without lvs.cf: an empty table that pylvsadm configures, as kernel IPVS with "
+                        "ipvsadm (also when no -c is given and the default file does not exist)")
     p.add_argument("--standby", action="store_true",
                    help="start standby, as `pylvs pulse` runs it: forward after SIGUSR1, stop after SIGUSR2")
     p.add_argument("--notify-fd", type=int, default=None, metavar="FD",
@@ -61,14 +64,18 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from pylvs.config.model import DEFAULT_CONFIG_PATH
     from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY
     from pylvs.director import Director, DirectorError
 
+    bare = args.bare or (args.configfile == DEFAULT_CONFIG_PATH and not os.path.exists(DEFAULT_CONFIG_PATH))
     paths = options.resolve(args, "lvs")
     args.status = options.absolute(args.status) or str(paths.status("lvs"))
     args.control = options.absolute(args.control) or str(paths.control("lvs"))
     try:
-        d = Director(args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
+        d = Director(None if bare else args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                      status_path=args.status, control_path=args.control,
                      capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
                      notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode,

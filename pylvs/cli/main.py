@@ -26,10 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.register(subparsers)
+    subparsers.add_parser("ipvsadm", help="the ipvsadm command on the running director (pylvsadm; "
+                                          "`pylvs ipvsadm -h` for its options)")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ipvsadm"]:  # `pylvs ipvsadm ...` is pylvsadm: ipvsadm's grammar, not argparse's
+        from pylvs.ipvsadm.cli import main as pylvsadm
+
+        return pylvsadm(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

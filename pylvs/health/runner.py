@@ -139,7 +139,7 @@ class HealthRunner:
             if not v.active:
                 continue
             for s in v.servers:
-                if s.active and s.address is not None:
+                if s.active and s.address is not None and not s.manual:  # pylvsadm's: unchecked, as ipvsadm's
                     out[health_key(config, v, s)] = (v, s)
         return out
 

@@ -82,18 +82,21 @@ def lab_io(io: str) -> str:
 
 
 class LabDirector(_LabDaemon):
-    def __init__(self, lab: Any, workdir: Path, text: str, *, io: str = "auto", host: str = "dir1",
+    def __init__(self, lab: Any, workdir: Path, text: str | None, *, io: str = "auto", host: str = "dir1",
                  capacity: int = 65536, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
-        self.lab = lab
+        """``text`` None: ``--bare``, no lvs.cf (pylvsadm configures it)."""
+        self.lab, self.host = lab, host
         self.what = f"pylvs lvs on {host}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.cf = workdir / "lvs.cf"
-        self.cf.write_text(text)
+        if text is not None:
+            self.cf.write_text(text)
         self.status_path = workdir / "lvs.status.json"
         self.status_path.unlink(missing_ok=True)
         self.log_path = workdir / "lvs.log"
         self.control_path = workdir / "lvs.ctl"  # per director: two labs never share one
-        argv = [sys.executable, "-m", "pylvs", "lvs", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
+        source = ["-c", str(self.cf)] if text is not None else ["--bare"]
+        argv = [sys.executable, "-m", "pylvs", "lvs", *source, "--nodaemon", "--io", lab_io(io),
                 "--runtime-dir", str(workdir), "--status", str(self.status_path), "--control", str(self.control_path),
                 "--capacity", str(capacity), *extra]  # fmt: skip
         with open(self.log_path, "wb") as log:
@@ -120,6 +123,11 @@ class LabDirector(_LabDaemon):
                     return s
             time.sleep(POLL)
         raise RuntimeError(f"no reload within {RELOAD_TIMEOUT:.0f} s:\n{self.log()}")
+
+    def pylvsadm(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """``pylvsadm ARGS`` in the director's namespace, against this director."""
+        argv = ["env", f"PYLVS_CONTROL={self.control_path}", sys.executable, "-m", "pylvs", "ipvsadm", *args]
+        return self.lab.run(self.host, argv, input=stdin, timeout=timeout, check=False)
 
 
 

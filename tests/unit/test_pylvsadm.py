@@ -1,0 +1,89 @@
+"""pylvsadm against an in-process director (the whole control path but the socket): the
+captured ipvsadm 1.31 replayed case by case (``tests/ipvsadm_golden.py``), with name
+lookups and the sync daemon's sockets replaced, so nothing leaves this process.  The same
+replay runs against ``pylvs lvs --bare`` in a namespace in
+``tests/netns/test_ipvsadm_golden_lab.py``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from feed_director import feed_directors
+from ipvsadm_golden import CAPACITY, GOLDEN, call, differences, replay
+
+import pylvs.ha.syncd as syncd
+from pylvs.ipvsadm import grammar, listing
+
+
+class FakeSyncDaemon:
+    """The sync daemon without sockets: pylvsadm's --start-daemon only needs its role."""
+
+    def __init__(self, fwd, *, syncid, iface_addr, port, group, max_size=1472):
+        self.syncid, self.port, self.group, self.role = syncid, port, group, None
+
+    def start_master(self):
+        self.role = "master"
+
+    def start_backup(self):
+        self.role = "backup"
+
+    def stop(self):
+        self.role = None
+
+
+@pytest.fixture
+def bare(tmp_path, monkeypatch):
+    real_host = grammar.gethostbyname
+    monkeypatch.setattr(grammar, "gethostbyname", lambda name: real_host(name) if name[:1].isdigit() else None)
+    monkeypatch.setattr(listing, "SYSTEM_REVERSE_RESOLVER",
+                        listing.ReverseResolver(lambda addr: None, listing.SYSTEM_REVERSE_RESOLVER.service))
+    devices = {"sync0": "10.255.0.1", "sync1": "10.255.1.1"}
+
+    def iface_address(name):
+        if name not in devices:
+            raise ValueError(f"no network device {name!r} in this namespace")
+        return devices[name]
+
+    monkeypatch.setattr(syncd, "iface_address", iface_address)
+    monkeypatch.setattr(syncd, "SyncDaemon", FakeSyncDaemon)
+    gen = feed_directors(tmp_path)
+    make = next(gen)
+    d, _ = make(None, capacity=CAPACITY)
+
+    def director(cmd, **kw):  # what the socket carries: JSON both ways
+        req = json.loads(json.dumps({"v": 1, "cmd": cmd, **kw}))
+        return json.loads(json.dumps(d.handle_control(req), default=str))
+
+    yield d, director
+    next(gen, None)
+
+
+@pytest.mark.skipif(not GOLDEN.exists(), reason=f"the ipvsadm capture is not here: {GOLDEN}")
+def test_every_captured_ipvsadm_case_in_process(bare):
+    _, director = bare
+    bad = differences(replay(director))
+    assert not bad, f"{len(bad)} case(s) differ:\n\n" + "\n".join(bad)
+
+
+def test_no_director_is_said_plainly(tmp_path):
+    from pylvs.ipvsadm.cli import Director
+
+    got = call(Director(str(tmp_path / "nobody.ctl")), ["-L", "-n"])
+    assert got["rc"] == 1 and got["stdout"] == ""
+    assert got["stderr"].startswith(f"Can't initialize ipvs: no pylvs director answers at {tmp_path}/nobody.ctl")
+
+
+def test_json_listing_and_status_share_the_table(bare):
+    d, director = bare
+    for argv in (["-A", "-t", "10.1.0.1:80", "-s", "wrr"], ["-a", "-t", "10.1.0.1:80", "-r", "192.168.10.1:80", "-m",
+                                                            "-w", "3"]):  # fmt: skip
+        assert call(director, argv)["rc"] == 0
+    got = json.loads(call(director, ["-L", "-n", "-j"])["stdout"])
+    assert got["version"] == 1
+    status = d.status()
+    assert status["services"] == json.loads(json.dumps(d.fwd.snapshot()))["services"]
+    assert status["timeouts"] == [900, 120, 300]
+    (svc,) = status["services"]
+    assert (svc["vip"], svc["scheduler"], svc["dests"][0]["weight"], svc["dests"][0]["forward"]) == \
+        ("10.1.0.1", "wrr", 3, "Masq")
