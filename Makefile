@@ -169,6 +169,7 @@ install-venv:
 	fi
 	install -d $(DEST)$(SBINDIR)
 	ln -sfn $(PREFIX)/bin/pylvs $(DEST)$(SBINDIR)/pylvs
+	ln -sfn $(PREFIX)/bin/pylvsadm $(DEST)$(SBINDIR)/pylvsadm
 
 # The units name /usr/sbin/pylvs, /etc/default/pylvs and /etc/sysconfig/ha/lvs.cf;
 # other SBINDIR or SYSCONFDIR values are written into the installed copies.

@@ -191,11 +191,17 @@ def _dest_fields(v: VirtualServer, d: c.DestSpec) -> dict:
             "forward": forward, "port": port}  # fmt: skip
 
 
-def add_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
+def _service_of(config: Config, s: c.ServiceSpec) -> int:
+    """-a/-e/-d: the index of the service ``s`` names (the kernel's ESRCH otherwise)."""
     _supported_service(s)  # before the lookup: say why, not "Service not defined"
     i = find_virtual(config, s)
     if i < 0:
         raise IpvsError(SERVICE_NOT_DEFINED)
+    return i
+
+
+def add_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
+    i = _service_of(config, s)
     v = config.virtuals[i]
     fields = _dest_fields(v, d)
     if find_server(config, v, d.address, fields["port"]) >= 0:
@@ -206,10 +212,7 @@ def add_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
 
 
 def _server_index(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> tuple[int, int, dict]:
-    _supported_service(s)  # before the lookup: say why, not "Service not defined"
-    i = find_virtual(config, s)
-    if i < 0:
-        raise IpvsError(SERVICE_NOT_DEFINED)
+    i = _service_of(config, s)
     v = config.virtuals[i]
     fields = _dest_fields(v, d)
     # The kernel finds the server by address and the port as ipvsadm computed it.
@@ -231,10 +234,7 @@ def edit_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
 
 
 def delete_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
-    _supported_service(s)  # before the lookup: say why, not "Service not defined"
-    i = find_virtual(config, s)
-    if i < 0:
-        raise IpvsError(SERVICE_NOT_DEFINED)
+    i = _service_of(config, s)
     v = config.virtuals[i]
     # -d takes the port as given (or the service's), whatever the method.
     port = d.port if d.port is not None else v.port

@@ -102,5 +102,6 @@ def test_full_install_plan(tmp_path):
     assert f"-m venv {dest}/opt/pylvs" in out
     assert f's|{dest}/opt/pylvs|/opt/pylvs|g' in out  # dh-virtualenv's rewrite of the paths
     assert f"ln -sfn /opt/pylvs/bin/pylvs {dest}/usr/sbin/pylvs" in out
+    assert f"ln -sfn /opt/pylvs/bin/pylvsadm {dest}/usr/sbin/pylvsadm" in out  # the ipvsadm command
     assert "-m pylvs.precompile" in out
     assert not dest.exists()

@@ -87,3 +87,35 @@ def test_json_listing_and_status_share_the_table(bare):
     (svc,) = status["services"]
     assert (svc["vip"], svc["scheduler"], svc["dests"][0]["weight"], svc["dests"][0]["forward"]) == \
         ("10.1.0.1", "wrr", 3, "Masq")
+
+
+def test_changes_live_until_reload_and_hand_added_servers_are_not_checked(tmp_path):
+    from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
+    from scapy.layers.inet import IP
+
+    text = HEAD.format(network="nat") + virtual("www", VIP, VPORT, sched="rr", servers=[("web1", RIP1, None, 1)])
+    gen = feed_directors(tmp_path)
+    make = next(gen)
+    try:
+        d, feed = make(text)
+
+        def director(cmd, **kw):
+            return json.loads(json.dumps(d.handle_control(json.loads(json.dumps({"cmd": cmd, **kw}))), default=str))
+
+        svc = f"{VIP}:{VPORT}"
+        assert call(director, ["-a", "-t", svc, "-r", RIP2, "-g", "-w", "2"])["rc"] == 0  # a DR server by hand
+        assert call(director, ["-e", "-t", svc, "-r", f"{RIP1}:{VPORT}", "-m", "-w", "0"])["rc"] == 0  # drain web1
+        listing_ = call(director, ["-L", "-n"])["stdout"]
+        assert f"  -> {RIP1 + ':' + str(VPORT):<28} Masq    0 " in listing_
+        assert f"  -> {RIP2 + ':' + str(VPORT):<28} Route   2 " in listing_
+        checked = {str(k[1]) for k in d.health.health()}
+        assert checked == {RIP1}  # lvs.cf's server keeps its check; the hand-added one has none
+        # New connections go to the only server with a weight, by its own method: direct routing.
+        [(verdict, out)] = feed.send([tcp(CLIENT, VIP, 40001, VPORT, "S")])
+        assert verdict == "dr" and IP(out).dst == VIP  # the frame goes to its MAC, the VIP kept
+        # A reload of lvs.cf: the table is the file's again.
+        assert d.reload()
+        listing_ = call(director, ["-L", "-n"])["stdout"]
+        assert RIP2 not in listing_ and f"  -> {RIP1 + ':' + str(VPORT):<28} Masq    1 " in listing_
+    finally:
+        next(gen, None)
