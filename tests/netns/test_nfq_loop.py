@@ -125,8 +125,10 @@ def test_two_workers_share_one_connection_table(make_lab, tmp_path):
             sock.bind((sources[k % len(sources)], 0))
             served.add(http_get(sock, topo.VIP, topo.HTTP_PORT).body.decode().strip())
         assert served == {rs.name for rs in lab.real_servers}
-        status = d.wait_for(lambda s: all(w["packets"] > 0 for w in s["adapter"]["workers"]), 5,
-                            "both workers forwarding")  # fmt: skip
+        # The status file is up to a second old: wait for one written after the 60th connection.
+        status = d.wait_for(lambda s: all(w["packets"] > 0 for w in s["adapter"]["workers"])
+                            and s["services"][0]["stats"]["conns"] == 60, 5,
+                            "both workers forwarding, 60 connections counted")  # fmt: skip
         assert [w["queue"] for w in status["adapter"]["workers"]] == [0, 1]
         assert status["adapter"]["packets"] == sum(w["packets"] for w in status["adapter"]["workers"])
         www = status["services"][0]
