@@ -1,4 +1,4 @@
-"""The captured ipvsadm 1.31 (``../shared/kernel-ipvs/golden/ipvsadm.jsonl``, kernel 6.1)
+"""The captured ipvsadm 1.31 (``tests/data/kernel-ipvs/ipvsadm.jsonl``, kernel 6.1)
 as pylvsadm must reproduce it, and a replay of it through pylvsadm.
 
 Shared by ``tests/unit/test_pylvsadm.py`` (an in-process director) and
@@ -24,7 +24,8 @@ from pathlib import Path
 from pylvs.ipvsadm import table
 from pylvs.ipvsadm.cli import main
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "kernel-ipvs" / "golden" / "ipvsadm.jsonl"
+GOLDEN_DIR = Path(__file__).resolve().parent / "data" / "kernel-ipvs"  # the captures, copied (README there)
+GOLDEN = GOLDEN_DIR / "ipvsadm.jsonl"
 CAPACITY = 4096  # the captured kernel's IP_VS_CONN_TAB_SIZE: "(size=4096)"
 CASES = 223
 

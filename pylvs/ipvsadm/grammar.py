@@ -7,7 +7,7 @@ This mirrors ipvsadm.c (parse_options, process_options up to the kernel call) as
 12's ``ipvsadm 1:1.31-1+b1`` (the popt build) runs it, and the parts of popt 1.19 it
 relies on (poptGetNextOpt: option clusters ``-Ln``, ``--long=arg``, ``-p``'s optional
 argument, ``--``, leftovers, the ``!#:+`` argument expansion).  Checked against
-``../shared/kernel-ipvs/golden`` and against that binary itself.
+``tests/data/kernel-ipvs`` and against that binary itself.
 
 What is ipvsadm's own (userland) is here, with its words and exit codes: 2 for
 ``fail()``, 255 for "Try `ipvsadm -h' ..." and for popt's "OPT: unknown option".  What the

@@ -5,7 +5,7 @@ tests use the same code); this module prints it the way ipvsadm 1.31's ``ipvsadm
 (``list_all``, ``list_service``, ``print_title``, ``print_service_entry``,
 ``print_largenum``, ``list_conn``, ``print_conn``, ``list_timeout``, ``list_daemon``) and
 libipvs (``ipvs_cmp_services``, ``ipvs_cmp_dests``) print what the kernel reports.
-Checked against ``../shared/kernel-ipvs/golden`` (tests/unit/test_ipvsadm_listing.py).
+Checked against ``tests/data/kernel-ipvs`` (tests/unit/test_ipvsadm_listing.py).
 
 Functions:
 

@@ -9,7 +9,7 @@ the result and swaps it in (compile-then-swap), or keeps the old one when anythi
 fails, so a bad command changes nothing.  Pure code: no I/O, no clock.
 
 What each command does is what kernel IPVS does with it (net/netfilter/ipvs/ip_vs_ctl.c,
-as ipvsadm 1.31 drives it, checked against ``../shared/kernel-ipvs/golden``):
+as ipvsadm 1.31 drives it, checked against ``tests/data/kernel-ipvs``):
 
 * ``-A`` adds a service, ``-E`` replaces its scheduler, persistence, netmask and flags
   (an option left out gets its default again: ipvsadm sends every field);

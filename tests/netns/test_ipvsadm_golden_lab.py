@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ipvsadm_golden import CAPACITY, GOLDEN, differences
+from ipvsadm_golden import CAPACITY, differences
 
 from pylvs.lab import netns
 
@@ -74,7 +74,6 @@ def bare_director(netns_support, tmp_path):
                 netns.del_netns(ns)
 
 
-@pytest.mark.skipif(not GOLDEN.exists(), reason=f"the ipvsadm capture is not here: {GOLDEN}")
 def test_every_captured_ipvsadm_case(bare_director):
     ns_cli, control, tmp = bare_director
     out = tmp / "replay.json"

@@ -1,6 +1,6 @@
 """pylvs.ipvsadm.grammar: ipvsadm 1.31's command line, checked against the real ipvsadm.
 
-The golden captures (``../shared/kernel-ipvs/golden``) are the data: every invocation
+The golden captures (``tests/data/kernel-ipvs``) are the data: every invocation
 ipvsadm refused itself must raise ParseError with its exact stderr and exit code, every
 other one must parse.  REAL_BINARY_CASES add corners the captures do not reach, with what
 Debian 12's ipvsadm 1:1.31-1+b1 printed for them (run on a host without IPVS through an
@@ -17,7 +17,7 @@ import pytest
 from pylvs.ipvsadm import command as c
 from pylvs.ipvsadm import grammar as g
 
-GOLDEN = Path(__file__).resolve().parents[3] / "shared/kernel-ipvs/golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "kernel-ipvs"
 GOLDEN_FILES = ("ipvsadm.jsonl", "ipvsadm-traffic.jsonl")
 TRYHELP = "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n"
 POPT_ERRORS = (": unknown option\n", ": missing argument\n", ": option does not take an argument\n")
@@ -39,8 +39,6 @@ def offline_names(monkeypatch):
 
 
 def _records() -> list[dict]:
-    if not GOLDEN.is_dir():
-        return []
     out = []
     for name in GOLDEN_FILES:
         for line in (GOLDEN / name).read_text().splitlines():
@@ -55,7 +53,6 @@ def _records() -> list[dict]:
 
 
 RECORDS = _records()
-needs_golden = pytest.mark.skipif(not RECORDS, reason=f"no golden captures at {GOLDEN}")
 
 
 def _is_parse_error(r: dict) -> bool:
@@ -92,14 +89,12 @@ RESTORES = [r for r in RECORDS if r.get("stdin")]
 # --- The golden captures ---------------------------------------------------------------------
 
 
-@needs_golden
 def test_the_captures_hold_what_this_file_expects():
     assert len(PARSE_ERRORS) >= 40 and len(ACCEPTED) >= 150 and len(RESTORES) == 3
     for r in ACCEPTED:  # the rest: success, or the kernel's refusal of a good command line
         assert r["rc"] == 0 or r["stderr"].splitlines()[0] in KERNEL_ERRORS, r["id"]
 
 
-@needs_golden
 @pytest.mark.parametrize("r", PARSE_ERRORS, ids=_ids(PARSE_ERRORS))
 def test_parse_errors_are_ipvsadms(r):
     with pytest.raises(g.ParseError) as exc:
@@ -107,7 +102,6 @@ def test_parse_errors_are_ipvsadms(r):
     assert (exc.value.stderr, exc.value.rc, exc.value.stdout) == (r["stderr"], r["rc"], r["stdout"])
 
 
-@needs_golden
 @pytest.mark.parametrize("r", ACCEPTED, ids=_ids(ACCEPTED))
 def test_everything_else_parses(r):
     cmd = g.parse(r["argv"][1:])
@@ -118,7 +112,6 @@ def test_everything_else_parses(r):
     c.Command.from_json(json.loads(json.dumps(cmd.to_json())))  # it crosses the control socket
 
 
-@needs_golden
 @pytest.mark.parametrize("r", RESTORES, ids=_ids(RESTORES))
 def test_restore_stdin(r):
     assert g.parse(r["argv"][1:]).command == c.RESTORE
@@ -129,7 +122,6 @@ def test_restore_stdin(r):
         assert (rc, err) == (0, "")
 
 
-@needs_golden
 @pytest.mark.parametrize("ident,argv", [("help", ["-h"]), ("help-long", ["--help"]), ("version", ["--version"]),
                                         ("v", ["-v"])])  # fmt: skip
 def test_help_and_version_texts(ident, argv):

@@ -1,6 +1,6 @@
 """ipvsadm's listings, byte for byte: hand-made tables, then real ipvsadm 1.31 output.
 
-The golden cases (``../shared/kernel-ipvs/golden``) are turned back into snapshots by the
+The golden cases (``tests/data/kernel-ipvs``) are turned back into snapshots by the
 small parsers below: the table of ``ipvsadm.jsonl`` from its ``-S -n`` text (creation order
 and the kernel's server order from the commands that built it, thresholds from its
 ``--thresholds`` listing), the table of ``ipvsadm-traffic.jsonl`` and its counters from
@@ -29,9 +29,7 @@ from pylvs.ipvsadm.listing import (
     kernel_order,
 )
 
-GOLDEN = Path(__file__).resolve().parents[3] / "shared/kernel-ipvs/golden"
-golden_only = pytest.mark.skipif(not (GOLDEN / "ipvsadm.jsonl").exists(),
-                                 reason=f"no ipvsadm 1.31 captures at {GOLDEN}")  # fmt: skip
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "kernel-ipvs"
 NETNS_HASH = 160  # the captures' (size_t)ipvs >> 8 term of ip_vs_svc_hashkey (found by L-n-nosort)
 
 # The service names of the captures' /etc/services (ipvsadm -L, -S, -L -c without -n).
@@ -352,8 +350,6 @@ def service_rows(text):
 
 @pytest.fixture(scope="module")
 def g():
-    if not (GOLDEN / "ipvsadm.jsonl").exists():
-        pytest.skip(f"no ipvsadm 1.31 captures at {GOLDEN}")
     return records("ipvsadm.jsonl")
 
 
@@ -373,7 +369,6 @@ def fmt(**kw):
     return ListFormat(**kw)
 
 
-@golden_only
 @pytest.mark.parametrize("case, kw", [
     ("L-n", {"numeric": True}),
     ("L-n-exact", {"numeric": True, "exact": True}),
@@ -391,19 +386,16 @@ def test_golden_table_listings(g, table, case, kw):
     assert format_services(table, fmt(**kw)) == out(g[case])
 
 
-@golden_only
 def test_golden_names(g, table):
     assert format_services(table, fmt(), resolve=NAMES) == out(g["L-names"])
     assert format_save(table, False, resolve=NAMES) == out(g["S"])
 
 
-@golden_only
 def test_golden_save(g, table):
     assert format_save(table, True) == out(g["S-n"]) == out(g["rt-save-again"])
     assert format_save({"size": 4096, "services": []}, True) == out(g["save-empty"]) == ""
 
 
-@golden_only
 def test_golden_empty_table(g):
     empty = {"size": 4096, "services": []}
     for case in ("list-empty", "list-empty-lower", "list-empty-long", "rt-list-after-clear"):
@@ -411,7 +403,6 @@ def test_golden_empty_table(g):
     assert format_services(empty, fmt()) == out(g["noargs"])
 
 
-@golden_only
 def test_golden_nosort(g, table):
     """The kernel's hash order: byte-identical with the captures' netns term; with 0 (what
     pylvs has) the same lines, the buckets in another order."""
@@ -423,7 +414,6 @@ def test_golden_nosort(g, table):
     assert "  -> 192.168.10.6:80" in ours.split("TCP  10.1.0.1:80 rr\n")[1].splitlines()[0]
 
 
-@golden_only
 @pytest.mark.parametrize("case, key, kw", [
     ("L-n-one-svc", ("TCP", "10.1.0.1", 80), {}),
     ("L-n-one-fwm", ("FWM", "1"), {}),
@@ -438,7 +428,6 @@ def test_golden_one_service(g, table, case, key, kw):
     assert format_services(table, fmt(numeric=True, **kw), one) == out(g[case])
 
 
-@golden_only
 def test_golden_stats_wins_over_rate(g):
     """err-stats-rate: --stats with --rate lists --stats (state as at L-n-final: every
     command in between failed)."""
@@ -479,7 +468,6 @@ def snapshot_from_listing(text, thresholds=False):
     return {"size": 4096, "services": list(services.values())}
 
 
-@golden_only
 def test_golden_every_default_listing(g):
     """Every plain -L -n capture, the whole table or one service, read back and printed
     again (weights up to 2^31-1 overflow their column; flags after -E; a service -R made)."""
@@ -497,7 +485,6 @@ def test_golden_every_default_listing(g):
             assert format_services(snap, fmt(numeric=True)) == r["stdout"], r["id"]
 
 
-@golden_only
 def test_golden_every_thresholds_listing(g):
     """Every -L -n --thresholds capture (after -e too), read back and printed again."""
     cases = [r for r in g.values() if r["rc"] == 0 and "--thresholds" in r["argv"]]
@@ -508,12 +495,10 @@ def test_golden_every_thresholds_listing(g):
         assert format_services(snap, fmt(numeric=True, thresholds=True), one) == r["stdout"], r["id"]
 
 
-@golden_only
 def test_golden_connections_empty(g):
     assert format_connections([], fmt(numeric=True, connection=True)) == out(g["L-n-c-empty"])
 
 
-@golden_only
 @pytest.mark.parametrize("cases, timeouts", [
     (("timeout-default", "to-1", "to-2", "to-3"), (900, 120, 300)),
     (("to-4", "to-n"), (900, 60, 300)),
@@ -528,7 +513,6 @@ def daemon(state, iface, syncid, maxlen=1472, group="224.0.0.81", port=8848, ttl
             "mcast_port": port, "mcast_ttl": ttl}
 
 
-@golden_only
 def test_golden_daemon(g):
     master, backup = daemon("master", "sync0", 5), daemon("backup", "sync1", 6)
     assert format_daemon([master]) == out(g["dm-list-1"])
@@ -542,8 +526,6 @@ def test_golden_daemon(g):
 
 @pytest.fixture(scope="module")
 def t():
-    if not (GOLDEN / "ipvsadm-traffic.jsonl").exists():
-        pytest.skip(f"no ipvsadm 1.31 captures at {GOLDEN}")
     return records("ipvsadm-traffic.jsonl")
 
 

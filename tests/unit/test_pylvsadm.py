@@ -10,7 +10,7 @@ import json
 
 import pytest
 from feed_director import feed_directors
-from ipvsadm_golden import CAPACITY, GOLDEN, call, differences, replay
+from ipvsadm_golden import CAPACITY, call, differences, replay
 
 import pylvs.ha.syncd as syncd
 from pylvs.ipvsadm import grammar, listing
@@ -59,7 +59,6 @@ def bare(tmp_path, monkeypatch):
     next(gen, None)
 
 
-@pytest.mark.skipif(not GOLDEN.exists(), reason=f"the ipvsadm capture is not here: {GOLDEN}")
 def test_every_captured_ipvsadm_case_in_process(bare):
     _, director = bare
     bad = differences(replay(director))
