@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,22 @@ SERVER_IO_TIMEOUT = 2.0  # a client that connects and stalls holds the control l
 ACCEPT_PER_POLL = 16  # the control loop has other work: answer at most this many per pass
 FORCE_STATES = {"up": True, "down": False, "auto": None}
 
+log = logging.getLogger("pylvs.control")
+
 
 class ControlError(OSError):
     """No director answered, or its answer was not a reply."""
 
 
-def _read_line(sock: socket.socket, limit: int) -> bytes:
+def _read_line(sock: socket.socket, limit: int, deadline: float | None = None) -> bytes:
+    """One line; with ``deadline`` (monotonic) the whole line must arrive by then."""
     buf = bytearray()
     while not buf.endswith(b"\n"):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            sock.settimeout(left)
         chunk = sock.recv(1 << 16)
         if not chunk:
             break
@@ -59,12 +69,15 @@ class ControlSocket:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a crashed director's socket: nobody can be bound to it any more
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # 0600 from the start: no window in which others may connect
-        try:
-            self.sock.bind(path)
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
+        # 0600 before anyone can connect: bound under a temporary name, made 0600, renamed,
+        # and only then listening (a connect before listen() is refused).  No umask change:
+        # it is the whole process's, and other threads run.
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        self.sock.bind(tmp)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
         self.sock.listen(ACCEPT_PER_POLL)
         self.sock.setblocking(False)
 
@@ -76,11 +89,13 @@ class ControlSocket:
                 conn, _ = self.sock.accept()
             except BlockingIOError:
                 return n
+            except OSError as exc:  # out of descriptors, say: the director goes on, the client waits
+                log.warning("control socket: accept failed: %s", exc)
+                return n
             n += 1
             with conn:
-                conn.settimeout(SERVER_IO_TIMEOUT)
-                try:
-                    data = _read_line(conn, MAX_REQUEST)
+                try:  # one deadline for the whole request: a client that trickles gets no more
+                    data = _read_line(conn, MAX_REQUEST, time.monotonic() + SERVER_IO_TIMEOUT)
                 except (OSError, ValueError):
                     continue  # the client stalled or went away: it gets no answer
                 try:
@@ -94,7 +109,11 @@ class ControlSocket:
                         reply = handler(req)
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
+                except Exception as exc:  # noqa: BLE001 - one bad verb never stops the director
+                    log.exception("control request %r failed", data[:200])
+                    reply = {"ok": False, "error": f"the director failed to answer: {exc}"}
                 reply = {"v": PROTOCOL_VERSION, **reply}
+                conn.settimeout(SERVER_IO_TIMEOUT)
                 with contextlib.suppress(OSError):  # the client gave up waiting
                     conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
         return n

@@ -456,29 +456,36 @@ class Director:
 
     def install(self, config: Config, why: str) -> None:
         """Compile ``config`` and swap it in (a reload, a pylvsadm change).  DirectorError
-        says why the running tables stay, and then nothing has changed."""
+        says why the running tables stay, and then nothing has changed: first what can be
+        refused without touching anything, then the kernel side (put back if a later step
+        fails), then the health checks, then the swap."""
         generation = self.fwd.tables.generation
         try:
             plan = self._plan(config)
             self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
-        except (dg.ConfigError, DirectorError, ValueError) as exc:
-            raise DirectorError(f"refused, still running generation {generation}: {exc}") from None
-        self.health.update_config(config)  # servers that stay keep their state
-        self.last_health = self.health.health()
-        new = self.fwd.compile(config, self.last_health)
-        try:
+            self._check_adapter(config)
             if self.active:
                 self._check_xdp_devices(config, plan)
+        except (dg.ConfigError, DirectorError, ValueError) as exc:
+            raise DirectorError(f"refused, still running generation {generation}: {exc}") from None
+        try:
+            if self.active:
                 self.ctl.update(plan)
+            self.health.update_config(config)  # servers that stay keep their state
         except Exception as exc:  # noqa: BLE001 - the old tables keep forwarding
-            self.health.update_config(self.config)
-            self.last_health = self.health.health()
-            raise DirectorError(f"the kernel side could not be updated ({exc}); still running "
-                                f"generation {generation}") from None  # fmt: skip
+            if self.active:
+                try:
+                    self.ctl.update(self.plan)  # the running generation's rules and addresses back
+                except Exception as also:  # noqa: BLE001 - logged; the first error is the answer
+                    log.error("%s: could not put the kernel side back: %s", why, also)
+            raise DirectorError(f"could not be applied ({exc}); still running generation {generation}") from None
+        self.last_health = self.health.health()
+        new = self.fwd.compile(config, self.last_health)
         tunnel_src = self.fwd.tunnel_src or self._tunnel_src(config)  # a first tunnel server
-        self.fwd.swap(new)
         if tunnel_src != self.fwd.tunnel_src:
-            self.fwd.set_tunnel_src(tunnel_src)
+            self.fwd.set_tunnel_src(tunnel_src)  # before the swap: no IPIP packet with source 0
+        self.fwd.swap(new)
+        self.config, self.plan = config, plan
         if self.active and self.neighbours is None and tb.needs_next_hops(config):
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)  # a first DR/TUN server
         if why == "reload":
@@ -493,7 +500,6 @@ class Director:
             except OSError as exc:  # the plan checked the sizes: the kernel refused otherwise
                 log.error("%s: the XDP program's maps could not be updated (%s); the services added "
                           "are not captured until a restart", why, exc)  # fmt: skip
-        self.config, self.plan = config, plan
         if why != "reload":
             log.info("%s: generation %d", why, new.generation)
 
@@ -563,6 +569,19 @@ class Director:
         if tb.uses_nat(config):
             devices += route_devices(a for a, _, _ in keys.servers)
         return list(dict.fromkeys(devices))
+
+    def _check_adapter(self, config: Config) -> None:
+        """What the running adapter cannot carry without a restart (it was made for the
+        forwarding methods and devices of its start)."""
+        name, before = self.adapter_name, forward_methods(self.config) if self.config else frozenset()
+        if name in ("nfq-native", "nfqueue") and "direct" in forward_methods(config) - before:
+            raise DirectorError(f"--io {name} started without a direct-routing sender: a direct-routing server "
+                                "takes a restart (the default --io nfq-loop sends them itself)")  # fmt: skip
+        if name == "afpacket" and tb.uses_nat(config):
+            raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
+        if name == "afxdp" and any(v.active and v.manual and v.address is not None for v in config.virtuals):
+            raise DirectorError("--io afxdp captures on the VIPs' devices and a service added by hand has none: "
+                                "run --io nfq-loop for pylvsadm's services")  # fmt: skip
 
     def _check_xdp_devices(self, config: Config, plan) -> None:
         """A reload may change what the running program redirects, not where it runs."""

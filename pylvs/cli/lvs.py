@@ -66,12 +66,13 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from pylvs.config.model import DEFAULT_CONFIG_PATH
     from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY
     from pylvs.director import Director, DirectorError
 
-    bare = args.bare or (args.configfile == DEFAULT_CONFIG_PATH and not os.path.exists(DEFAULT_CONFIG_PATH))
     paths = options.resolve(args, "lvs")
+    # Bare: asked for, or no -c and no file at the default path (a -c that names a missing
+    # file is an error, as always).
+    bare = args.bare or (not args.configfile_given and not os.path.exists(args.configfile))
     args.status = options.absolute(args.status) or str(paths.status("lvs"))
     args.control = options.absolute(args.control) or str(paths.control("lvs"))
     try:

@@ -56,7 +56,7 @@ class SyncDaemon:
                  iface_addr: str, unicast_peer: str | None = None,
                  make_socket: Callable[[int, int], socket.socket] | None = None,
                  interval: float = 0.2, clock: Callable[[], float] = time.monotonic,
-                 max_size: int = sync.SYNC_MESG_MAX) -> None:  # fmt: skip
+                 max_size: int = sync.SYNC_MESG_MAX, ttl: int = sync.SYNC_TTL) -> None:  # fmt: skip
         if not 0 <= syncid <= 255:
             raise ValueError(f"syncid must be 0..255, got {syncid}")
         self.fwd = fwd
@@ -69,6 +69,7 @@ class SyncDaemon:
         self.interval = interval
         self.clock = clock
         self.max_size = max_size
+        self.ttl = ttl  # multicast TTL (ipvsadm --mcast-ttl)
         self.role: str | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -125,7 +126,7 @@ class SyncDaemon:
         try:
             if self.unicast_peer is None:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.iface_addr))
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, sync.SYNC_TTL)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.bind((self.iface_addr, 0))  # the kernel binds its send socket to the interface address
         except OSError:

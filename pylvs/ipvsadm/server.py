@@ -86,10 +86,11 @@ def get(director: Any) -> dict[str, Any]:
 def daemons(director: Any) -> list[dict[str, Any]]:
     """The running sync daemons: lvs.cf's (its role follows the director's) and those
     pylvsadm started, a master and a backup at most, as the kernel allows."""
+    syncd, cf_spec = director.syncd, director.sync_spec  # once: the metrics thread asks too
     running = []
-    if director.syncd is not None and director.syncd.role is not None and director.sync_spec is not None:
-        running.append((director.syncd, director.sync_spec))
-    running += director.sync_daemons.values()
+    if syncd is not None and syncd.role is not None and cf_spec is not None:
+        running.append((syncd, cf_spec))
+    running += director.sync_daemons.values()  # replaced whole by the control thread, never edited
     out = [{"state": d.role, "mcast_interface": spec.mcast_interface, "syncid": d.syncid,
             "sync_maxlen": spec.sync_maxlen or SYNC_MAXLEN_DEFAULT, "mcast_group": d.group,
             "mcast_port": d.port, "mcast_ttl": spec.mcast_ttl or SYNC_TTL_DEFAULT} for d, spec in running]  # fmt: skip
@@ -98,11 +99,12 @@ def daemons(director: Any) -> list[dict[str, Any]]:
 
 def conns(director: Any) -> list[dict[str, Any]]:
     fwd = director.fwd
-    with fwd.exclusive():
-        entries = ctm.live_entries(fwd.ct)
+    with fwd.exclusive():  # a copy of the live rows only: the dataplane waits microseconds, not seconds
+        ct = fwd.ct
+        live = ct.entries[ct.entries["live"] != 0].copy()
         now = fwd.clock()
     out = []
-    for e in entries:
+    for e in ctm.live_entries(ct._replace(entries=live)):
         if e.expires <= now:
             continue  # dead already, the sweep has not reached it yet
         template = bool(e.flags & ctm.F_TEMPLATE)
@@ -150,7 +152,7 @@ def daemon(director: Any, spec: c.DaemonSpec, start: bool) -> dict[str, Any]:
             return {"ok": True, "errors": [[0, NO_DAEMON, table.RC_KERNEL]]}
         if mine is not None:
             mine[0].stop()
-            del director.sync_daemons[spec.state]
+            director.sync_daemons = {k: v for k, v in director.sync_daemons.items() if k != spec.state}
         else:
             cf.stop()  # lvs.cf's: gone until the director restarts
             director.syncd = None
@@ -170,11 +172,13 @@ def daemon(director: Any, spec: c.DaemonSpec, start: bool) -> dict[str, Any]:
           "port": spec.mcast_port or sync.SYNC_PORT, "group": spec.mcast_group or sync.SYNC_MCAST_GROUP}  # fmt: skip
     if spec.sync_maxlen:
         kw["max_size"] = min(spec.sync_maxlen, sync.SYNC_MESG_MAX)
+    if spec.mcast_ttl:
+        kw["ttl"] = spec.mcast_ttl
     new = SyncDaemon(director.fwd, **kw)
     try:
         (new.start_master if spec.state == "master" else new.start_backup)()
     except OSError as exc:
         return {"ok": True, "errors": [[0, exc.strerror or str(exc), table.RC_KERNEL]]}
-    director.sync_daemons[spec.state] = (new, spec)
+    director.sync_daemons = {**director.sync_daemons, spec.state: (new, spec)}
     log.info("pylvsadm: %s sync daemon started on %s, syncid %d", spec.state, spec.mcast_interface, new.syncid)
     return {"ok": True, "errors": []}

@@ -229,6 +229,8 @@ def edit_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
     old = servers[j]
     if old.port is None and fields["port"] == v.port:
         fields["port"] = None  # an lvs.cf server keeps following its virtual's port
+    elif fields["forward"] != c.MASQ and not v.fwmark:
+        fields["port"] = old.port  # forced to the virtual port anyway; lvs.cf's port is its check's
     servers[j] = dataclasses.replace(old, **fields)
     return _replace_virtual(config, i, dataclasses.replace(v, servers=tuple(servers)))
 
@@ -236,10 +238,9 @@ def edit_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
 def delete_server(config: Config, s: c.ServiceSpec, d: c.DestSpec) -> Config:
     i = _service_of(config, s)
     v = config.virtuals[i]
-    # -d takes the port as given (or the service's), whatever the method.
+    # -d takes the port as given (or the service's), whatever the method: ipvsadm forces
+    # the virtual port for -a and -e only, so -d of rip:8080 misses a DR server on rip:80.
     port = d.port if d.port is not None else v.port
-    if not v.fwmark and find_server(config, v, d.address, port) < 0:
-        port = v.port  # a direct-routing server is listed on the virtual port
     j = find_server(config, v, d.address, port)
     if j < 0:
         raise IpvsError(NO_DEST)

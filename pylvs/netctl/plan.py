@@ -484,6 +484,9 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
             # device accepts local sources (docs/netctl.md).
             for v in virtuals:
                 dev = _device(v)
+                # A service added by hand has no device: "all", which the kernel OR-s with
+                # every device's own value (IN_DEV_ORCONF), so the VIP's device accepts too.
+                dev = "all" if dev is None and v.address is not None else dev
                 if dev is not None:
                     sysctls[SYSCTL_ACCEPT_LOCAL.format(dev=dev.replace(".", "/"))] = "1"
     else:

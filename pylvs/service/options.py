@@ -13,7 +13,7 @@ from pylvs.service.paths import RUN_ROOT, RuntimePaths
 
 
 def add(p: argparse.ArgumentParser, role: str) -> None:
-    p.add_argument("-c", "--configfile", default=DEFAULT_CONFIG_PATH, metavar="FILE",
+    p.add_argument("-c", "--configfile", default=None, metavar="FILE",
                    help=f"configuration file (default: {DEFAULT_CONFIG_PATH})")
     p.add_argument("-n", "--nodaemon", action="store_true",
                    help="stay in the foreground (as under systemd, Type=notify)")
@@ -35,7 +35,8 @@ def resolve(args: argparse.Namespace, role: str) -> RuntimePaths:
     """Make every path of ``args`` absolute in place; the role's runtime paths."""
     paths = RuntimePaths.resolve(args.runtime_dir)
     args.runtime_dir = str(paths.dir)
-    args.configfile = absolute(args.configfile)
+    args.configfile_given = args.configfile is not None  # `pylvs lvs` runs bare without one
+    args.configfile = absolute(args.configfile or DEFAULT_CONFIG_PATH)
     args.pidfile = absolute(args.pidfile) or str(paths.pidfile(role))
     args.logfile = absolute(args.logfile)
     return paths

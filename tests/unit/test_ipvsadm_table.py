@@ -139,3 +139,16 @@ def test_firewall_mark_services():
 def test_commands_cross_the_socket_as_json():
     x = cmd(c.ADD_DEST, svc(), dest("192.168.10.1", 80, weight=5), given=("weight",))
     assert c.Command.from_json(x.to_json()) == x
+
+
+def test_delete_takes_the_port_as_given_and_edit_keeps_an_lvs_cf_check_port():
+    cf = run(Config(), cmd(c.ADD_SERVICE, svc()), cmd(c.ADD_DEST, svc(), dest("192.168.10.4", 8080, forward=c.ROUTE)))
+    assert [s.port for s in cf.virtuals[0].servers] == [80]  # -g: listed on the virtual port
+    with pytest.raises(t.IpvsError, match="No such destination"):  # as the kernel: -d forces no port
+        t.apply(cf, cmd(c.DEL_DEST, svc(), dest("192.168.10.4", 8080)))
+    assert t.apply(cf, cmd(c.DEL_DEST, svc(), dest("192.168.10.4"))).virtuals[0].servers == ()
+    dr = check_text(LVS_CF.replace("network = nat", "network = direct").replace(
+        "        weight = 1\n", "        weight = 1\n        port = 8080\n")).config  # lvs.cf: the check's port
+    web = svc("10.77.1.100", 80)
+    s = t.apply(dr, cmd(c.EDIT_DEST, web, dest("10.77.2.11", forward=c.ROUTE, weight=0))).virtuals[0].servers[0]
+    assert (s.weight, s.port) == (0, 8080)

@@ -458,7 +458,10 @@ def test_manual_virtual_gets_no_address() -> None:
         plan = plan_for(manual)
         assert plan.addresses == (Address("10.77.1.100", 32, "eth0", "eth0:1"),)
         assert f"-d 10.77.1.101/32 -p tcp -m tcp --dport 8080 {Q}" in chains(plan)["PYLVS-IN"]
-        assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.accept_local": "1"}
+        # A tunnel service without a device: accept_local on "all", which the kernel OR-s in.
+        accept_all = {"net.ipv4.conf.all.accept_local": "1"} if v2 is bare else {}
+        assert dict(plan.sysctls) == {"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.accept_local": "1",
+                                      **accept_all}  # fmt: skip
         xdp = plan_for(manual, capture="afxdp").xdp
         assert xdp.devices == ("eth0",) and ("10.77.1.101", 8080, 6) in xdp.services
     assert plan_for(dataclasses.replace(cfg, virtuals=(http, dataclasses.replace(web2, manual=True))),

@@ -19,7 +19,7 @@ from pylvs.ipvsadm import grammar, listing
 class FakeSyncDaemon:
     """The sync daemon without sockets: pylvsadm's --start-daemon only needs its role."""
 
-    def __init__(self, fwd, *, syncid, iface_addr, port, group, max_size=1472):
+    def __init__(self, fwd, *, syncid, iface_addr, port, group, max_size=1472, ttl=1):
         self.syncid, self.port, self.group, self.role = syncid, port, group, None
 
     def start_master(self):
@@ -79,14 +79,20 @@ def test_json_listing_and_status_share_the_table(bare):
                                                             "-w", "3"]):  # fmt: skip
         assert call(director, argv)["rc"] == 0
     got = json.loads(call(director, ["-L", "-n", "-j"])["stdout"])
-    assert got["version"] == 1
-    status = d.status()
-    assert status["services"] == json.loads(json.dumps(d.fwd.snapshot()))["services"]
-    assert status["timeouts"] == [900, 120, 300]
-    (svc,) = status["services"]
-    assert (svc["vip"], svc["scheduler"], svc["dests"][0]["weight"], svc["dests"][0]["forward"]) == \
-        ("10.1.0.1", "wrr", 3, "Masq")
-
+    assert (got["version"], got["size"]) == (1, CAPACITY)
+    [svc] = got["services"]
+    status = d.status()  # the status file's table: the same ipvs.get
+    [st] = status["services"]
+    assert (st["vip"], st["port"], st["scheduler"]) == ("10.1.0.1", 80, "wrr")
+    assert [(x["addr"], x["port"], x["weight"], x["forward"]) for x in st["dests"]] == [("192.168.10.1", 80, 3, "Masq")]
+    assert json.dumps(svc, sort_keys=True).count("192.168.10.1") == 1
+    assert status["timeouts"] == [900, 120, 300] and status["daemons"] == []
+    for argv, key in ((["-L", "-n", "-c", "-j"], "connections"), (["-L", "--timeout", "-j"], "timeout"),
+                      (["-L", "--daemon", "-j"], "daemon")):  # every listing has its JSON form
+        doc = json.loads(call(director, argv)["stdout"])
+        assert doc["version"] == 1 and key in doc, (argv, doc)
+    assert json.loads(call(director, ["-L", "--timeout", "-j"])["stdout"])["timeout"] == {"tcp": 900, "tcpfin": 120,
+                                                                                             "udp": 300}
 
 def test_changes_live_until_reload_and_hand_added_servers_are_not_checked(tmp_path):
     from golden import CLIENT, HEAD, RIP1, RIP2, VIP, VPORT, tcp, virtual
