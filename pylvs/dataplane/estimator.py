@@ -60,8 +60,9 @@ class Estimator:
             getattr(new, name)[mapping[keep]] = getattr(self, name)[keep]
         return new
 
-    def zero(self) -> None:
-        """ipvsadm -Z: the caller zeroes its counters; the estimator starts over."""
-        self.last[:] = 0
-        self.avg[:] = 0
-        self.primed[:] = True  # counters are 0 now: the next tick measures from 0
+    def zero(self, rows: slice = slice(None)) -> None:
+        """ipvsadm -Z (of one service: its ``rows``): the caller zeroes its counters; the
+        estimator starts over for those rows."""
+        self.last[rows] = 0
+        self.avg[rows] = 0
+        self.primed[rows] = True  # counters are 0 now: the next tick measures from 0

@@ -136,10 +136,8 @@ def zero(director: Any, spec: c.ServiceSpec | None) -> dict[str, Any]:
             svc_rows, dest_rows = slice(i, i + 1), slice(off, off + cap)
         fwd.counters.svc[svc_rows] = 0
         fwd.counters.dest[dest_rows] = 0
-        for est, rows in ((fwd.svc_est, svc_rows), (fwd.dest_est, dest_rows)):
-            est.last[rows] = 0
-            est.avg[rows] = 0
-            est.primed[rows] = True
+        fwd.svc_est.zero(svc_rows)
+        fwd.dest_est.zero(dest_rows)
     return {"ok": True, "errors": []}
 
 
