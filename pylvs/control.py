@@ -1,25 +1,42 @@
-"""The director's control channel: a root-only Unix stream socket, one JSON request per
-connection, answered with one JSON reply (each a single line).
+"""The daemons' control channels: Unix stream sockets, one JSON request per connection,
+answered with one JSON reply (each a single line).
 
 Protocol version ``PROTOCOL_VERSION``: a request is ``{"v": 1, "cmd": NAME, ...}``; the
 reply is ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error": TEXT}``.  A
 request without ``"v"`` is taken as version 1 (the clients of the first, datagram
-protocol sent none).  Verbs (``Director.handle_control``):
+protocol sent none).
 
+The director's verbs (``Director.handle_control``, socket ``lvs.ctl``):
+
+* ``status``: ``{"status": ...}``, the dict its status file holds;
+* ``reload``: SIGHUP's reload, now: ``{"ok": swapped, "generation", "serial_no", "error"}``;
+* ``server.state`` ``{"virtual": NAME, "server": NAME, "state": "drain"|"maint"|"ready"}``:
+  HAProxy's admin states for one real server of lvs.cf: ``drain`` keeps its connections
+  but gives it weight 0 for new ones, ``maint`` forces it down through its health check,
+  ``ready`` hands it back to its check;
 * ``force``: ``pylvs health force RIP[:PORT] up|down|auto``, the control side of nanny's
   SIGUSR1/SIGUSR2/SIGHUP (reference 4.7), which pylvs, with one process for every real
   server, cannot take as signals;
 * ``ipvs.apply``, ``ipvs.get``, ``ipvs.conns``, ``ipvs.zero``, ``ipvs.daemon``:
   pylvsadm's (``pylvs.ipvsadm.cli``).
 
+pulse's verbs (``Pulse.handle_control``, socket ``pulse.ctl``): ``status`` and ``reload``
+(``{"ok": accepted, "error"}``: whether pulse took the file; its director reloads on the
+SIGHUP pulse sends it, and says how in its own status).
+
+The root socket (0600) offers every verb.  With ``--web-group`` each daemon also opens a
+web socket (``lvs.web.ctl``, ``pulse.web.ctl``: 0660, that group) offering ``WEB_VERBS``
+alone (pulse: ``PULSE_WEB_VERBS``), for ``pylvs web``, which runs unprivileged.
+
 The director answers from its control thread, so a request never touches the dataplane
 thread; a stream (not datagrams) because a connection listing of a large table is many
-megabytes.  The socket is 0600: every verb is root's.
+megabytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -32,8 +49,18 @@ PROTOCOL_VERSION = 1
 MAX_REQUEST = 16 << 20  # a -R of a whole saved table goes in one request
 REPLY_TIMEOUT = 30.0  # a connection listing of 2^20 entries takes seconds to build
 SERVER_IO_TIMEOUT = 2.0  # a client that connects and stalls holds the control loop no longer
+WEB_IO_TIMEOUT = 0.5  # the same for the web socket: its requests are one short line, its clients not root
 ACCEPT_PER_POLL = 16  # the control loop has other work: answer at most this many per pass
 FORCE_STATES = {"up": True, "down": False, "auto": None}
+ADMIN_STATES = ("drain", "maint", "ready")  # server.state: HAProxy's admin states of a server
+ROOT_MODE = 0o600
+WEB_MODE = 0o660  # the web tool's group connects; nobody else
+# What the unprivileged web tool may do: look, reload lvs.cf (which root wrote: the web
+# tool only asks for it to be read), and take a server out of rotation and back.  Not
+# pylvsadm's verbs (they change the table past lvs.cf) nor `force` (forced up overrides
+# the health checks).
+WEB_VERBS = frozenset({"status", "reload", "server.state"})
+PULSE_WEB_VERBS = WEB_VERBS - {"server.state"}  # pulse has no real servers
 
 log = logging.getLogger("pylvs.control")
 
@@ -60,31 +87,60 @@ def _read_line(sock: socket.socket, limit: int, deadline: float | None = None) -
     return bytes(buf)
 
 
-class ControlSocket:
-    """The director's end: listening, non-blocking; ``poll(handler)`` answers who waits."""
+def group_id(group: str) -> int:
+    """A group name or number as a gid; ValueError naming it when there is no such group."""
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"no such group: {group!r}") from None
 
-    def __init__(self, path: str) -> None:
+
+class ControlSocket:
+    """A daemon's end: listening, non-blocking; ``poll(handler)`` answers who waits.
+
+    ``verbs``: the commands offered here (None: every one); others are refused without
+    reaching the handler.  ``mode`` and ``group`` (a gid): who may connect.
+    ``io_timeout``: how long one client may take to send its request (pulse keeps it
+    short: its loop also answers heartbeats)."""
+
+    def __init__(self, path: str, *, verbs: frozenset[str] | None = None, mode: int = ROOT_MODE,
+                 group: int | None = None, io_timeout: float = SERVER_IO_TIMEOUT) -> None:  # fmt: skip
         self.path = path
+        self.verbs = verbs
+        self.io_timeout = io_timeout
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a crashed director's socket: nobody can be bound to it any more
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # 0600 before anyone can connect: bound under a temporary name, made 0600, renamed,
-        # and only then listening (a connect before listen() is refused).  No umask change:
-        # it is the whole process's, and other threads run.
+        # Its owner and mode before anyone can connect: bound under a temporary name,
+        # chowned and chmodded, renamed, and only then listening (a connect before listen()
+        # is refused).  No umask change: it is the whole process's, and other threads run.
         tmp = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        self.sock.bind(tmp)
-        os.chmod(tmp, 0o600)
-        os.rename(tmp, path)
+        try:
+            self.sock.bind(tmp)
+            if group is not None:
+                os.chown(tmp, -1, group)
+            os.chmod(tmp, mode)
+            os.rename(tmp, path)
+        except BaseException:
+            self.sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         self.sock.listen(ACCEPT_PER_POLL)
         self.sock.setblocking(False)
 
-    def poll(self, handler) -> int:
-        """Answer waiting clients with ``handler(request) -> reply``; how many."""
+    def fileno(self) -> int:  # select() on the listening socket
+        return self.sock.fileno()
+
+    def poll(self, handler, limit: int = ACCEPT_PER_POLL) -> int:
+        """Answer at most ``limit`` waiting clients with ``handler(request) -> reply``; how many."""
         n = 0
-        while n < ACCEPT_PER_POLL:
+        while n < limit:
             try:
                 conn, _ = self.sock.accept()
             except BlockingIOError:
@@ -95,7 +151,7 @@ class ControlSocket:
             n += 1
             with conn:
                 try:  # one deadline for the whole request: a client that trickles gets no more
-                    data = _read_line(conn, MAX_REQUEST, time.monotonic() + SERVER_IO_TIMEOUT)
+                    data = _read_line(conn, MAX_REQUEST, time.monotonic() + self.io_timeout)
                 except (OSError, ValueError):
                     continue  # the client stalled or went away: it gets no answer
                 try:
@@ -103,17 +159,19 @@ class ControlSocket:
                     if not isinstance(req, dict):
                         raise TypeError("a request is a JSON object")
                     if req.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-                        reply = {"ok": False, "error": f"protocol version {req.get('v')!r}: this director "
+                        reply = {"ok": False, "error": f"protocol version {req.get('v')!r}: this daemon "
                                                       f"speaks {PROTOCOL_VERSION}"}  # fmt: skip
+                    elif self.verbs is not None and req.get("cmd") not in self.verbs:
+                        reply = {"ok": False, "error": f"verb {req.get('cmd')} is not offered on this socket"}
                     else:
                         reply = handler(req)
                 except (ValueError, KeyError, TypeError) as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 except Exception as exc:  # noqa: BLE001 - one bad verb never stops the director
                     log.exception("control request %r failed", data[:200])
-                    reply = {"ok": False, "error": f"the director failed to answer: {exc}"}
+                    reply = {"ok": False, "error": f"the daemon failed to answer: {exc}"}
                 reply = {"v": PROTOCOL_VERSION, **reply}
-                conn.settimeout(SERVER_IO_TIMEOUT)
+                conn.settimeout(self.io_timeout)
                 with contextlib.suppress(OSError):  # the client gave up waiting
                     conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
         return n
@@ -125,7 +183,7 @@ class ControlSocket:
 
 
 def request(path: str, message: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
-    """Send one request to the director at ``path`` and return its reply.  OSError when
+    """Send one request to the daemon at ``path`` and return its reply.  OSError when
     nobody listens there (ControlError when the answer is not a reply)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)

@@ -11,6 +11,10 @@
 * ``SIGHUP``: check the file again; a bad file is logged and the running configuration
   keeps forwarding; a good one is compiled outside the dataplane lock and swapped in
   (``Forwarder.swap``): established connections keep their real server;
+* the control socket (``pylvs.control``, ``--control``): ``status``, ``reload`` (SIGHUP's,
+  answered with its outcome), ``server.state`` (drain, maint, ready: HAProxy's admin
+  states), ``force`` and pylvsadm's verbs; with ``--web-group`` a second socket
+  (``--web-control``, 0660) offers ``pylvs web`` the first three alone;
 * ``pylvsadm`` (``pylvs.ipvsadm``) changes the running table through the control socket,
   compiled and swapped the same way (``install``); its changes live until a restart or a
   reload, as manual ipvsadm changes lived until piranha's lvs restarted.  Without an
@@ -53,10 +57,11 @@ from pylvs.addr import ip_int, ip_str, mac_bytes
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import forward_methods, load_for_daemon, server_forward
 from pylvs.config.model import Config
-from pylvs.control import FORCE_STATES, ControlSocket
+from pylvs.control import ADMIN_STATES, FORCE_STATES, WEB_IO_TIMEOUT, WEB_MODE, WEB_VERBS, ControlSocket
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
+from pylvs.health.monitor import FORCED_DOWN
 from pylvs.health.runner import HealthRunner
 from pylvs.sched import ADDR
 from pylvs.service.daemon import write_atomic
@@ -161,7 +166,8 @@ class Director:
                  make_health: Callable[..., Any] = HealthRunner,
                  standby: bool = False, notify_fd: int | None = None, workers: int = 1,
                  xdp_mode: str = "auto", busy_poll_us: int = 0, metrics: str | None = None,
-                 notifier: Notifier | None = None) -> None:  # fmt: skip
+                 notifier: Notifier | None = None, web_control_path: str | None = None,
+                 web_group: int | None = None) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -191,6 +197,10 @@ class Director:
         self.status_path = status_path
         self.control_path = control_path
         self.control: ControlSocket | None = None
+        # The web tool's socket (WEB_VERBS alone): only with a group to give it to.
+        self.web_control_path = web_control_path if web_group is not None else None
+        self.web_group = web_group
+        self.web_control: ControlSocket | None = None
         self.capacity = capacity
         self.ctl = ctl
         self.adapters = adapters or {}
@@ -213,6 +223,7 @@ class Director:
         self.pending_health: dict | None = None  # handed over from the health thread
         self.last_health: dict = {}  # the mapping the running tables were compiled with
         self.health_swaps = 0
+        self.drained: set[tuple] = set()  # health keys of servers in server.state drain: weight 0
         # Managed by pulse (docs/ha.md): start standby, forward only between SIGUSR1
         # ("become active") and SIGUSR2 ("become standby"); report each role reached on
         # notify_fd as a line, so pulse announces the addresses once they are up.
@@ -277,7 +288,7 @@ class Director:
         self.health.first_round()  # the first tables hold the servers that answer now
         self.pending_health = None
         self.last_health = self.health.health()
-        fwd = Forwarder(tb.compile(config, self.last_health), capacity=self.capacity,
+        fwd = Forwarder(tb.compile(config, self._table_health(self.last_health)), capacity=self.capacity,
                         tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
@@ -296,9 +307,12 @@ class Director:
             self.health.start()
             if self.control_path:
                 self.control = ControlSocket(self.control_path)
+            if self.web_control_path:
+                self.web_control = ControlSocket(self.web_control_path, verbs=WEB_VERBS, mode=WEB_MODE,
+                                                 group=self.web_group, io_timeout=WEB_IO_TIMEOUT)  # fmt: skip
         except BaseException as exc:
             # Every step runs, and the reason that stopped the start is the one reported.
-            for step in (self.health.stop, self.syncd.stop if self.syncd is not None else None,
+            for step in (self._close_controls, self.health.stop, self.syncd.stop if self.syncd is not None else None,
                          self.deactivate, self._close_metrics, self._release_lock):  # fmt: skip
                 if step is None:
                     continue
@@ -462,7 +476,8 @@ class Director:
         generation = self.fwd.tables.generation
         try:
             plan = self._plan(config)
-            self.fwd.compile(config, self.health.health())  # a config tables refuse changes nothing
+            # a config the tables refuse changes nothing
+            self.fwd.compile(config, self._table_health(self.health.health(), config))
             self._check_adapter(config)
             if self.active:
                 self._check_xdp_devices(config, plan)
@@ -480,12 +495,13 @@ class Director:
                     log.error("%s: could not put the kernel side back: %s", why, also)
             raise DirectorError(f"could not be applied ({exc}); still running generation {generation}") from None
         self.last_health = self.health.health()
-        new = self.fwd.compile(config, self.last_health)
+        new = self.fwd.compile(config, self._table_health(self.last_health, config))
         tunnel_src = self.fwd.tunnel_src or self._tunnel_src(config)  # a first tunnel server
         if tunnel_src != self.fwd.tunnel_src:
             self.fwd.set_tunnel_src(tunnel_src)  # before the swap: no IPIP packet with source 0
         self.fwd.swap(new)
         self.config, self.plan = config, plan
+        self.drained &= _server_keys(config)  # a drained server that left the config is forgotten
         if self.active and self.neighbours is None and tb.needs_next_hops(config):
             self.neighbours = Neighbours(self.ctl.neighbour, self._row_addr)  # a first DR/TUN server
         if why == "reload":
@@ -505,9 +521,7 @@ class Director:
 
     def stop(self) -> None:
         self.notifier.stopping()
-        if self.control is not None:
-            self.control.close()
-            self.control = None
+        self._close_controls()
         if self.health is not None:
             self.health.stop()
         if self.syncd is not None:
@@ -523,6 +537,12 @@ class Director:
             self._release_lock()  # last: the next director may clean up after us only now
             self.wake.close()
         log.info("stopped")
+
+    def _close_controls(self) -> None:
+        for ctl in (self.control, self.web_control):
+            if ctl is not None:
+                ctl.close()
+        self.control = self.web_control = None
 
     def _close_metrics(self) -> None:
         if self.metrics is not None:
@@ -672,7 +692,7 @@ class Director:
         if health is None or self.config is None:
             return
         before = self.last_health
-        new = self.fwd.compile(self.config, health)
+        new = self.fwd.compile(self.config, self._table_health(health))
         self.fwd.swap(new)
         self.last_health = health
         self.health_swaps += 1
@@ -687,13 +707,37 @@ class Director:
                 log.info("quiesce_server: least-connection counts of %s reset (%d connections)", skey, n)
         self.refresh_neighbours()  # a sorry server may be new
 
+    def _table_health(self, health: dict, config: Config | None = None) -> dict:
+        """The mapping the tables are compiled with: the checks' ``health`` with the drained
+        servers of ``config`` (the running one by default) at weight 0 while up.  Every
+        compile goes through here, so a drain outlives health changes and reloads."""
+        if not self.drained:
+            return health
+        out = dict(health)
+        for key in self.drained & _server_keys(self.config if config is None else config):
+            h = out.get(key, tb.HealthState())  # a server without a check (pylvsadm's) is up
+            if h.up:
+                out[key] = h._replace(weight=0)
+        return out
+
+    def _recompile(self) -> None:
+        """The running config compiled again with the health it runs with (a drain changed)."""
+        self.fwd.swap(self.fwd.compile(self.config, self._table_health(self.last_health)))
+
     def handle_control(self, req: dict) -> dict:
         """One control request (``pylvs.control``); answered in the control thread."""
-        if str(req.get("cmd", "")).startswith("ipvs."):
+        cmd = str(req.get("cmd", ""))
+        if cmd.startswith("ipvs."):
             from pylvs.ipvsadm import server
 
             return server.handle(self, req)
-        if req.get("cmd") != "force":
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            return self._control_reload()
+        if cmd == "server.state":
+            return self._server_state(str(req["virtual"]), str(req["server"]), str(req["state"]))
+        if cmd != "force":
             return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
         state = req["state"]
         if state not in FORCE_STATES:
@@ -705,6 +749,46 @@ class Director:
             self.health.force(key, FORCE_STATES[state])
         log.info("health of %s:%s forced %s from the control socket", req["address"], req.get("port") or "*", state)
         return {"ok": True, "checks": len(keys)}
+
+    def _control_reload(self) -> dict:
+        """``reload``: SIGHUP's path, now, and its outcome."""
+        def reply(ok: bool, error: str | None) -> dict:
+            return {"ok": ok, "generation": int(self.fwd.tables.generation), "serial_no": self.config.serial_no,
+                    "error": error}  # fmt: skip
+
+        if self.path is None:
+            return reply(False, "a bare director (no lvs.cf) has no file to reload: pylvsadm configures its table")
+        log.info("reload asked on the control socket")
+        ok = self.reload()
+        return reply(ok, None if ok else self.last_reload["error"])
+
+    def _server_state(self, virtual: str, server: str, state: str) -> dict:
+        """``server.state``: drain (weight 0 for new connections, the held ones stay), maint
+        (forced down through its check, nanny's SIGUSR1) or ready (back to its check)."""
+        if state not in ADMIN_STATES:
+            return {"ok": False, "error": f"state must be one of {', '.join(ADMIN_STATES)}"}
+        v = next((x for x in self.config.virtuals if x.name == virtual), None)
+        if v is None:
+            return {"ok": False, "error": f"no virtual {virtual!r} in the running configuration"}
+        s = next((x for x in v.servers if x.name == server), None)
+        if s is None or s.address is None:
+            return {"ok": False, "error": f"virtual {virtual!r} has no server {server!r}"}
+        key = tb.health_key(self.config, v, s)
+        try:  # maint forces it down, drain and ready hand it back to its check (the states exclude each other)
+            self.health.force(key, False if state == "maint" else None)
+        except KeyError:  # no check: inactive, or added by pylvsadm (unchecked, as ipvsadm's)
+            if state == "maint":
+                return {"ok": False, "error": f"server {server!r} of virtual {virtual!r} has no health check "
+                                             "(inactive, or added by pylvsadm): it cannot be forced down"}  # fmt: skip
+        was_drained = key in self.drained
+        if state == "drain":
+            self.drained.add(key)
+        else:
+            self.drained.discard(key)
+        if was_drained != (key in self.drained):
+            self._recompile()  # maint's recompile follows the health change (apply_health)
+        log.info("server %s of virtual %s: %s (from the control socket)", server, virtual, state)
+        return {"ok": True, "state": state}
 
     # -- the control thread ----------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -751,8 +835,9 @@ class Director:
                     log.error("cannot become %s: %s", "active" if self.want_active else "standby", exc)
                     code = 1
                     break
-            if self.control is not None:
-                self.control.poll(self.handle_control)
+            for ctl in (self.control, self.web_control):
+                if ctl is not None:
+                    ctl.poll(self.handle_control)
             if self.pending_health is not None:
                 self.apply_health()
             if self.thread is not None and not self.thread.is_alive():
@@ -825,14 +910,41 @@ class Director:
                     reloads=self.reloads, failed_reloads=self.failed_reloads,
                     adapter=adapter,
                     senders={type(x).__name__: dict(x.stats) for x in self.senders},
-                    health=self.health.snapshot() if self.health is not None else [],
+                    health=self._health_entries(), virtuals=self._virtuals(),
                     health_swaps=self.health_swaps)  # fmt: skip
         return snap
+
+    def _health_entries(self) -> list[dict]:
+        """The health runner's snapshot with each server's admin state (server.state):
+        ``maint`` while forced down, ``drain`` while drained."""
+        if self.health is None:
+            return []
+        entries = self.health.snapshot()
+        for e in entries:
+            e["admin"] = "maint" if e["mode"] == FORCED_DOWN else "drain" if e["key"] in self.drained else None
+        return entries
+
+    def _virtuals(self) -> list[dict]:
+        """The running config's virtual services by name, so a page can name the table's rows."""
+        config = self.config
+        return [{"name": v.name, "active": v.active, "vip": None if v.vip is None else str(v.vip), "port": v.port,
+                 "protocol": v.protocol, "fwmark": v.fwmark, "scheduler": v.scheduler,
+                 "servers": [{"name": s.name, "address": None if s.address is None else str(s.address),
+                              "port": tb.dest_port(config, v, s), "weight": s.weight, "active": s.active,
+                              "admin": "drain" if s.address is not None and tb.health_key(config, v, s)
+                              in self.drained else None}
+                             for s in v.servers]}
+                for v in config.virtuals]  # fmt: skip
 
     def write_status(self) -> None:
         """The status file, replaced atomically (readers never see half a file)."""
         write_atomic(Path(self.status_path), json.dumps(self.status(), indent=1, sort_keys=True,
                                                         default=str))  # addresses as text
+
+
+def _server_keys(config: Config) -> set[tuple]:
+    """The health keys of every real server of ``config``."""
+    return {tb.health_key(config, v, s) for v in config.virtuals for s in v.servers if s.address is not None}
 
 
 def read_status(path: str) -> dict[str, Any]:

@@ -5,6 +5,11 @@ runs and exits 1, touching nothing).  Without --nodaemon the command returns onc
 director forwards, or with its error.  Exit status: 0 after SIGTERM/SIGINT, 4 when the
 configuration has errors (as ``pylvs check``), 1 when the director cannot start or its
 dataplane fails, 2 for usage errors.
+
+The control socket (--control, root's, 0600) answers pylvsadm, `pylvs health force` and
+the verbs of ``pylvs.control``.  With --web-group, a second socket (--web-control, mode
+0660, owned by that group) offers `pylvs web` the verbs status, reload and server.state
+alone.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--status", default=None, metavar="PATH",
                    help="status file, JSON, rewritten every second (default RUNTIME_DIR/lvs.status.json)")
     p.add_argument("--control", default=None, metavar="PATH",
-                   help="control socket for pylvsadm and `pylvs health force` (default RUNTIME_DIR/lvs.ctl)")
+                   help="root's control socket, every verb: pylvsadm, `pylvs health force`, status, reload, "
+                        "server.state (default RUNTIME_DIR/lvs.ctl)")
+    add_web_group(p)
+    p.add_argument("--web-control", default=None, metavar="PATH",
+                   help="with --web-group: the web tool's control socket (default RUNTIME_DIR/lvs.web.ctl)")
     p.add_argument("--capacity", type=int, default=None, metavar="N",
                    help="connection table entries, a power of two (default 1048576)")
     p.add_argument("--bare", action="store_true",
@@ -63,6 +72,21 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
                    help="serve Prometheus metrics here (off by default; docs/metrics.md)")
 
 
+def _group(text: str) -> int:
+    from pylvs.control import group_id
+
+    try:
+        return group_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_web_group(p: argparse.ArgumentParser, verbs: str = "status, reload and server.state") -> None:
+    p.add_argument("--web-group", type=_group, default=None, metavar="GROUP",
+                   help="open a second control socket for `pylvs web`, mode 0660 and owned by this group "
+                        f"(name or gid), offering only {verbs} (default: none)")
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -75,12 +99,14 @@ def run(args: argparse.Namespace) -> int:
     bare = args.bare or (not args.configfile_given and not os.path.exists(args.configfile))
     args.status = options.absolute(args.status) or str(paths.status("lvs"))
     args.control = options.absolute(args.control) or str(paths.control("lvs"))
+    args.web_control = options.absolute(args.web_control) or str(paths.web_control("lvs"))
     try:
         d = Director(None if bare else args.configfile, io=args.io, queue=args.queue, fail_open=not args.fail_closed,
                      status_path=args.status, control_path=args.control,
                      capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
                      notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode,
-                     busy_poll_us=args.busy_poll, metrics=args.metrics)  # fmt: skip
+                     busy_poll_us=args.busy_poll, metrics=args.metrics, web_control_path=args.web_control,
+                     web_group=args.web_group)  # fmt: skip
     except DirectorError as exc:
         print(f"pylvs lvs: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -19,6 +19,10 @@ signals and the director process, and turns the node's actions into I/O:
   active.
 * config sync (``config_sync = 1``): the primary serves its lvs.cf, the backup fetches it
   every ``config_sync_interval`` s and, when a newer checked file arrived, reloads.
+* a control socket (``pylvs.control``, ``--control``, root's) answers ``status`` and
+  ``reload`` in the loop, between heartbeats; with ``--web-group`` a second one
+  (``--web-control``, 0660) offers them to ``pylvs web``, and the director pulse runs
+  opens its own web socket (``--lvs-web-control``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import load_for_daemon
 from pylvs.config.model import ANY_ADDRESS, Config
+from pylvs.control import PULSE_WEB_VERBS, WEB_MODE, ControlSocket
 from pylvs.ha import heartbeat as hb
 from pylvs.ha import node as nd
 from pylvs.ha import roles
@@ -63,6 +68,11 @@ LINK_CHECK_INTERVAL = 0.2  # monitor_links: carrier is read at most this often
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DIRECTOR_START_TIMEOUT = 300.0  # a cold numba cache compiles the engine for about a minute
 STARTING_POLL = 0.2
+# The control sockets are answered in the heartbeat loop: a client gets this long to send
+# its request, and one client per socket is answered per pass, so a stalled client delays
+# a heartbeat by a fraction of a second at most.
+CONTROL_IO_TIMEOUT = 0.1
+CONTROL_PER_PASS = 1
 
 
 class PulseError(Exception):
@@ -84,7 +94,8 @@ class Pulse:
                  clock: Callable[[], float] = time.monotonic, workers: int = 1,
                  xdp_mode: str = "auto", busy_poll_us: int = 0, fail_closed: bool = False,
                  metrics: str | None = None, runtime_dir: str | None = None, logfile: str | None = None,
-                 daemon: bool = False) -> None:  # fmt: skip
+                 daemon: bool = False, control_path: str | None = None, web_control_path: str | None = None,
+                 web_group: int | None = None, lvs_web_control: str | None = None) -> None:  # fmt: skip
         self.path = path
         self.forceactive = forceactive
         self.io = io
@@ -101,6 +112,13 @@ class Pulse:
         self.status_path = status_path
         self.lvs_status = lvs_status
         self.lvs_control = lvs_control
+        self.control_path = control_path
+        # --web-group: pulse's web socket and its director's (paths None: no web sockets)
+        self.web_group = web_group
+        self.web_control_path = web_control_path if web_group is not None else None
+        self.lvs_web_control = lvs_web_control if web_group is not None else None
+        self.controls: list[ControlSocket] = []
+        self.last_reload: dict[str, Any] = {"ok": True, "time": time.time(), "error": None}
         self.verbose = verbose
         self.clock = clock
         self.config: Config | None = None
@@ -174,6 +192,7 @@ class Pulse:
                  "primary" if master else "backup", config.keepalive, ", ".join(sorted(self.peers)) or "nobody",
                  config.deadtime)  # fmt: skip
         self._start_confsync(config, master)
+        self._open_controls()
         if self._stop_requested():  # SIGTERM during start-up: no active_cmd, no ARP, no takeover
             return True  # the loop stops at once
         for step in self.node.start(self.clock(), self.forceactive):
@@ -201,6 +220,26 @@ class Pulse:
             self.socks.append((s, str(peer)))
         self.peers = {str(peer_pub), str(peer_priv)}
 
+    def _open_controls(self) -> None:
+        """The control sockets, once there is a node to report on."""
+        kw = {"io_timeout": CONTROL_IO_TIMEOUT}
+        if self.control_path:
+            self.controls.append(ControlSocket(self.control_path, **kw))
+        if self.web_control_path:
+            self.controls.append(ControlSocket(self.web_control_path, verbs=PULSE_WEB_VERBS, mode=WEB_MODE,
+                                               group=self.web_group, **kw))  # fmt: skip
+
+    def handle_control(self, req: dict) -> dict:
+        """One control request, in the loop: fast work only (a status, a reload's check)."""
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            log.info("reload asked on the control socket")
+            self._do(self.node.step(self.clock(), nd.SIG_HUP))
+            return {"ok": self.last_reload["ok"], "error": self.last_reload["error"]}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
     def _spawn_director(self) -> None:
         r, w = os.pipe()
         argv = [sys.executable, "-m", "pylvs", "lvs", "-c", self.path, "--nodaemon", "--standby",
@@ -216,6 +255,8 @@ class Pulse:
             argv += ["--status", self.lvs_status]
         if self.lvs_control:
             argv += ["--control", self.lvs_control]
+        if self.lvs_web_control:
+            argv += ["--web-group", str(self.web_group), "--web-control", self.lvs_web_control]
         if self.verbose:
             argv.append("-v")
         out = subprocess.DEVNULL if self.daemon else None  # daemonized: pulse lets go of the terminal
@@ -361,6 +402,7 @@ class Pulse:
             config = self._read()
         except (dg.ConfigError, PulseError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
+            self.last_reload = {"ok": False, "time": time.time(), "error": f"reload refused: {exc}"}
             return
         if (config.primary, config.backup, config.heartbeat_port) != (self.config.primary, self.config.backup,
                                                                       self.config.heartbeat_port):  # fmt: skip
@@ -369,6 +411,7 @@ class Pulse:
         self.node.garp_refresh = config.garp_refresh
         self.config = config
         self._signal_child(signal.SIGHUP)
+        self.last_reload = {"ok": True, "time": time.time(), "error": None}
         log.info("reloaded %s", self.path)
 
     def _exit(self) -> None:
@@ -406,6 +449,7 @@ class Pulse:
                                    else float("inf"), self.next_link_check
                                    if self.config.monitor_links else float("inf")) - now)  # fmt: skip
             fds = [s for s, _ in self.socks] + [self.wake_r] + ([self.notify_r] if self.notify_r is not None else [])
+            fds += self.controls
             try:
                 ready, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
@@ -419,6 +463,9 @@ class Pulse:
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
+            for ctl in self.controls:
+                if ctl in ready:
+                    ctl.poll(self.handle_control, CONTROL_PER_PASS)
             self._handle_signals(now)
             if self.confsync_applied.is_set():
                 self.confsync_applied.clear()
@@ -550,13 +597,14 @@ class Pulse:
             "pid": os.getpid(), "config": self.path, "role": "primary" if n.master else "backup",
             "state": "active" if n.active else "standby", "linkfail": n.linkfail, "childfail": n.childfail,
             "director": {"pid": self.child.pid if self.child else None, "role": self.child_role,
-                         "exits": self.child_exits, "status": self._lvs_status_path()},
+                         "exits": self.child_exits, "status": self._lvs_status_path(),
+                         "web_control": self.lvs_web_control},
             "serial_no": self.config.serial_no if self.config else None,
             "keepalive": n.keepalive, "deadtime": n.deadtime, "peers": sorted(self.peers),
             "counters": dict(self.counters),
             "heard_ago": None if self.last_heard is None else round(self.clock() - self.last_heard, 3),
             "log": [s.log for s in n.history if s.log][-20:],
-            "confsync": self._confsync_status(),
+            "confsync": self._confsync_status(), "last_reload": self.last_reload,
         }  # fmt: skip
 
     def _lvs_status_path(self) -> str | None:
@@ -604,6 +652,9 @@ class Pulse:
         for s, _ in self.socks:
             s.close()
         self.socks = []
+        for ctl in self.controls:
+            ctl.close()
+        self.controls = []
         if self.status_path:
             Path(self.status_path).unlink(missing_ok=True)
         if self.lock is not None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pylvs.control import request
 from pylvs.director import read_status
 
 # `--io auto` of the labs' directors: PYLVS_LAB_IO=afxdp runs every lab that does not
@@ -37,9 +38,19 @@ class _LabDaemon:
     LOG_TAIL = 6000  # characters of the log shown in errors
     what = "the daemon"  # how errors name it
 
+    control_path: Path  # the root control socket
+    web_control_path: Path | None = None  # the web tool's, when --web-group was passed
+
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def control(self, msg: dict[str, Any], *, web: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        """One request on the daemon's control socket (``web``: on its web socket)."""
+        path = self.web_control_path if web else self.control_path
+        if path is None:
+            raise RuntimeError(f"{self.what} has no web socket: start it with --web-group")
+        return request(str(path), msg, timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-self.LOG_TAIL:]
@@ -76,6 +87,23 @@ class _LabDaemon:
         return self.proc.returncode
 
 
+def _option(extra: tuple[str, ...], flag: str) -> str | None:
+    """The value of ``flag`` in ``extra`` (``--flag VALUE`` or ``--flag=VALUE``)."""
+    for i, arg in enumerate(extra):
+        if arg == flag and i + 1 < len(extra):
+            return extra[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _web_path(extra: tuple[str, ...], flag: str, default: Path) -> Path | None:
+    """Where a web socket is with ``extra``'s options (None without --web-group)."""
+    if _option(extra, "--web-group") is None:
+        return None
+    return Path(_option(extra, flag) or default)
+
+
 def lab_io(io: str) -> str:
     """The adapter a lab director runs: ``io``, or PYLVS_LAB_IO's when ``io`` is auto."""
     return LAB_IO if io == "auto" else io
@@ -95,6 +123,7 @@ class LabDirector(_LabDaemon):
         self.status_path.unlink(missing_ok=True)
         self.log_path = workdir / "lvs.log"
         self.control_path = workdir / "lvs.ctl"  # per director: two labs never share one
+        self.web_control_path = _web_path(extra, "--web-control", workdir / "lvs.web.ctl")
         source = ["-c", str(self.cf)] if text is not None else ["--bare"]
         argv = [sys.executable, "-m", "pylvs", "lvs", *source, "--nodaemon", "--io", lab_io(io),
                 "--runtime-dir", str(workdir), "--status", str(self.status_path), "--control", str(self.control_path),
@@ -134,7 +163,7 @@ class LabDirector(_LabDaemon):
 class LabPulse(_LabDaemon):
     """``pylvs pulse`` on one lab router (dir1 or dir2), with its director as its child.
     Files live in ``workdir/<host>/``: lvs.cf, pulse.log (pulse and director), the status
-    files of both and the director's control socket."""
+    files and control sockets of both."""
 
     def __init__(self, lab: Any, workdir: Path, text: str, *, host: str, io: str = "auto",
                  forceactive: bool = False, wait: bool = True, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
@@ -150,10 +179,14 @@ class LabPulse(_LabDaemon):
         for p in (self.status_path, self.lvs_status_path):
             p.unlink(missing_ok=True)
         self.log_path = self.dir / "pulse.log"
+        self.control_path = self.dir / "pulse.ctl"  # pulse's own; the director's is lvs_control_path
+        self.lvs_control_path = self.dir / "lvs.ctl"
+        self.web_control_path = _web_path(extra, "--web-control", self.dir / "pulse.web.ctl")
+        self.lvs_web_control_path = _web_path(extra, "--lvs-web-control", self.dir / "lvs.web.ctl")
         argv = [sys.executable, "-m", "pylvs", "pulse", "-c", str(self.cf), "--nodaemon", "--io", lab_io(io),
-                "--runtime-dir", str(self.dir),
+                "--runtime-dir", str(self.dir), "--control", str(self.control_path),
                 "--status", str(self.status_path), "--lvs-status", str(self.lvs_status_path),
-                "--lvs-control", str(self.dir / "lvs.ctl"), *(["--forceactive"] if forceactive else []),
+                "--lvs-control", str(self.lvs_control_path), *(["--forceactive"] if forceactive else []),
                 *extra]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.proc = lab.popen(host, argv, what="pulse", stdout=log, stderr=subprocess.STDOUT)
@@ -163,6 +196,13 @@ class LabPulse(_LabDaemon):
 
     def lvs_status(self) -> dict[str, Any]:
         return read_status(str(self.lvs_status_path))
+
+    def lvs_control(self, msg: dict[str, Any], *, web: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        """One request to pulse's director (``web``: on its web socket)."""
+        path = self.lvs_web_control_path if web else self.lvs_control_path
+        if path is None:
+            raise RuntimeError(f"{self.what} has no web socket: start it with --web-group")
+        return request(str(path), msg, timeout=timeout)
 
     def kill(self) -> None:
         """The box fails: SIGKILL pulse and its director at once (nothing cleans up)."""

@@ -1,5 +1,5 @@
 """Where a daemon role keeps its runtime files: ``<runtime dir>/<role>.pid``,
-``<role>.status.json`` and ``<role>.ctl``.
+``<role>.status.json``, ``<role>.ctl`` and (``--web-group``) ``<role>.web.ctl``.
 
 The runtime directory is ``/run/pylvs`` in the host's own network namespace and
 ``/run/pylvs/<name>`` inside a namespace named by ``ip netns`` (keepalived's
@@ -61,3 +61,7 @@ class RuntimePaths:
 
     def control(self, role: str) -> Path:
         return self.dir / f"{role}.ctl"
+
+    def web_control(self, role: str) -> Path:
+        """The socket the web tool's group may use (``pylvs.control.WEB_VERBS``)."""
+        return self.dir / f"{role}.web.ctl"
