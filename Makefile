@@ -13,13 +13,14 @@ XDP_OBJECT := pylvs/dataplane/io/xdp_pylvs.o
 # tests and labs drive (ip, nft, iptables-nft, sysctl, ping, curl), netbase for
 # /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp,
 # prometheus for its promtool and a real server scraping --metrics (tests/netns/test_metrics_lab.py
-# starts its own in a lab namespace).  On a host running systemd, the package's postinst
+# starts its own in a lab namespace), chromium for the web tool's browser tests (Playwright
+# drives Debian's build; no browser download).  On a host running systemd, the package's postinst
 # enables and starts prometheus.service on :9090 in the root namespace, which nothing here
 # uses: `systemctl disable --now prometheus` after the install, or install where
 # /usr/sbin/policy-rc.d exits 101 (container images have one), which forbids the start.
 APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14 \
-	iproute2 nftables iptables procps iputils-ping curl netbase tcpdump prometheus
+	iproute2 nftables iptables procps iputils-ping curl netbase tcpdump prometheus chromium
 
 .PHONY: test test-unit test-netns test-afxdp demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
 
@@ -141,8 +142,15 @@ VENV_DEST = $(DEST)$(PREFIX)
 
 .PHONY: install install-venv install-files
 
+# The web tool's user (pylvs web drops to it; docs/web.md), as a package's postinst would
+# add it; not when staging into DESTDIR.
+WEB_USER ?= pylvs-web
+
 install: install-venv
 	@$(MAKE) --no-print-directory install-files MANPAGE_PYTHON=$(VENV_DEST)/bin/python
+	if [ -z "$(DEST)" ] && ! getent passwd $(WEB_USER) > /dev/null; then \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(WEB_USER); \
+	fi
 	@echo "pylvs installed in $(DEST)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now pylvs-pulse"
 
 # Build from a copy of the working tree, so pip's in-tree build leaves this one alone;

@@ -12,9 +12,9 @@ import argparse
 import sys
 
 from pylvs import __version__
-from pylvs.cli import check, health, lab, lvs, pulse, send_arp, status
+from pylvs.cli import check, health, lab, lvs, pulse, send_arp, status, web
 
-SUBCOMMANDS = (check, lab, lvs, pulse, health, status, send_arp)
+SUBCOMMANDS = (check, lab, lvs, pulse, health, status, send_arp, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

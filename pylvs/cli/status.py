@@ -266,42 +266,66 @@ def _service_head(svc: dict, name: str | None) -> str:
     return head
 
 
-def render_services(lvs: dict, *, now: float, age: float = 0.0) -> list[str]:
-    """The virtual servers of a director's status, each with its real servers."""
+@dataclass(frozen=True)
+class ServiceView:
+    """One virtual server of a director's status joined with its health checks: the table's
+    service (None when the table does not hold it) and its real servers as (address, the
+    table's dest or None, the check or None) rows.  The text screen and the web tool's
+    CONTROL/MONITORING panel are both drawn from these."""
+
+    skey: tuple | None
+    name: str | None
+    svc: dict | None
+    rows: list[tuple[tuple | None, dict | None, dict | None]]
+    checked: bool  # the service's servers are health-checked (a row without a check: the sorry server)
+    forward: str  # the service's forwarding word, for rows whose dest does not say
+
+
+def service_views(lvs: dict) -> list[ServiceView]:
+    """The virtual servers of a director's status, each with its real servers: the table's
+    services in table order, then checks of services the table does not hold."""
     checks = [c for c in lvs.get("health") or [] if isinstance(c, dict)]
     by_service: dict[tuple, list[dict]] = {}
     for c in checks:
         by_service.setdefault(_skey_of_check(c), []).append(c)
     network_fwd = FORWARD_BY_NETWORK.get(str(lvs.get("network")), "?")
-    lines: list[str] = []
+    views: list[ServiceView] = []
     seen: set[tuple] = set()
     for svc in lvs.get("services") or []:
         skey = _skey_of_service(svc)
         seen.add(skey)
         svc_checks = by_service.get(skey, [])
         name = svc.get("name") or next((c.get("service") for c in svc_checks if c.get("service")), None)
-        if lines:
-            lines.append("")
-        lines.append(_service_head(svc, name))
-        lines.append((DEST_HEAD % DEST_COLUMNS).rstrip())
         dests = {(str(d.get("addr")), int(d.get("port", 0))): d for d in svc.get("dests") or []}
         fwd = next((d.get("forward") for d in dests.values() if d.get("forward")), network_fwd)
-        rows: list[tuple[tuple, dict | None, dict | None]] = []
+        rows: list[tuple[tuple | None, dict | None, dict | None]] = []
         for c in svc_checks:
             at = _dest_of_check(c)
             rows.append((at, dests.pop(at, None), c))
         rows += [(at, d, None) for at, d in dests.items()]
-        for at, dest, check in rows:
-            lines.append(_server_line(at, dest, check, fwd, service_checked=bool(svc_checks), now=now, age=age))
+        views.append(ServiceView(skey, name, svc, rows, bool(svc_checks), fwd))
     for skey, svc_checks in by_service.items():  # checks of a service the table does not hold
         if skey in seen:
             continue
         name = next((c.get("service") for c in svc_checks if c.get("service")), "?")
+        views.append(ServiceView(skey, name, None, [(_dest_of_check(c), None, c) for c in svc_checks], True,
+                                 network_fwd))  # fmt: skip
+    return views
+
+
+def render_services(lvs: dict, *, now: float, age: float = 0.0) -> list[str]:
+    """The virtual servers of a director's status, each with its real servers."""
+    lines: list[str] = []
+    for view in service_views(lvs):
         if lines:
             lines.append("")
-        lines.append(f"{name}: not in the table")
-        for c in svc_checks:
-            lines.append(_server_line(_dest_of_check(c), None, c, network_fwd, service_checked=True, now=now,
+        if view.svc is None:
+            lines.append(f"{view.name}: not in the table")
+        else:
+            lines.append(_service_head(view.svc, view.name))
+            lines.append((DEST_HEAD % DEST_COLUMNS).rstrip())
+        for at, dest, check in view.rows:
+            lines.append(_server_line(at, dest, check, view.forward, service_checked=view.checked, now=now,
                                       age=age))  # fmt: skip
     if not lines:
         lines.append("no virtual servers")

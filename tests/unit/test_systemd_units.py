@@ -243,3 +243,19 @@ def test_the_capability_set_lets_the_director_probe_and_capture(name):
     without = subprocess.run([setpriv, f"--bounding-set={bounding},-sys_admin", "--", sys.executable, "-c", PROBE],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert without.stdout.split("\n")[0] != "none", without.stdout
+
+
+def test_web_unit_verifies_and_runs_the_tool_unprivileged(verify_root):
+    """pylvs-web.service: verify passes; ExecStart parses as `pylvs web`; its capabilities
+    are only what becoming pylvs-web and binding need, and it may write only lvs.cf's
+    directory."""
+    run = verify(verify_root, "pylvs-web.service")
+    assert run.returncode == 0 and run.stdout + run.stderr == "", run.stdout + run.stderr
+    svc = unit("pylvs-web.service")["Service"]
+    env = dict(v.split("=", 1) for e in svc["Environment"] for v in e.split())
+    argv = [a for a in svc["ExecStart"][0].replace("${LVS_CF}", env["LVS_CF"]).split() if a != "$WEB_ARGS"]
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "web" and args.configfile == env["LVS_CF"] and args.user == "pylvs-web"
+    assert set(words(svc["CapabilityBoundingSet"])) == {"CAP_SETUID", "CAP_SETGID", "CAP_NET_BIND_SERVICE"}
+    assert svc["ProtectSystem"] == ["strict"] and svc["ReadWritePaths"] == ["/etc/sysconfig/ha"]
+    assert "WEB_ARGS" in set(re.findall(r"^([A-Z_]+)=", (ROOT / "systemd/pylvs.default").read_text(), flags=re.M))
