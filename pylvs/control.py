@@ -49,7 +49,10 @@ PROTOCOL_VERSION = 1
 MAX_REQUEST = 16 << 20  # a -R of a whole saved table goes in one request
 REPLY_TIMEOUT = 30.0  # a connection listing of 2^20 entries takes seconds to build
 SERVER_IO_TIMEOUT = 2.0  # a client that connects and stalls holds the control loop no longer
-WEB_IO_TIMEOUT = 0.5  # the same for the web socket: its requests are one short line, its clients not root
+# The web socket's clients are not root: one of them per pass of the control loop, given
+# 0.1 s to send its one short line, so a stalling group member delays the loop 0.1 s a pass.
+WEB_IO_TIMEOUT = 0.1
+WEB_ACCEPT_PER_POLL = 1
 ACCEPT_PER_POLL = 16  # the control loop has other work: answer at most this many per pass
 FORCE_STATES = {"up": True, "down": False, "auto": None}
 ADMIN_STATES = ("drain", "maint", "ready")  # server.state: HAProxy's admin states of a server

@@ -57,7 +57,15 @@ from pylvs.addr import ip_int, ip_str, mac_bytes
 from pylvs.config import diagnostics as dg
 from pylvs.config.check import forward_methods, load_for_daemon, server_forward
 from pylvs.config.model import Config
-from pylvs.control import ADMIN_STATES, FORCE_STATES, WEB_IO_TIMEOUT, WEB_MODE, WEB_VERBS, ControlSocket
+from pylvs.control import (
+    ADMIN_STATES,
+    FORCE_STATES,
+    WEB_ACCEPT_PER_POLL,
+    WEB_IO_TIMEOUT,
+    WEB_MODE,
+    WEB_VERBS,
+    ControlSocket,
+)
 from pylvs.dataplane import tables as tb
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
@@ -835,9 +843,10 @@ class Director:
                     log.error("cannot become %s: %s", "active" if self.want_active else "standby", exc)
                     code = 1
                     break
-            for ctl in (self.control, self.web_control):
-                if ctl is not None:
-                    ctl.poll(self.handle_control)
+            if self.control is not None:
+                self.control.poll(self.handle_control)
+            if self.web_control is not None:
+                self.web_control.poll(self.handle_control, WEB_ACCEPT_PER_POLL)
             if self.pending_health is not None:
                 self.apply_health()
             if self.thread is not None and not self.thread.is_alive():

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--allow", default=None, metavar="NET[,NET...]",
                    help="only these client addresses or networks may connect (the guide's section 2.4); "
                         "default: any that reaches --listen")
+    p.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="a host name the tool is browsed by (repeatable); IP addresses and localhost are always "
+                        "accepted, other Host headers refused (no DNS rebinding)")
     p.add_argument("--tls-cert", default=None, metavar="FILE", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", default=None, metavar="FILE", help="and this key (read before dropping root)")
     p.add_argument("--runtime-dir", default=None, metavar="DIR",
@@ -56,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                           "it as an argument (visible to other users in ps: prefer the prompt).")
     q.add_argument("password", nargs="?", default=None)
     q.add_argument("-f", "--file", default=auth.DEFAULT_PASSWD, help=f"password file (default {auth.DEFAULT_PASSWD})")
-    q.add_argument("--login", default=auth.DEFAULT_USER, help=f"the user name to log in with (default "
-                                                               f"{auth.DEFAULT_USER})")
+    q.add_argument("--login", default=auth.DEFAULT_LOGIN, help=f"the user name to log in with (default "
+                                                               f"{auth.DEFAULT_LOGIN})")
     q.add_argument("--owner", default=None,
                    help=f"owner of the file, the user `pylvs web` runs as (default {DEFAULT_USER} when it exists)")
     q.set_defaults(func=run_passwd)
@@ -78,7 +81,8 @@ def run_web(args: argparse.Namespace) -> int:
             lvs_cf=os.path.abspath(args.configfile), passwd=os.path.abspath(args.passwd),
             director=os.path.abspath(args.director_control or paths.web_control("lvs")),
             pulse=os.path.abspath(args.pulse_control or paths.web_control("pulse")),
-            allow=networks(args.allow))  # fmt: skip
+            allow=networks(args.allow),
+            server_names=("localhost", *(n.lower() for n in args.server_name)))  # fmt: skip
         return serve(settings, args.listen, user=args.user, group=args.group, certfile=args.tls_cert,
                      keyfile=args.tls_key)  # fmt: skip
     except (WebError, ValueError) as exc:

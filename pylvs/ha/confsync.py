@@ -171,6 +171,10 @@ class ServerStats:
     refused_unavailable: int = 0
     refused_too_large: int = 0
     io_errors: int = 0  # the client went away or timed out mid-exchange
+    # The last file served (what the status pages show as "the backup has serial_no N"):
+    last_peer: str | None = None
+    last_at: float | None = None  # wall-clock time
+    last_serial: int | None = None  # None when the file did not parse
 
 
 class ConfigServer:
@@ -264,6 +268,8 @@ class ConfigServer:
             return
         conn.sendall(make_answer(self.secret, nonce, body))
         self.stats.served += 1
+        self.stats.last_peer, self.stats.last_at = peer, time.time()
+        self.stats.last_serial = _serial_of(body)
         self.log.debug("config sync: served %d bytes to %s", len(body), peer)
 
     def _read_body(self) -> tuple[bytes, int]:
@@ -375,6 +381,11 @@ def _current(path: str) -> tuple[bytes | None, int | None]:
     except UnicodeDecodeError:
         return data, None
     return data, parse(text, filename=path).config.serial_no
+
+
+def _serial_of(body: bytes) -> int | None:
+    result = parse(body.decode("utf-8", "surrogateescape"))
+    return None if dg.has_errors(result.diagnostics) else result.config.serial_no
 
 
 def write_atomically(path: str, body: bytes) -> None:

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote as urlquote
@@ -28,10 +28,10 @@ from itsdangerous import BadSignature
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from pylvs import __version__
@@ -50,6 +50,7 @@ MAX_BODY = 64 * 1024  # bytes of a request body: the largest form is a few kB
 MAX_FIELDS = 200
 REFRESH_CHOICES = (2, 5, 10, 30, 60)  # seconds; Piranha's CONTROL/MONITORING refreshed every 10
 REFRESH_DEFAULT = 10
+MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}
 SERVER_STATES = ("drain", "maint", "ready")  # HAProxy admin mode's DRAIN, MAINT, READY
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
@@ -68,9 +69,11 @@ class Settings:
     passwd: str
     director: str  # the director's web control socket
     pulse: str | None = None  # pulse's, when one runs here
-    allow: tuple[IPv4Network, ...] = ()  # empty: every client (the listen address limits it)
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # empty: every client (the listen address limits it)
     tls: bool = False
-    user: str = auth.DEFAULT_USER
+    # Host names the tool answers to besides IP literals: a page elsewhere that rebinds its
+    # own name to this address (DNS rebinding) is refused.
+    server_names: tuple[str, ...] = ("localhost",)
 
 
 class Web:
@@ -83,7 +86,8 @@ class Web:
         self.store = Store(settings.lvs_cf, resolver)
         self.control = Control(settings.director, settings.pulse)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.templates.env.globals.update(version=__version__, network_labels=NETWORK_LABELS)
+        self.templates.env.globals.update(version=__version__, network_labels=NETWORK_LABELS,
+                                          editable_name=forms.editable_name)
 
     # -- sessions and drafts -------------------------------------------------------------
     def session(self, request: Request) -> auth.Session | None:
@@ -91,30 +95,34 @@ class Web:
 
     def draft(self, s: auth.Session) -> Draft:
         """The session's pending lvs.cf, begun from the file on first use."""
-        d = s.draft.get("lvs.cf")
-        if d is None:
-            d = s.draft["lvs.cf"] = self.store.begin()
-        return d
+        if s.draft is None:
+            s.draft = self.store.begin()
+        return s.draft
 
     def render(self, request: Request, s: auth.Session | None, template: str, status: int = 200,
                **ctx: Any) -> Response:  # fmt: skip
         pending = None
-        if s is not None and s.draft.get("lvs.cf") is not None:
-            d = s.draft["lvs.cf"]
-            if d.changed:
-                pending = {"edits": len(d.edits), **summary(self.store.check(d.text))}
-        flash = s.draft.pop("flash", []) if s is not None else []
+        if s is not None and s.draft is not None and s.draft.edits:
+            pending = {"edits": len(s.draft.edits), **summary(self.store.check(s.draft.text))}
+        flash, s.flash = (s.flash, []) if s is not None else ([], [])
         ctx.update(request=request, session=s, csrf=s.csrf if s else "", pending=pending, flash=flash,
                    lvs_cf=self.settings.lvs_cf)  # fmt: skip
         return self.templates.TemplateResponse(request, template, ctx, status_code=status)
 
 
+class BodyTooLarge(Exception):
+    """A request body past MAX_BODY (raised by Guard's receive)."""
+
+
 def _flash(s: auth.Session, text: str, kind: str = "ok") -> None:
-    s.draft.setdefault("flash", []).append({"kind": kind, "text": text})
+    s.flash.append({"kind": kind, "text": text})
 
 
 async def _read_form(request: Request) -> FormData:
-    return await request.form(max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_BODY)
+    try:
+        return await request.form(max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_BODY)
+    except BodyTooLarge:  # Guard's receive: a body without a length that grew past the limit
+        raise HTTPException(413, f"request larger than {MAX_BODY} bytes") from None
 
 
 Handler = Callable[..., Response]
@@ -128,7 +136,8 @@ def page(web: Web, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         if s is None:
             if request.url.path.endswith((".json", ".csv")) or request.url.path.startswith("/monitor/live"):
                 return PlainTextResponse("not logged in", status_code=401)
-            return RedirectResponse(f"/login?next={urlquote(request.url.path)}", status_code=303)
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={urlquote(here)}", status_code=303)
         return await run_in_threadpool(fn, request, s)
 
     return endpoint
@@ -147,9 +156,15 @@ def action(web: Web, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
                         request.client.host if request.client else "?")  # fmt: skip
             return PlainTextResponse("refused: the form's CSRF token is missing or wrong (reload the page)",
                                      status_code=403)  # fmt: skip
-        return await run_in_threadpool(fn, request, s, {k: str(v) for k, v in form.items()})
+        return await run_in_threadpool(_one_at_a_time, fn, request, s, {k: str(v) for k, v in form.items()})
 
     return endpoint
+
+
+def _one_at_a_time(fn: Handler, request: Request, s: auth.Session, form: dict) -> Response:
+    """A session's changes one after the other: two tabs never interleave on its draft."""
+    with s.lock:
+        return fn(request, s, form)
 
 
 def _redirect(path: str) -> Response:
@@ -207,6 +222,18 @@ def _with_server(v: VirtualServer, name: str, new: RealServer | None) -> Virtual
     return dataclasses.replace(v, servers=tuple(s for s in ss if s is not None))
 
 
+def _sync_note(config: Config) -> str | None:
+    """What becomes of the backup's copy: Piranha left it to scp; pylvs's config sync
+    (config_sync = 1) has the backup fetch the file by itself."""
+    if not config.backup_active:
+        return None
+    if not config.config_sync:
+        return (f"The backup router ({config.backup}) keeps its own lvs.cf: copy this one to it, or set "
+                "config_sync = 1 (REDUNDANCY) to have it fetched.")  # fmt: skip
+    return (f"Config sync: the backup router ({config.backup}) fetches serial_no {config.serial_no} within "
+            f"{config.config_sync_interval:g} s; CONTROL/MONITORING shows when it has.")
+
+
 def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, closed over web
     T = web.templates  # noqa: N806
 
@@ -226,7 +253,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
         if edit is not None:
             try:
                 proposal = web.store.propose(draft, edit.config, renames=edit.renames, scope=edit.scope,
-                                             fields={f.key: f.name for f in edit.fields})  # fmt: skip
+                                             fields={f.attr: f.name for f in edit.fields})  # fmt: skip
             except StoreError as exc:
                 general.append(str(exc))
             else:
@@ -241,6 +268,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
                           general=general, **ctx)  # fmt: skip
 
     def form_page(request: Request, s: auth.Session, fields, obj, template: str, **ctx: Any) -> Response:
+        """A panel's form showing ``obj`` (a new block: the model's defaults, as lvs.cf has them)."""
         shown = {f.name: forms.show(f, obj) for f in fields}
         return web.render(request, s, template, fields=fields, values=shown, errors={}, general=[], **ctx)
 
@@ -286,22 +314,23 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
             expected = web.sessions.signer.unsign(request.cookies.get(LOGIN_COOKIE, ""), max_age=3600).decode()
         except BadSignature:
             expected = None
-        if expected is None or not auth.csrf_ok(auth.Session("", expected, 0, 0), str(form.get("token", ""))):
+        if expected is None or not auth.same_token(expected, str(form.get("token", ""))):
             return again("The login form expired; please try again.", 403)
-        wait = web.limiter.retry_after(addr)
+        wait = web.limiter.attempt(addr)  # the slot is taken before the hash: no burst gets past it
         if wait > 0:
             log.warning("login refused from %s: too many failed attempts", addr)
             return again(f"Too many failed logins: wait {int(wait) + 1} s.", 429, **{"retry-after": str(int(wait) + 1)})
-        user = str(form.get("username", "")).strip() or auth.DEFAULT_USER
+        user = str(form.get("username", "")).strip() or auth.DEFAULT_LOGIN
         password = str(form.get("password", ""))
         try:
             ok = len(password) <= auth.MAX_PASSWORD and await run_in_threadpool(
                 auth.verify, web.settings.passwd, user, password)
+        except auth.Busy:
+            return again("Too many logins at once; try again in a few seconds.", 503, **{"retry-after": "5"})
         except auth.PasswordError as exc:
             log.error("cannot check a login: %s", exc)
             return again(f"The password file cannot be read ({exc}); see the tool's log.", 500)
         if not ok:
-            web.limiter.failed(addr)
             log.warning("failed login for %r from %s", user[:64], addr)
             return again("Wrong user name or password.", 401)
         web.limiter.succeeded(addr)
@@ -323,12 +352,20 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
 
     def password_post(request: Request, s: auth.Session, form: dict) -> Response:
         old, new, again = form.get("current", ""), form.get("new", ""), form.get("again", "")
+        addr = request.client.host if request.client else "?"
+        wait = web.limiter.attempt(addr)  # the current password is a guess like a login's
+        if wait > 0:
+            return web.render(request, s, "password.html", status=429, error=f"Too many failed tries: wait "
+                                                                               f"{int(wait) + 1} s.")  # fmt: skip
         try:
             if not auth.verify(web.settings.passwd, s.user, old):
                 return web.render(request, s, "password.html", status=400, error="The current password is wrong.")
+            web.limiter.succeeded(addr)
             if new != again:
                 return web.render(request, s, "password.html", status=400, error="The two new passwords differ.")
             auth.write_password(web.settings.passwd, new, s.user)
+        except auth.Busy:
+            return web.render(request, s, "password.html", status=503, error="Busy: try again in a few seconds.")
         except (auth.PasswordError, OSError) as exc:
             return web.render(request, s, "password.html", status=400, error=f"Not changed: {exc}")
         web.sessions.end_all(s.user, keep=s)
@@ -412,7 +449,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
 
             return try_edit(request, s, form, fields, make, template, title=title)
 
-        return with_draft(get), with_draft(post)
+        return get, post
 
     global_get, global_post = global_panel(forms.GLOBAL, "global.html", "GLOBAL SETTINGS", "global settings")
     red_get, red_post = global_panel(forms.REDUNDANCY, "redundancy.html", "REDUNDANCY", "redundancy")
@@ -425,7 +462,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
     def virtual_get(request: Request, s: auth.Session) -> Response:
         name = request.path_params.get("name")
         config = web.store.config_of(web.draft(s))
-        v = _find_virtual(config, name) if name else None
+        v = _find_virtual(config, name) if name else VirtualServer("")
         return form_page(request, s, forms.VIRTUAL, v, "virtual.html", vname=name)
 
     def virtual_post(request: Request, s: auth.Session, form: dict) -> Response:
@@ -490,7 +527,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
     def real_get(request: Request, s: auth.Session) -> Response:
         v = _find_virtual(web.store.config_of(web.draft(s)), request.path_params["name"])
         sname = request.path_params.get("server")
-        server = _find_server(v, sname) if sname else None
+        server = _find_server(v, sname) if sname else RealServer("")
         return form_page(request, s, forms.REAL, server, "real.html", vname=v.name, sname=sname)
 
     def real_post(request: Request, s: auth.Session, form: dict) -> Response:
@@ -564,7 +601,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
 
     def apply_post(request: Request, s: auth.Session, form: dict) -> Response:
         draft = web.draft(s)
-        if form.get("version") != str(draft.version) or form.get("serial") != str(draft.base_serial):
+        if form.get("version") != str(draft.version):
             _flash(s, "Your pending changes changed since that page was shown (another tab?): review them again.",
                    "error")  # fmt: skip
             return _redirect("/apply")
@@ -577,7 +614,7 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
             log.warning("%s: apply refused: %s", s.user, exc)
             return web.render(request, s, "applied.html", status=409, applied=None, error=str(exc), reload=None)
         log.info("%s applied lvs.cf serial_no %d (%s)", s.user, applied.serial_no, "; ".join(draft.edits))
-        s.draft.pop("lvs.cf", None)  # the next edit begins from the file just written
+        s.draft = None  # the next edit begins from the file just written
         try:
             reload = web.control.reload()
         except Unavailable as exc:
@@ -585,12 +622,23 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
             error = f"lvs.cf written, but no running director answered ({exc}): it reads the file when it starts"
         else:
             error = None
-        return web.render(request, s, "applied.html", applied=applied, error=error, reload=reload)
+        return web.render(request, s, "applied.html", applied=applied, error=error, reload=reload,
+                          sync=_sync_note(web.store.on_disk()))
 
     def discard(request: Request, s: auth.Session, form: dict) -> Response:
-        s.draft.pop("lvs.cf", None)
+        s.draft = None
         _flash(s, "Pending changes discarded; the panels show lvs.cf as it is now.")
         return _redirect(_safe_next(form.get("back") or "/monitor"))
+
+    assets = {p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix]) for p in (HERE / "static").iterdir()}
+
+    async def static(request: Request) -> Response:
+        """The stylesheet and the script, read once at start (the tool reads no file of its
+        own once it has become its user)."""
+        asset = assets.get(request.path_params["name"])
+        if asset is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(asset[0], media_type=asset[1], headers={"cache-control": "max-age=3600"})
 
     async def home(request: Request) -> Response:
         return _redirect("/monitor")
@@ -610,10 +658,10 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
         Route("/status.json", P(status_json)),
         Route("/status.csv", P(status_csv)),
         Route("/server/state", A(server_state), methods=["POST"]),
-        Route("/global", P(global_get), methods=["GET"]),
-        Route("/global", A(global_post), methods=["POST"]),
-        Route("/redundancy", P(red_get), methods=["GET"]),
-        Route("/redundancy", A(red_post), methods=["POST"]),
+        Route("/global", P(D(global_get)), methods=["GET"]),
+        Route("/global", A(D(global_post)), methods=["POST"]),
+        Route("/redundancy", P(D(red_get)), methods=["GET"]),
+        Route("/redundancy", A(D(red_post)), methods=["POST"]),
         Route("/virtual", P(D(virtuals))),
         Route("/virtual/new", P(D(virtual_get)), methods=["GET"]),
         Route("/virtual/new", A(D(virtual_post)), methods=["POST"]),
@@ -633,72 +681,91 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
         Route("/apply", P(D(apply_get)), methods=["GET"]),
         Route("/apply", A(D(apply_post)), methods=["POST"]),
         Route("/discard", A(discard), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        Route("/static/{name}", static),
     ]
     app = Starlette(routes=routes)
     app.state.web = web
-    return Guard(app, web.settings.allow)
+    return Guard(app, web.settings)
 
 
 class Guard:
     """Around every request: the allow-list (the guide's section 2.4 limited who may reach
-    the tool with Apache's Allow from), the body size limit, and the security headers."""
+    the tool with Apache's Allow from), the Host header (an IP literal or a name in
+    ``server_names``: no DNS rebinding), the body size limit, the security headers."""
 
-    def __init__(self, app: Any, allow: tuple[IPv4Network, ...]) -> None:
+    def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
-        self.allow = allow
+        self.settings = settings
         self.state = app.state
 
     def _allowed(self, scope: dict) -> bool:
-        if not self.allow:
+        if not self.settings.allow:
             return True
         host = (scope.get("client") or ("",))[0]
         try:
             addr = ip_address(host)
         except ValueError:
             return False
-        return any(addr in net for net in self.allow)
+        addr = getattr(addr, "ipv4_mapped", None) or addr  # an IPv4 client of a dual-stack socket
+        return any(addr.version == net.version and addr in net for net in self.settings.allow)
+
+    def _host_ok(self, scope: dict) -> bool:
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
+        name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+        try:
+            ip_address(name)
+            return True
+        except ValueError:
+            return name in self.settings.server_names
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
 
         async def send_with_headers(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+                started = True
+                message["headers"] = list(message.get("headers") or []) + SECURITY_HEADERS
             await send(message)
+
+        async def refuse(text: str, status: int) -> None:
+            await PlainTextResponse(text, status)(scope, receive, send_with_headers)
 
         if not self._allowed(scope):
             log.warning("refused %s: not in the allow-list", (scope.get("client") or ("?",))[0])
-            return await PlainTextResponse("refused: this address may not use the tool", 403)(
-                scope, receive, send_with_headers)
+            return await refuse("refused: this address may not use the tool", 403)
+        if not self._host_ok(scope):
+            return await refuse("refused: unknown Host (use the router's address, or pylvs web --server-name)", 400)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return await PlainTextResponse(f"request larger than {MAX_BODY} bytes", 413)(
-                scope, receive, send_with_headers)
+            return await refuse(f"request larger than {MAX_BODY} bytes", 413)
         seen = 0
 
         async def limited_receive() -> dict:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > MAX_BODY:  # a chunked body that lied by omission
-                raise ValueError(f"request body larger than {MAX_BODY} bytes")
+            if seen > MAX_BODY:  # a chunked body, no length given
+                raise BodyTooLarge
             return message
 
-        await self.app(scope, limited_receive, send_with_headers)
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except BodyTooLarge:
+            if not started:
+                await refuse(f"request larger than {MAX_BODY} bytes", 413)
 
 
-def networks(allow: str | None) -> tuple[IPv4Network, ...]:
-    """``--allow 10.0.0.0/8,192.168.1.5``: ValueError naming the bad item."""
+def networks(allow: str | None) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``--allow 10.0.0.0/8,192.168.1.5,fd00::/8``: ValueError naming the bad item."""
     out = []
     for item in (allow or "").split(","):
         item = item.strip()
         if item:
             try:
-                out.append(IPv4Network(item, strict=False))
+                out.append(ip_network(item, strict=False))
             except ValueError:
-                raise ValueError(f"--allow: {item!r} is not an IPv4 address or network") from None
+                raise ValueError(f"--allow: {item!r} is not an IP address or network") from None
     return tuple(out)
-

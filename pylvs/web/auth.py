@@ -14,6 +14,7 @@ a password, a hash, a session id or a token.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -22,24 +23,34 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from itsdangerous import BadSignature, TimestampSigner
 
 DEFAULT_PASSWD = "/etc/sysconfig/ha/conf/piranha.passwd"  # piranha-passwd's file (reference 5)
-DEFAULT_USER = "piranha"  # the guide logs in as piranha
+DEFAULT_LOGIN = "piranha"  # the user name the guide logs in with
 PASSWD_MODE = 0o600  # as piranha-passwd leaves it
 SESSION_IDLE = 3600.0  # seconds without a request before a session ends
 SESSION_MAX = 12 * 3600.0  # and at the latest this long after the login
 MAX_SESSIONS = 256  # a flood of logins cannot grow the table without bound: the oldest goes
 LOGIN_WINDOW = 60.0  # seconds over which failed logins are counted
 LOGIN_FAILURES = 5  # failed logins per client address in LOGIN_WINDOW before it waits
-LOGIN_FAILURES_ALL = 30  # and from every address together (a spread-out guesser)
+LOGIN_FAILURES_ALL = 30  # and from every address together (a spread-out guesser), except
+# from an address that logged in lately: a stranger's flood cannot lock the operator out
+KNOWN_GOOD = SESSION_MAX  # seconds an address that logged in stays exempt from the global limit
+HASHES_AT_ONCE = 2  # argon2id takes 64 MiB a hash: a burst of logins waits here, bounded
+HASH_WAIT = 5.0  # seconds a login waits for a hashing slot before "busy, try again"
 MIN_PASSWORD = 8  # characters; piranha set no minimum
 MAX_PASSWORD = 1024  # argon2 takes any length; a form field is bounded anyway
 
 HASHER = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 "low memory" defaults
+_HASHING = threading.BoundedSemaphore(HASHES_AT_ONCE)
+
+
+class Busy(Exception):
+    """Every hashing slot is taken: the caller says "try again"."""
 
 
 class PasswordError(ValueError):
@@ -69,7 +80,7 @@ def read_users(path: str) -> dict[str, str]:
     return users
 
 
-def write_password(path: str, password: str, user: str = DEFAULT_USER, owner: tuple[int, int] | None = None) -> None:
+def write_password(path: str, password: str, user: str = DEFAULT_LOGIN, owner: tuple[int, int] | None = None) -> None:
     """Set ``user``'s password in ``path`` (created mode 600; other users kept), atomically:
     the old file or the new one, never half of one.  ``owner`` (uid, gid): the file's owner
     (as root; the web tool's user must be able to read it, and to change it)."""
@@ -84,7 +95,11 @@ def write_password(path: str, password: str, user: str = DEFAULT_USER, owner: tu
         users = {}
     users[user] = HASHER.hash(password)
     body = "".join(f"{u}:{h}\n" for u, h in users.items()).encode()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(path).parent
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        if owner is not None:  # CHANGE PASSWORD replaces the file by rename in here, as that user
+            os.chown(directory, *owner)
     write_atomically(path, body)
     os.chmod(path, PASSWD_MODE)  # write_atomically keeps an old file's mode: this one is always 600
     if owner is not None:
@@ -92,10 +107,13 @@ def write_password(path: str, password: str, user: str = DEFAULT_USER, owner: tu
 
 
 def verify(path: str, user: str, password: str) -> bool:
-    """Whether ``password`` is ``user``'s.  PasswordError when the file cannot be read.
-    An unknown user costs the same hash as a known one (no timing oracle for names)."""
+    """Whether ``password`` is ``user``'s.  PasswordError when the file cannot be read,
+    Busy when no hashing slot frees within HASH_WAIT.  An unknown user costs the same hash
+    as a known one (no timing oracle for names)."""
     users = read_users(path)
     digest = users.get(user)
+    if not _HASHING.acquire(timeout=HASH_WAIT):
+        raise Busy("too many logins at once")
     try:
         if digest is None:
             HASHER.verify(_DUMMY_HASH, password)
@@ -103,6 +121,8 @@ def verify(path: str, user: str, password: str) -> bool:
         return HASHER.verify(digest, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    finally:
+        _HASHING.release()
 
 
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
@@ -114,7 +134,10 @@ class Session:
     csrf: str
     created: float
     seen: float
-    draft: dict = field(default_factory=dict)  # the panels' pending lvs.cf (pylvs.web.store.Draft)
+    draft: Any = None  # the panels' pending lvs.cf (pylvs.web.store.Draft), begun on first use
+    flash: list = field(default_factory=list)  # messages for the next page
+    # One request of a session at a time changes its draft (two tabs, a double submit).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class Sessions:
@@ -172,48 +195,72 @@ class Sessions:
                 del self._by_id[sid]
 
 
+def same_token(expected: str, token: str | None) -> bool:
+    """Constant-time comparison of two tokens (bytes: a non-ASCII token is simply wrong)."""
+    return bool(token) and hmac.compare_digest(expected.encode(), token.encode("utf-8", "surrogateescape"))
+
+
 def csrf_ok(session: Session, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(session.csrf, token)
+    return same_token(session.csrf, token)
 
 
 class LoginLimiter:
     """Failed logins per client address (and in all) over a sliding window: past the limit,
-    a login is refused before the password is even hashed, until the window frees a slot."""
+    a login is refused before the password is even hashed, until the window frees a slot.
+    A login takes its slot before it is hashed (``attempt``) and gives it back when it
+    succeeds, so a burst of concurrent guesses cannot all be hashed; addresses that logged
+    in lately are exempt from the global count."""
 
     def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._by_addr: dict[str, deque] = {}
         self._all: deque = deque()
+        self._good: dict[str, float] = {}  # address -> when it last logged in
 
     def _trim(self, q: deque, now: float) -> None:
         while q and now - q[0] > LOGIN_WINDOW:
             q.popleft()
 
+    def _wait(self, addr: str, now: float) -> float:
+        waits = []
+        q = self._by_addr.get(addr)
+        if q is not None:
+            self._trim(q, now)
+            if len(q) >= LOGIN_FAILURES:
+                waits.append(q[0] + LOGIN_WINDOW - now)
+        self._trim(self._all, now)
+        good = now - self._good.get(addr, -KNOWN_GOOD - 1) <= KNOWN_GOOD
+        if not good and len(self._all) >= LOGIN_FAILURES_ALL:
+            waits.append(self._all[0] + LOGIN_WINDOW - now)
+        return max(waits, default=0.0)
+
     def retry_after(self, addr: str) -> float:
         """0 when ``addr`` may try now, else the seconds to wait."""
-        now = self.clock()
         with self._lock:
-            waits = []
-            q = self._by_addr.get(addr)
-            if q is not None:
-                self._trim(q, now)
-                if len(q) >= LOGIN_FAILURES:
-                    waits.append(q[0] + LOGIN_WINDOW - now)
-            self._trim(self._all, now)
-            if len(self._all) >= LOGIN_FAILURES_ALL:
-                waits.append(self._all[0] + LOGIN_WINDOW - now)
-            return max(waits, default=0.0)
+            return self._wait(addr, self.clock())
 
-    def failed(self, addr: str) -> None:
+    def attempt(self, addr: str) -> float:
+        """Take a slot for a login about to be checked: 0 (taken; counted as a failure
+        until ``succeeded``), else the seconds to wait (nothing taken)."""
         now = self.clock()
         with self._lock:
+            wait = self._wait(addr, now)
+            if wait > 0:
+                return wait
             self._by_addr.setdefault(addr, deque()).append(now)
             self._all.append(now)
             if len(self._by_addr) > MAX_SESSIONS * 4:  # forget the quiet ones
                 for a in [a for a, q in self._by_addr.items() if not q or now - q[-1] > LOGIN_WINDOW]:
                     del self._by_addr[a]
+            return 0.0
 
     def succeeded(self, addr: str) -> None:
+        now = self.clock()
         with self._lock:
             self._by_addr.pop(addr, None)
+            with contextlib.suppress(IndexError):
+                self._all.pop()  # one slot back; which one does not matter to a count
+            if len(self._good) >= MAX_SESSIONS:
+                del self._good[min(self._good, key=self._good.__getitem__)]
+            self._good[addr] = now

@@ -31,11 +31,14 @@ from pylvs.config.model import (
 )
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1; an lvs.cf label such as eth0:1 is an address label on eth0
-NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # block names the tool writes: one bare lvs.cf token
+# Block names the tool writes: one bare lvs.cf token that is also one URL path segment
+# (not "." or "..", which a browser folds away, and not "new", the ADD form's address).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RESERVED_NAMES = ("new",)
 TEXT_MAX = 1024  # a send string, a command line: piranha's nanny takes 255 for send/expect
 SECONDS_MAX = 86400
 NETWORK_LABELS = {"nat": "NAT", "direct": "Direct Routing", "tunnel": "Tunneling"}
-LOAD_MONITORS = ("none", "uptime", "rup", "ruptime")  # the guide's choices; none writes nothing
+LOAD_MONITORS = ("none", "uptime", "rup", "ruptime")  # the guide's choices, offered; any command is taken
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,14 @@ class Field:
 
     name: str
     label: str
-    kind: str  # ip, ip?, mask, port, port?, int, seconds, bool, choice, text, dev, ipdev, ipdev?, name
+    # ip, ip? (blank: unset), ip0 (blank: 0.0.0.0), mask, port, port? (blank: unset), int,
+    # int0 (blank: 0), seconds, bool, choice, text?, dev, ipdev, ipdev? (both blank: unset), name
+    kind: str
     attr: str = ""
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # a choice's values; a text field's suggestions
     lo: float = 0
     hi: float = 0
     help: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.attr or self.name
 
 
 def _f(name: str, label: str, kind: str, **kw: Any) -> Field:
@@ -90,14 +91,15 @@ VIRTUAL = (
     _f("protocol", "Protocol", "choice", choices=PROTOCOLS),
     _f("address", "Virtual IP Address and Device", "ipdev", help="e.g. 192.168.26.10 and eth0:1"),
     _f("vip_nmask", "Virtual IP Network Mask", "mask"),
-    _f("fwmark", "Firewall Mark", "int", lo=0, hi=FWMARK_MAX, help="blank or 0: none"),
+    _f("fwmark", "Firewall Mark", "int0", lo=0, hi=FWMARK_MAX, help="blank or 0: none"),
     _f("sorry_server", "Sorry Server", "ip?"),
     _f("reentry", "Re-entry Time (seconds)", "int", lo=0, hi=SECONDS_MAX),
     _f("timeout", "Service Timeout (seconds)", "int", lo=1, hi=SECONDS_MAX),
     _f("quiesce_server", "Quiesce server", "bool"),
-    _f("load_monitor", "Load monitoring tool", "choice", choices=LOAD_MONITORS),
+    _f("load_monitor", "Load monitoring tool", "text?", choices=LOAD_MONITORS,
+       help="blank: none; uptime, rup, ruptime or a command"),
     _f("scheduler", "Scheduling", "choice", choices=SCHEDULERS),
-    _f("persistent", "Persistence (seconds)", "int", lo=0, hi=PERSISTENT_MAX, help="blank or 0: none"),
+    _f("persistent", "Persistence (seconds)", "int0", lo=0, hi=PERSISTENT_MAX, help="blank or 0: none"),
     _f("pmask", "Persistence Network Mask", "mask"),
 )
 
@@ -181,8 +183,12 @@ def parse_value(f: Field, form: Mapping[str, str]) -> Any:
                 return None
             raise FieldError("a port is needed")
         return _int(text, f.lo, PORT_MAX, "a port number")
-    if kind == "int":
+    if kind == "int0":
         return _int(text or "0", f.lo, f.hi)
+    if kind == "int":
+        if not text:
+            raise FieldError("a number is needed")
+        return _int(text, f.lo, f.hi)
     if kind == "seconds":
         try:
             n = float(text)
@@ -194,12 +200,13 @@ def parse_value(f: Field, form: Mapping[str, str]) -> Any:
     if kind == "choice":
         if text not in f.choices:
             raise FieldError(f"choose one of {', '.join(f.choices)}")
-        return None if f.name == "load_monitor" and text == "none" else text
+        return text
     if kind == "dev":
         return _dev(text)
     if kind == "name":
-        if not NAME_RE.fullmatch(text):
-            raise FieldError("a name is 1 to 64 letters, digits, '.', '_' or '-'")
+        if not editable_name(text):
+            raise FieldError("a name is 1 to 64 letters, digits, '.', '_' or '-', beginning with a letter or digit "
+                             f"(not {', '.join(RESERVED_NAMES)})")  # fmt: skip
         return text
     if kind in ("text", "text?"):
         if not text and kind == "text?":
@@ -213,12 +220,18 @@ def parse_value(f: Field, form: Mapping[str, str]) -> Any:
     raise AssertionError(f"field kind {kind!r}")
 
 
+def editable_name(name: str) -> bool:
+    """Whether the panels can address a block of this name (one written by hand may not:
+    its row is shown, to be edited in the file)."""
+    return bool(NAME_RE.fullmatch(name)) and name not in RESERVED_NAMES
+
+
 def read_form(fields: tuple[Field, ...], form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """(model values by attribute, error messages by field name)."""
     values, errors = {}, {}
     for f in fields:
         try:
-            values[f.key] = parse_value(f, form)
+            values[f.attr] = parse_value(f, form)
         except FieldError as exc:
             errors[f.name] = str(exc)
     return values, errors
@@ -227,13 +240,13 @@ def read_form(fields: tuple[Field, ...], form: Mapping[str, str]) -> tuple[dict[
 def show(f: Field, obj: Any) -> Any:
     """What a field shows for the model object ``obj`` (None: a new block, empty form):
     text for text inputs, a bool for checkboxes, (ip, dev) for ipdev."""
-    value = getattr(obj, f.key, None) if obj is not None else None
+    value = getattr(obj, f.attr, None) if obj is not None else None
     if f.kind in ("ipdev", "ipdev?"):
         return (str(value.ip), value.device) if value is not None else ("", "")
     if f.kind == "bool":
         return bool(value)
     if value is None:
-        return "none" if f.name == "load_monitor" else ""
+        return ""
     if f.kind in ("mask", "ip0") and value == ANY_ADDRESS:
         return ""
     return str(value)

@@ -93,6 +93,10 @@ def check_access(settings: Settings) -> list[str]:
                         f"group write access (chgrp GROUP {directory} && chmod g+w {directory})")  # fmt: skip
     if os.path.exists(settings.lvs_cf) and not os.access(settings.lvs_cf, os.R_OK):
         problems.append(f"error: cannot read {settings.lvs_cf}")
+    conf = os.path.dirname(os.path.abspath(settings.passwd))
+    if os.path.isdir(conf) and not os.access(conf, os.W_OK | os.X_OK):
+        problems.append(f"warning: cannot write {conf}, so CHANGE PASSWORD will fail (pylvs passwd as root "
+                        "still works): give this user write access to it")  # fmt: skip
     if not os.path.exists(settings.director):
         problems.append(f"warning: no director socket at {settings.director} yet (pylvs lvs/pulse --web-group); "
                         "the panels work, CONTROL/MONITORING waits for it")  # fmt: skip
@@ -121,9 +125,10 @@ def warm_up(app, web: Web) -> None:
     Python lives where that user cannot read (a pyenv under /root) nothing would load."""
     import asyncio
 
-    for name in web.templates.env.list_templates():
-        web.templates.env.get_template(name)
-
+    env = web.templates.env
+    for name in env.list_templates():
+        env.get_template(name)
+    env.auto_reload = False  # compiled once: no stat of the files on each render
     async def one(method: str, path: str, body: bytes = b"") -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class Store:
     def __init__(self, path: str, resolver: Any = None) -> None:
         self.path = path
         self.resolver = resolver
+        # The last look at the file and the rename happen under this lock, so two APPLYs
+        # in this process never both pass the stale check (the checks run outside it).
+        self._write_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
     def disk(self) -> str:
@@ -104,7 +108,11 @@ class Store:
             raise StoreError(f"{self.path}: cannot read it: {exc.strerror}") from None
         if len(data) > MAX_FILE:
             raise StoreError(f"{self.path}: larger than {MAX_FILE} bytes")
-        return data.decode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"{self.path}: not UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); the panels "
+                             "write UTF-8: convert it first (e.g. iconv -f latin1 -t utf-8)") from None
 
     def serial_of(self, text: str) -> int:
         return parse(text, self.path, self.resolver).config.serial_no if text.strip() else 0
@@ -124,6 +132,10 @@ class Store:
 
     def config_of(self, draft: Draft) -> Config:
         return parse(draft.text, self.path, self.resolver).config
+
+    def on_disk(self) -> Config:
+        """The file's Config as it is now (as far as it parses)."""
+        return parse(self.disk(), self.path, self.resolver).config
 
     def check(self, text: str) -> tuple[Diagnostic, ...]:
         return check_text(text, self.path, self.resolver).diagnostics
@@ -195,10 +207,15 @@ class Store:
         errors = errors_of(self.check(text))
         if errors:
             raise StoreError("not written, the checker finds errors: " + "; ".join(map(str, errors)))
-        try:
-            write_atomically(self.path, text.encode("utf-8", "surrogateescape"))
-        except OSError as exc:
-            raise StoreError(f"{self.path}: not written: {exc.strerror or exc} (the file is as it was)") from None
+        with self._write_lock:
+            why = self.stale(draft)  # again: another APPLY may have written while we checked
+            if why:
+                raise StoreError(why)
+            try:
+                # through a symlink to the file it names, as an editor saves (the link stays)
+                write_atomically(os.path.realpath(self.path), text.encode("utf-8"))
+            except OSError as exc:
+                raise StoreError(f"{self.path}: not written: {exc.strerror or exc} (the file is as it was)") from None
         return Applied(draft.base_serial + 1, self.path, line_diff(draft.base_text, text, os.path.basename(self.path)))
 
 

@@ -91,12 +91,21 @@ def monitor(lvs: dict | None, now: float | None = None) -> list[dict[str, Any]]:
     return out
 
 
+FORMULA_START = ("=", "+", "-", "@")  # a spreadsheet would run such a cell (a reason quotes a server's reply)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def csv_text(services: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for svc in services:
         for r in svc["rows"]:
-            w.writerow([svc["name"] if c == "virtual" else r["state"] if c == "status" else r.get(c)
+            w.writerow([_cell(svc["name"] if c == "virtual" else r["state"] if c == "status" else r.get(c))
                         for c in CSV_COLUMNS])  # fmt: skip
     return buf.getvalue()

@@ -58,6 +58,8 @@ def test_good_fetch(serve: Callable[..., cs.ConfigServer], primary_file: Path) -
     assert body == primary_file.read_bytes()
     server.stop()  # joins the thread: the counter is in
     assert server.stats.served == 1 and server.stats.refused_bad_hmac == 0
+    # what the status pages show: who fetched which serial_no
+    assert server.stats.last_peer == LOOPBACK and server.stats.last_serial == 5 and server.stats.last_at
 
 
 def test_path_provider_is_read_per_request(serve: Callable[..., cs.ConfigServer], tmp_path: Path) -> None:
