@@ -116,13 +116,18 @@ def compile_cf(text: str, **kw) -> tb.Tables:
     return tb.compile(r.config, **kw)
 
 
+# One index key for every test director: two of them fed the same packets (the engine's
+# two entry points, say) lay out their indexes byte for byte alike.
+INDEX_KEY = (0x0706050403020100, 0x0F0E0D0C0B0A0908)
+
+
 class Director:
     """Tables + connection table + counters, with a one-call ``send``."""
 
     def __init__(self, cf: str, capacity: int = 1024):
         self.config = check_text(cf).config
         self.tables = tb.compile(self.config)
-        self.ct = en.attach(ctm.create(capacity, 1), self.tables)
+        self.ct = en.attach(ctm.create(capacity, 1, key=INDEX_KEY), self.tables)
         self.counters = en.new_counters(self.tables)
 
     def send(self, packets, now=NOW, marks=None):

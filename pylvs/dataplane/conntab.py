@@ -35,6 +35,7 @@ Rules of this module:
 from __future__ import annotations
 
 import collections
+import secrets
 from typing import NamedTuple
 
 import numpy as np
@@ -48,8 +49,13 @@ from pylvs.sched._common import (
     F_OVERLOAD,
     FLAGS,
     INACT,
+    SIP_C0,
+    SIP_C1,
+    SIP_C2,
+    SIP_C3,
     _bind_kernel,
     _set_active_kernel,
+    _sipround,
     _unbind_kernel,
     new_dests,
 )
@@ -180,11 +186,21 @@ class ConnTable(NamedTuple):
     persist: np.ndarray  # int64[rows]: PersistConn (templates)
     touched: np.ndarray  # int64[TOUCHED_CAP]: rows whose counters changed since the drain
     timeouts: np.ndarray  # float64[len(STATE_NAMES)], seconds
+    key: np.ndarray  # uint64[2]: the SipHash key of both indexes, random per table (new_key)
 
 
-def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None) -> ConnTable:
+def new_key() -> np.ndarray:
+    """A random index key: 128 bits from the OS, as the kernel seeds its connection hash
+    at boot (ip_vs_conn_init: get_random_bytes), so no sender can choose tuples that share
+    a probe run."""
+    return np.frombuffer(secrets.token_bytes(16), dtype=np.uint64).copy()
+
+
+def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None,
+           key: np.ndarray | None = None) -> ConnTable:  # fmt: skip
     """A new, empty table for ``capacity`` entries (a power of two), counting on a fresh
-    dest array of ``n_dests`` rows (``attach`` points it at a Tables' arrays instead)."""
+    dest array of ``n_dests`` rows (``attach`` points it at a Tables' arrays instead).
+    ``key``: the index key (tests fix it; by default a random one)."""
     if capacity < 2 or capacity & (capacity - 1):
         raise ValueError(f"capacity must be a power of two >= 2, got {capacity}")
     if n_dests < 1:
@@ -202,6 +218,7 @@ def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None
         persist=np.zeros(n_dests, dtype=np.int64),
         touched=np.zeros(TOUCHED_CAP, dtype=np.int64),
         timeouts=np.array([DEFAULT_TIMEOUTS[name] for name in STATE_NAMES], dtype=np.float64),
+        key=new_key() if key is None else np.array(key, dtype=np.uint64).reshape(2),
     )
     set_timeouts(table, **(timeouts or {}))
     return table
@@ -242,18 +259,34 @@ def memory_per_entry(table: ConnTable) -> float:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _fmix(h: np.uint64) -> np.uint64:
-    # murmur3's 64-bit finaliser: every input bit reaches every output bit.
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
+def _siphash13(key, m0, m1) -> np.uint64:
+    """SipHash-1-3 of the 16-byte message (m0, m1) (little-endian words) under ``key``:
+    the kernel's hsiphash on 64-bit machines, which it keys its own tables with.  The
+    unkeyed murmur finaliser this replaces is invertible: anyone could compute tuples
+    that fill one probe run (tests/unit/test_conntab_hash.py builds 50,000 of them)."""
+    k0, k1 = key[0], key[1]
+    v0 = np.uint64(SIP_C0) ^ k0
+    v1 = np.uint64(SIP_C1) ^ k1
+    v2 = np.uint64(SIP_C2) ^ k0
+    v3 = np.uint64(SIP_C3) ^ k1
+    v3 ^= m0
+    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    v0 ^= m0
+    v3 ^= m1
+    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    v0 ^= m1
+    b = np.uint64(16) << np.uint64(56)  # the message length in the last block
+    v3 ^= b
+    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    v0 ^= b
+    v2 ^= np.uint64(0xFF)
+    for _ in range(3):
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    return v0 ^ v1 ^ v2 ^ v3
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _hash5(proto, addr1, port1, addr2, port2, extra) -> np.uint64:
+def _hash5(key, proto, addr1, port1, addr2, port2, extra) -> np.uint64:
     a = (np.uint64(addr1) << np.uint64(32)) | np.uint64(addr2)
     b = (
         (np.uint64(port1) << np.uint64(32))
@@ -261,18 +294,18 @@ def _hash5(proto, addr1, port1, addr2, port2, extra) -> np.uint64:
         | (np.uint64(proto) << np.uint64(8))
         | np.uint64(extra)
     )
-    return _fmix(a ^ _fmix(b))
+    return _siphash13(key, a, b)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _in_hash(e) -> np.uint64:
+def _in_hash(key, e) -> np.uint64:
     template = np.uint64(1) if e.flags & F_TEMPLATE else np.uint64(0)
-    return _hash5(e.proto, e.caddr, e.cport, e.vaddr, e.vport, template)
+    return _hash5(key, e.proto, e.caddr, e.cport, e.vaddr, e.vport, template)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _out_hash(e) -> np.uint64:
-    return _hash5(e.proto, e.daddr, e.dport, e.caddr, e.cport, np.uint64(2))
+def _out_hash(key, e) -> np.uint64:
+    return _hash5(key, e.proto, e.daddr, e.dport, e.caddr, e.cport, np.uint64(2))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -305,8 +338,8 @@ def _prefetch_keys(t, proto, saddr, sport, daddr, dport):
     out-key as a real server's reply), so a batch's cache misses overlap instead of
     coming one after the other."""
     mask = np.uint64(len(t.in_index) - 1)
-    _prefetch(t.in_index, np.int64(_hash5(proto, saddr, sport, daddr, dport, np.uint64(0)) & mask))
-    _prefetch(t.out_index, np.int64(_hash5(proto, saddr, sport, daddr, dport, np.uint64(2))
+    _prefetch(t.in_index, np.int64(_hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(0)) & mask))
+    _prefetch(t.out_index, np.int64(_hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(2))
                                     & np.uint64(len(t.out_index) - 1)))
 
 
@@ -334,7 +367,7 @@ def _index_insert(index, h, entry):
 
 
 @njit(cache=True, error_model="numpy")
-def _index_delete(entries, index, h, entry, out_side):
+def _index_delete(key, entries, index, h, entry, out_side):
     """Remove ``entry`` from ``index``, shifting later members of its probe run back."""
     mask = len(index) - 1
     i = np.int64(h & np.uint64(mask))
@@ -348,7 +381,7 @@ def _index_delete(entries, index, h, entry, out_side):
         if index[j] == EMPTY:
             break
         other = entries[index[j] - 1]
-        oh = _out_hash(other) if out_side else _in_hash(other)
+        oh = _out_hash(key, other) if out_side else _in_hash(key, other)
         home = np.int64(oh & np.uint64(mask))
         # Leave the member where it is when its home lies cyclically in (i, j].
         if i <= j:
@@ -380,9 +413,9 @@ def _touch_row(t, d):
 def _release(t, n):
     """Unlink entry ``n`` from both indexes, its counters and its template; free it."""
     e = t.entries[n]
-    _index_delete(t.entries, t.in_index, _in_hash(e), n, False)
+    _index_delete(t.key, t.entries, t.in_index, _in_hash(t.key, e), n, False)
     if _out_indexed(e):
-        _index_delete(t.entries, t.out_index, _out_hash(e), n, True)
+        _index_delete(t.key, t.entries, t.out_index, _out_hash(t.key, e), n, True)
     d = e.dest
     if d >= 0:
         if e.flags & F_TEMPLATE:
@@ -479,9 +512,9 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
             _touch_row(t, dest)
     if control >= 0:
         t.entries[control].n_control += 1
-    _index_insert(t.in_index, _in_hash(e), n)
+    _index_insert(t.in_index, _in_hash(t.key, e), n)
     if _out_indexed(e):
-        _index_insert(t.out_index, _out_hash(e), n)
+        _index_insert(t.out_index, _out_hash(t.key, e), n)
     t.counters[C_CREATED] += 1
     return n
 
@@ -489,7 +522,7 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
 @njit(cache=True, error_model="numpy", inline="always")
 def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now):
     """Find a live entry by its in-key (or out-key when ``out_side``); -1 when absent."""
-    h = _hash5(proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
+    h = _hash5(t.key, proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
     mask = len(index) - 1
     i = np.int64(h & np.uint64(mask))
     while index[i] != EMPTY:
@@ -592,10 +625,10 @@ def _invalidate_template(t, n):
     """ip_vs_sched_persist on a template whose server is gone: re-file it under port
     0xffff so no lookup finds it and it just ages out (its controlled entries keep it)."""
     e = t.entries[n]
-    _index_delete(t.entries, t.in_index, _in_hash(e), n, False)
+    _index_delete(t.key, t.entries, t.in_index, _in_hash(t.key, e), n, False)
     e.vport = TEMPLATE_INVALID_PORT
     e.dport = TEMPLATE_INVALID_PORT
-    _index_insert(t.in_index, _in_hash(e), n)
+    _index_insert(t.in_index, _in_hash(t.key, e), n)
 
 
 # --- Python-facing wrappers (tests, control plane); the engine calls the kernels ---------

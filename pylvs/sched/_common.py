@@ -160,6 +160,26 @@ def _rol64(x, b):
     return (x << np.uint64(b)) | (x >> np.uint64(64 - b))
 
 
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _sipround(v0, v1, v2, v3):
+    """One SipRound (lib/siphash.c SIPROUND); the connection table's index hash uses it too."""
+    v0 += v1
+    v1 = _rol64(v1, 13)
+    v1 ^= v0
+    v0 = _rol64(v0, 32)
+    v2 += v3
+    v3 = _rol64(v3, 16)
+    v3 ^= v2
+    v0 += v3
+    v3 = _rol64(v3, 21)
+    v3 ^= v0
+    v2 += v1
+    v1 = _rol64(v1, 17)
+    v1 ^= v2
+    v2 = _rol64(v2, 32)
+    return v0, v1, v2, v3
+
+
 @njit(cache=True, error_model="numpy", _nrt=False)
 def _siphash13_u32(v, k0, k1):
     """SipHash-1-3 of the 4-byte little-endian message ``v`` with key (k0, k1),
@@ -174,24 +194,11 @@ def _siphash13_u32(v, k0, k1):
     v3 = np.uint64(SIP_C3) ^ k1
     b = (np.uint64(4) << np.uint64(56)) | np.uint64(v & MASK32)
     v3 ^= b
-    for r in range(4):
-        if r == 1:
-            v0 ^= b
-            v2 ^= np.uint64(0xFF)
-        v0 += v1
-        v1 = _rol64(v1, 13)
-        v1 ^= v0
-        v0 = _rol64(v0, 32)
-        v2 += v3
-        v3 = _rol64(v3, 16)
-        v3 ^= v2
-        v0 += v3
-        v3 = _rol64(v3, 21)
-        v3 ^= v0
-        v2 += v1
-        v1 = _rol64(v1, 17)
-        v1 ^= v2
-        v2 = _rol64(v2, 32)
+    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+    v0 ^= b
+    v2 ^= np.uint64(0xFF)
+    for _ in range(3):
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     return (v0 ^ v1) ^ (v2 ^ v3)
 
 

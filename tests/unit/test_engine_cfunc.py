@@ -77,6 +77,7 @@ class Twin:
         self.config = with_methods(r.config, methods or {})
         self.py, self.c = (Forwarder(tb.compile(self.config), capacity=capacity, tunnel_src=ip2int(DIRECTOR),
                                      clock=lambda: NOW) for _ in range(2))  # fmt: skip
+        self.c.ct.key[:] = self.py.ct.key  # one index key: both tables lay out alike (still empty here)
         self.cfwd = self.c.native()
         self.arrays = BatchArrays(ROWS, STRIDE)
 
