@@ -175,7 +175,8 @@ class Director:
                  standby: bool = False, notify_fd: int | None = None, workers: int = 1,
                  xdp_mode: str = "auto", busy_poll_us: int = 0, metrics: str | None = None,
                  notifier: Notifier | None = None, web_control_path: str | None = None,
-                 web_group: int | None = None) -> None:  # fmt: skip
+                 web_group: int | None = None, expire_nodest_conn: bool = False,
+                 expire_quiescent_template: bool = False) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -210,6 +211,8 @@ class Director:
         self.web_group = web_group
         self.web_control: ControlSocket | None = None
         self.capacity = capacity
+        # The kernel's sysctls of these names, for the engine (--expire-nodest-conn, ...).
+        self.expire = {"expire_nodest_conn": expire_nodest_conn, "expire_quiescent_template": expire_quiescent_template}
         self.ctl = ctl
         self.adapters = adapters or {}
         self.clock = clock
@@ -297,7 +300,7 @@ class Director:
         self.pending_health = None
         self.last_health = self.health.health()
         fwd = Forwarder(tb.compile(config, self._table_health(self.last_health)), capacity=self.capacity,
-                        tunnel_src=self._tunnel_src(config), clock=self.clock)  # fmt: skip
+                        tunnel_src=self._tunnel_src(config), clock=self.clock, **self.expire)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.plan = plan
@@ -919,7 +922,7 @@ class Director:
                     reloads=self.reloads, failed_reloads=self.failed_reloads,
                     adapter=adapter,
                     senders={type(x).__name__: dict(x.stats) for x in self.senders},
-                    health=self._health_entries(), virtuals=self._virtuals(),
+                    health=self._health_entries(), virtuals=self._virtuals(), expire=dict(self.expire),
                     health_swaps=self.health_swaps)  # fmt: skip
         return snap
 

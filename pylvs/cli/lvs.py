@@ -70,6 +70,13 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
                         "(default: fail open, the kernel accepts it)")
     p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
                    help="serve Prometheus metrics here (off by default; docs/metrics.md)")
+    # The kernel's sysctls of the same names (reference 7.6, 7.7), off by default as there.
+    p.add_argument("--expire-nodest-conn", action="store_true",
+                   help="a packet of a connection whose real server was removed expires the connection at "
+                        "once, so the client's next try is scheduled anew (default: dropped until it times out)")
+    p.add_argument("--expire-quiescent-template", action="store_true",
+                   help="a persistence template whose real server has weight 0 is expired when a new "
+                        "connection looks it up, so persistent clients leave a drained server (default: they stay)")
 
 
 def _group(text: str) -> int:
@@ -106,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                      capacity=args.capacity or CONN_TABLE_CAPACITY, standby=args.standby,
                      notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode,
                      busy_poll_us=args.busy_poll, metrics=args.metrics, web_control_path=args.web_control,
-                     web_group=args.web_group)  # fmt: skip
+                     web_group=args.web_group, expire_nodest_conn=args.expire_nodest_conn,
+                     expire_quiescent_template=args.expire_quiescent_template)  # fmt: skip
     except DirectorError as exc:
         print(f"pylvs lvs: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
               lvs_status=options.absolute(args.lvs_status), lvs_control=options.absolute(args.lvs_control),
               verbose=args.verbose, workers=args.workers, xdp_mode=args.xdp_mode, busy_poll_us=args.busy_poll,
               fail_closed=args.fail_closed, metrics=args.metrics, runtime_dir=args.runtime_dir,
+              expire_nodest_conn=args.expire_nodest_conn, expire_quiescent_template=args.expire_quiescent_template,
               logfile=args.logfile, daemon=not args.nodaemon, control_path=args.control,
               web_control_path=args.web_control, web_group=args.web_group,
               lvs_web_control=args.lvs_web_control)  # fmt: skip

@@ -49,12 +49,10 @@ from pylvs.sched._common import (
     F_OVERLOAD,
     FLAGS,
     INACT,
-    SIP_C0,
-    SIP_C1,
-    SIP_C2,
-    SIP_C3,
     _bind_kernel,
     _set_active_kernel,
+    _sip13_finish,
+    _sip_init,
     _sipround,
     _unbind_kernel,
     new_dests,
@@ -264,25 +262,14 @@ def _siphash13(key, m0, m1) -> np.uint64:
     the kernel's hsiphash on 64-bit machines, which it keys its own tables with.  The
     unkeyed murmur finaliser this replaces is invertible: anyone could compute tuples
     that fill one probe run (tests/unit/test_conntab_hash.py builds 50,000 of them)."""
-    k0, k1 = key[0], key[1]
-    v0 = np.uint64(SIP_C0) ^ k0
-    v1 = np.uint64(SIP_C1) ^ k1
-    v2 = np.uint64(SIP_C2) ^ k0
-    v3 = np.uint64(SIP_C3) ^ k1
+    v0, v1, v2, v3 = _sip_init(key[0], key[1])
     v3 ^= m0
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     v0 ^= m0
     v3 ^= m1
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     v0 ^= m1
-    b = np.uint64(16) << np.uint64(56)  # the message length in the last block
-    v3 ^= b
-    v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    v0 ^= b
-    v2 ^= np.uint64(0xFF)
-    for _ in range(3):
-        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
-    return v0 ^ v1 ^ v2 ^ v3
+    return _sip13_finish(v0, v1, v2, v3, np.uint64(16) << np.uint64(56))  # 16 bytes, no tail
 
 
 @njit(cache=True, error_model="numpy", inline="always")

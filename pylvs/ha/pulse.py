@@ -93,6 +93,7 @@ class Pulse:
                  lvs_status: str | None = None, lvs_control: str | None = None, verbose: bool = False,
                  clock: Callable[[], float] = time.monotonic, workers: int = 1,
                  xdp_mode: str = "auto", busy_poll_us: int = 0, fail_closed: bool = False,
+                 expire_nodest_conn: bool = False, expire_quiescent_template: bool = False,
                  metrics: str | None = None, runtime_dir: str | None = None, logfile: str | None = None,
                  daemon: bool = False, control_path: str | None = None, web_control_path: str | None = None,
                  web_group: int | None = None, lvs_web_control: str | None = None) -> None:  # fmt: skip
@@ -103,6 +104,8 @@ class Pulse:
         self.xdp_mode = xdp_mode
         self.busy_poll_us = busy_poll_us
         self.fail_closed = fail_closed
+        self.expire_flags = [flag for flag, on in (("--expire-nodest-conn", expire_nodest_conn),
+                                                   ("--expire-quiescent-template", expire_quiescent_template)) if on]
         self.metrics = metrics
         self.runtime_dir = runtime_dir
         self.logfile = logfile
@@ -251,6 +254,7 @@ class Pulse:
                 argv += [flag, value]
         if self.fail_closed:
             argv.append("--fail-closed")
+        argv += self.expire_flags
         if self.lvs_status:
             argv += ["--status", self.lvs_status]
         if self.lvs_control:

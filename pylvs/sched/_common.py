@@ -180,19 +180,18 @@ def _sipround(v0, v1, v2, v3):
     return v0, v1, v2, v3
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
-def _siphash13_u32(v, k0, k1):
-    """SipHash-1-3 of the 4-byte little-endian message ``v`` with key (k0, k1),
-    full 64-bit result.  On 64-bit kernels hsiphash() *is* this function,
-    truncated to u32 (lib/siphash.c, "on 64-bit, we make HalfSipHash1-3 actually
-    be SipHash1-3")."""
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _sip_init(k0, k1):
+    """SipHash's state under the key (k0, k1)."""
     k0 = np.uint64(k0)
     k1 = np.uint64(k1)
-    v0 = np.uint64(SIP_C0) ^ k0
-    v1 = np.uint64(SIP_C1) ^ k1
-    v2 = np.uint64(SIP_C2) ^ k0
-    v3 = np.uint64(SIP_C3) ^ k1
-    b = (np.uint64(4) << np.uint64(56)) | np.uint64(v & MASK32)
+    return np.uint64(SIP_C0) ^ k0, np.uint64(SIP_C1) ^ k1, np.uint64(SIP_C2) ^ k0, np.uint64(SIP_C3) ^ k1
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _sip13_finish(v0, v1, v2, v3, b):
+    """SipHash-1-3's last block ``b`` (the message length in its top byte, the tail bytes
+    below) and its three finalisation rounds: the 64-bit result."""
     v3 ^= b
     v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     v0 ^= b
@@ -200,6 +199,16 @@ def _siphash13_u32(v, k0, k1):
     for _ in range(3):
         v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     return (v0 ^ v1) ^ (v2 ^ v3)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _siphash13_u32(v, k0, k1):
+    """SipHash-1-3 of the 4-byte little-endian message ``v`` with key (k0, k1),
+    full 64-bit result.  On 64-bit kernels hsiphash() *is* this function,
+    truncated to u32 (lib/siphash.c, "on 64-bit, we make HalfSipHash1-3 actually
+    be SipHash1-3")."""
+    v0, v1, v2, v3 = _sip_init(k0, k1)
+    return _sip13_finish(v0, v1, v2, v3, (np.uint64(4) << np.uint64(56)) | np.uint64(v & MASK32))
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)

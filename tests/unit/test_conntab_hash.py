@@ -15,6 +15,7 @@ import sys
 
 import naive
 import numpy as np
+from floods import CAPACITY, FLOOD, RIP, TCP, VIP, VPORT, WINDOW, flood, keyed_hash, old_hash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -22,52 +23,6 @@ from numba import njit
 from pylvs.dataplane import conntab as ctm
 
 U64 = st.integers(0, 2**64 - 1)
-VIP, VPORT, TCP = 0x0A4D0164, 80, 6  # 10.77.1.100:80
-RIP = 0x0A4D020B  # 10.77.2.11
-CAPACITY = 1 << 16  # in_index: 2^17 slots
-WINDOW = 64  # a flood aims every home slot into this many neighbouring slots
-FLOOD = 50_000
-
-
-@njit(cache=True)
-def _hash(key, proto, a1, p1, a2, p2, extra):
-    return ctm._hash5(key, proto, a1, p1, a2, p2, extra)
-
-
-@njit(cache=True)
-def _old_fmix(h):  # the unkeyed hash of before, the attacker's model
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-@njit(cache=True)
-def _old_hash(proto, a1, p1, a2, p2, extra):
-    a = (np.uint64(a1) << np.uint64(32)) | np.uint64(a2)
-    b = (np.uint64(p1) << np.uint64(32)) | (np.uint64(p2) << np.uint64(16)) | (np.uint64(proto) << np.uint64(8)) \
-        | np.uint64(extra)
-    return _old_fmix(a ^ _old_fmix(b))
-
-
-@njit(cache=True)
-def _flood(n, slots, window, key, use_old, seed):
-    """``n`` (client address, client port) pairs towards VIP:VPORT whose home slots in an
-    index of ``slots`` fall in [0, window): what an attacker who knows the hash sends."""
-    np.random.seed(seed)
-    out = np.empty((n, 2), dtype=np.int64)
-    mask = np.uint64(slots - 1)
-    k = 0
-    while k < n:
-        caddr = np.random.randint(1, 2**32 - 1)
-        cport = np.random.randint(1024, 65535)
-        h = _old_hash(TCP, caddr, cport, VIP, VPORT, 0) if use_old else _hash(key, TCP, caddr, cport, VIP, VPORT, 0)
-        if (h & mask) < np.uint64(window):
-            out[k, 0], out[k, 1] = caddr, cport
-            k += 1
-    return out
 
 
 @njit(cache=True)
@@ -101,7 +56,7 @@ def test_index_hash_is_siphash13_of_the_tuple(k0, k1, a1, p1, a2, p2, proto, ext
     key = np.array([k0, k1], dtype=np.uint64)
     words = ((a1 << 32) | a2, (p1 << 32) | (p2 << 16) | (proto << 8) | extra)
     msg = b"".join(w.to_bytes(8, "little") for w in words)
-    assert int(_hash(key, proto, a1, p1, a2, p2, extra)) == naive.siphash(msg, k0, k1, 1, 3)
+    assert int(keyed_hash(key, proto, a1, p1, a2, p2, extra)) == naive.siphash(msg, k0, k1, 1, 3)
 
 
 def test_the_twin_is_cpythons_own_siphash13():
@@ -126,8 +81,8 @@ def test_every_table_gets_its_own_key():
 # -- floods ----------------------------------------------------------------------------------
 def test_a_flood_built_for_the_old_hash_spreads_under_the_keyed_one():
     slots = CAPACITY * ctm.INDEX_LOAD
-    pairs = _flood(FLOOD, slots, WINDOW, np.zeros(2, dtype=np.uint64), True, 1)
-    old_homes = {int(_old_hash(TCP, int(a), int(p), VIP, VPORT, 0)) & (slots - 1) for a, p in pairs}
+    pairs = flood(FLOOD, slots, WINDOW, np.zeros(2, dtype=np.uint64), True, 1)
+    old_homes = {int(old_hash(TCP, int(a), int(p), VIP, VPORT, 0)) & (slots - 1) for a, p in pairs}
     assert max(old_homes) < WINDOW  # the old hash: 50,000 entries in one run of 64 homes (~25,000 probes each)
     probes = probes_of(pairs, np.array([0x1234, 0x5678], dtype=np.uint64))
     assert len(probes) == FLOOD
@@ -139,7 +94,7 @@ def test_tuples_colliding_under_one_key_spread_under_another():
     slots = CAPACITY * ctm.INDEX_LOAD
     k1 = np.array([0xDEADBEEF, 0xFEEDFACE], dtype=np.uint64)
     k2 = np.array([0x0BADF00D, 0xC0FFEE00], dtype=np.uint64)
-    pairs = _flood(2000, slots, WINDOW, k1, False, 2)
+    pairs = flood(2000, slots, WINDOW, k1, False, 2)
     under_k1, under_k2 = probes_of(pairs, k1), probes_of(pairs, k2)
     assert under_k1.mean() > 500  # one run of 2,000: the attack works against a known key
     assert under_k2.mean() < 1.5 and under_k2.max() < 16, (under_k2.mean(), under_k2.max())

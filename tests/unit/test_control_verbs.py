@@ -367,3 +367,41 @@ def test_pulse_hands_the_web_group_to_its_director(pulse, tmp_path, monkeypatch)
     q._spawn_director()
     assert "--web-group" not in argvs[-1] and q.controls == []
     q.child = None
+
+
+# -- the kernel's expire_* sysctls, as options -------------------------------------------------
+def test_expire_options_reach_the_engine_and_the_status(director):
+    d, _ = director(two_servers())
+    assert d.fwd.opts == {"expire_nodest_conn": False, "expire_quiescent_template": False}  # the kernel's defaults
+    e, _ = director(two_servers(), expire_nodest_conn=True, expire_quiescent_template=True)
+    assert e.fwd.opts == {"expire_nodest_conn": True, "expire_quiescent_template": True}
+    assert ask(e, "status")["status"]["expire"] == e.fwd.opts
+
+
+@pytest.mark.parametrize("role", ["lvs", "pulse"])
+def test_expire_options_parse(role):
+    args = build_parser().parse_args([role, "--expire-nodest-conn", "--expire-quiescent-template"])
+    assert args.expire_nodest_conn and args.expire_quiescent_template
+    args = build_parser().parse_args([role])
+    assert not args.expire_nodest_conn and not args.expire_quiescent_template
+
+
+def test_pulse_hands_the_expire_options_to_its_director(pulse, monkeypatch):
+    import pylvs.ha.pulse as pulse_mod
+
+    argvs = []
+
+    class FakePopen:
+        pid = 4243
+
+        def __init__(self, argv, **kw):
+            argvs.append(argv)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(pulse_mod.subprocess, "Popen", FakePopen)
+    p = pulse(expire_nodest_conn=True)
+    p._spawn_director()
+    assert "--expire-nodest-conn" in argvs[-1] and "--expire-quiescent-template" not in argvs[-1]
+    p.child = None
