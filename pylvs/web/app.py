@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from pylvs import __version__
+from pylvs.config.merge import line_diff
 from pylvs.config.model import Config, RealServer, VirtualServer
 from pylvs.web import auth, forms, view
 from pylvs.web.client import Control, Unavailable
@@ -592,12 +593,11 @@ def build_app(web: Web) -> Starlette:  # noqa: C901 - one function per panel, cl
         stale = web.store.stale(draft) if draft.changed else None
         final = web.store.final_text(draft) if draft.changed else draft.text
         diags = web.store.check(final)
-        from pylvs.config.merge import line_diff
-
+        errors = errors_of(diags)
         return web.render(request, s, "apply.html", draft=draft, stale=stale,
                           diff=line_diff(draft.base_text, final, Path(web.settings.lvs_cf).name),
-                          errors=[str(d) for d in errors_of(diags)],
-                          others=[str(d) for d in diags if d not in errors_of(diags)])  # fmt: skip
+                          errors=[str(d) for d in errors],
+                          others=[str(d) for d in diags if d not in errors])  # fmt: skip
 
     def apply_post(request: Request, s: auth.Session, form: dict) -> Response:
         draft = web.draft(s)
