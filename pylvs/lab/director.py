@@ -160,6 +160,16 @@ class LabDirector(_LabDaemon):
 
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` (from /proc), for a kill that must not miss one."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    return out
+
+
 class LabPulse(_LabDaemon):
     """``pylvs pulse`` on one lab router (dir1 or dir2), with its director as its child.
     Files live in ``workdir/<host>/``: lvs.cf, pulse.log (pulse and director), the status
@@ -205,14 +215,16 @@ class LabPulse(_LabDaemon):
         return request(str(path), msg, timeout=timeout)
 
     def kill(self) -> None:
-        """The box fails: SIGKILL pulse and its director at once (nothing cleans up)."""
-        child = None
+        """The box fails: SIGKILL pulse and its director at once (nothing cleans up).
+        Both are stopped first: killed one after the other, the director would get
+        pulse's PR_SET_PDEATHSIG SIGTERM in between and tidy up (remove the VIP)."""
+        pids = [self.proc.pid, *_children(self.proc.pid)]
         with contextlib.suppress(OSError, ValueError, KeyError):
-            child = self.status()["director"]["pid"]
-        for pid in (self.proc.pid, child):
-            if pid:
+            pids.append(self.status()["director"]["pid"])
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in dict.fromkeys(p for p in pids if p):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, sig)
         self.proc.wait()  # the director, orphaned, is reaped by init
 
     def _kill(self) -> None:
