@@ -67,6 +67,7 @@ from pylvs.control import (
     ControlSocket,
 )
 from pylvs.dataplane import tables as tb
+from pylvs.dataplane.defense import DEFENSE_TIMER_PERIOD, Defense
 from pylvs.dataplane.estimator import EST_INTERVAL
 from pylvs.dataplane.forwarder import CONN_TABLE_CAPACITY, GC_INTERVAL, Forwarder, dest_addresses
 from pylvs.health.monitor import FORCED_DOWN
@@ -176,7 +177,7 @@ class Director:
                  xdp_mode: str = "auto", busy_poll_us: int = 0, metrics: str | None = None,
                  notifier: Notifier | None = None, web_control_path: str | None = None,
                  web_group: int | None = None, expire_nodest_conn: bool = False,
-                 expire_quiescent_template: bool = False) -> None:  # fmt: skip
+                 expire_quiescent_template: bool = False, defense: Defense | None = None) -> None:  # fmt: skip
         if io not in IO_CHOICES and not (adapters and io in adapters):
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
@@ -213,6 +214,7 @@ class Director:
         self.capacity = capacity
         # The kernel's sysctls of these names, for the engine (--expire-nodest-conn, ...).
         self.expire = {"expire_nodest_conn": expire_nodest_conn, "expire_quiescent_template": expire_quiescent_template}
+        self.defense = defense or Defense()  # drop_entry, drop_packet, secure_tcp (dataplane/defense.py)
         self.ctl = ctl
         self.adapters = adapters or {}
         self.clock = clock
@@ -300,7 +302,8 @@ class Director:
         self.pending_health = None
         self.last_health = self.health.health()
         fwd = Forwarder(tb.compile(config, self._table_health(self.last_health)), capacity=self.capacity,
-                        tunnel_src=self._tunnel_src(config), clock=self.clock, **self.expire)  # fmt: skip
+                        tunnel_src=self._tunnel_src(config), clock=self.clock, defense=self.defense,
+                        **self.expire)  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.plan = plan
@@ -829,6 +832,7 @@ class Director:
     def _serve(self) -> int:
         next_est = next_status = next_neigh = self.clock()
         next_gc = next_est + GC_INTERVAL
+        next_defense = next_est + DEFENSE_TIMER_PERIOD
         next_miss = next_est
         code = 0
         while True:
@@ -863,6 +867,9 @@ class Director:
             if now >= next_gc:
                 self.fwd.collect_garbage()
                 next_gc = now + GC_INTERVAL
+            if now >= next_defense:
+                self.fwd.defense_tick()
+                next_defense = now + DEFENSE_TIMER_PERIOD
             self.fwd.expire(EXPIRE_SLICE)
             if self.neighbours is not None and hasattr(self.adapter, "missing_addresses"):
                 self.neighbours.missing.update(self.adapter.missing_addresses())

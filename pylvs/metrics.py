@@ -155,6 +155,18 @@ def _drops(s: Scrape) -> Samples:
             yield (reason,), s.status["reasons"].get(reason, 0)
 
 
+def _conntab(s: Scrape) -> Samples:
+    if "conntab" in s.status:  # entries the table removed, by why
+        for reason in ("expired", "evicted", "drop_entry"):
+            yield (reason,), s.status["conntab"].get(reason, 0)
+
+
+def _defense(s: Scrape) -> Samples:
+    if "defense" in s.status:
+        for name, on in sorted(s.status["defense"]["engaged"].items()):
+            yield (name,), int(on)
+
+
 def _up_downs(c: dict) -> int | None:
     # HAProxy's check_up_down counts UP->DOWN transitions.  nanny's servers start down and
     # every change flips up/down (health.monitor), so half the changes went down.
@@ -203,6 +215,12 @@ FAMILIES = (
     Family("pylvs_conn_table_entries", GAUGE, "Entries in the connection table (templates included).", (),
            _value("connections")),
     Family("pylvs_conn_table_capacity", GAUGE, "Entries the connection table can hold.", (), _value("size")),
+    Family("pylvs_conn_table_removed_total", COUNTER,
+           "Entries the connection table removed, by reason: expired, evicted (dead, reclaimed by a new "
+           "connection) or drop_entry (the defence).", ("reason",), _conntab),
+    Family("pylvs_defense_engaged", GAUGE,
+           "1 while a defence against a full connection table is engaged (drop_entry, drop_packet, "
+           "secure_tcp).", ("defense",), _defense),
     Family("pylvs_config_generation", GAUGE,
            "Generation of the running tables: 1 at start, +1 per compile (a reload or a health change).", (),
            _value("generation")),

@@ -75,7 +75,7 @@ def director(network: str, capacity: int, weights: tuple[int, int] = WEIGHTS[0])
         assert r.ok, [str(d) for d in r.diagnostics]
         TABLES[network, weights] = r.config
     t = tb.compile(TABLES[network, weights])
-    ct = ctm.attach(ctm.create(capacity, 1), t.dest, t.persist)
+    ct = en.attach(ctm.create(capacity, 1), t)
     return t, ct, en.new_counters(t)
 
 

@@ -592,13 +592,48 @@ STATE_ABBREV = dict(
 )
 
 
-def tcp_next_state(direction: str, flags: int, state: str) -> str:
-    """Reference 7.4 read straight from the literal table."""
+def tcp_next_state(direction: str, flags: int, state: str, secure: bool = False) -> str:
+    """Reference 7.4 read straight from the literal table (secure_tcp: the DoS table)."""
+    table = ct.TCP_TRANSITIONS_DOS if secure else ct.TCP_TRANSITIONS
     for bit, event in ((ct.TCP_RST, "rst"), (ct.TCP_SYN, "syn"), (ct.TCP_FIN, "fin"), (ct.TCP_ACK, "ack")):
         if flags & bit:
-            row = ct.TCP_TRANSITIONS[direction][event].split()
+            row = table[direction][event].split()
             return STATE_ABBREV[row[ct.TCP_STATE_NAMES.index(state)]]
     return "CLOSE"
+
+
+def update_defense_level(modes: dict, free: int, amemthresh: int, am_droprate: int) -> tuple[dict, dict]:
+    """ip_vs_ctl.c update_defense_level, case by case, on free entries instead of pages:
+    (the modes afterwards, {"dropentry", "drop_rate", "secure"})."""
+    nomem = free < amemthresh
+    m = dict(modes)
+    out = {"dropentry": 0, "drop_rate": 0, "secure": 0}
+    if m["drop_entry"] == 1:
+        if nomem:
+            out["dropentry"], m["drop_entry"] = 1, 2
+    elif m["drop_entry"] == 2:
+        if nomem:
+            out["dropentry"] = 1
+        else:
+            m["drop_entry"] = 1
+    elif m["drop_entry"] == 3:
+        out["dropentry"] = 1
+    if m["drop_packet"] == 1:
+        if nomem:
+            out["drop_rate"], m["drop_packet"] = amemthresh // (amemthresh - free), 2
+    elif m["drop_packet"] == 2:
+        if nomem:
+            out["drop_rate"] = amemthresh // (amemthresh - free)
+        else:
+            m["drop_packet"] = 1
+    elif m["drop_packet"] == 3:
+        out["drop_rate"] = am_droprate
+    if m["secure_tcp"] == 1 and nomem:
+        m["secure_tcp"] = 2
+    elif m["secure_tcp"] == 2 and not nomem:
+        m["secure_tcp"] = 1
+    out["secure"] = int(m["secure_tcp"] >= 2)
+    return m, out
 
 
 @dataclass
@@ -616,6 +651,7 @@ class ConnRecord:
     control: int  # entry number of the template, -1
     noout: bool
     inactive: bool = True
+    in_pkts: int = 0
 
     def dead(self, now: float, model) -> bool:
         """Reference 7.7: past its time and controlling nothing (``model.n_control``)."""

@@ -77,6 +77,38 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expire-quiescent-template", action="store_true",
                    help="a persistence template whose real server has weight 0 is expired when a new "
                         "connection looks it up, so persistent clients leave a drained server (default: they stay)")
+    # The defences against a full table (reference 7.7, docs/health.md "Under attack").
+    g = p.add_argument_group("defences against a full connection table (the kernel's sysctls; modes: 0 off, "
+                             "1 automatic, 2 automatic and engaged now, 3 always)")
+    g.add_argument("--amemthresh", type=_count, default=1024, metavar="N",
+                   help="the automatic modes engage while fewer than N table entries are free (default 1024)")
+    g.add_argument("--am-droprate", type=_count, default=10, metavar="N",
+                   help="--drop-packet 3 drops one new connection in N (default 10)")
+    for name, what in (("drop-entry", "drop half-open (and long-idle, nearly silent) entries: 1/32 of the "
+                                      "table a second, and one whenever a new connection finds the table full"),
+                       ("drop-packet", "drop new connections at a rate that grows as the table fills"),
+                       ("secure-tcp", "the stricter TCP state table, half-open entries expire after 10 s")):
+        g.add_argument("--" + name, type=int, choices=range(4), default=0, metavar="MODE",
+                       help=f"{what} (default 0)")
+
+
+def defense_from_args(args: argparse.Namespace):
+    """The Defense of the director options (argparse has checked each value)."""
+    from pylvs.dataplane.defense import Defense
+
+    return Defense(amemthresh=args.amemthresh, am_droprate=args.am_droprate, drop_entry=args.drop_entry,
+                   drop_packet=args.drop_packet, secure_tcp=args.secure_tcp)  # fmt: skip
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
 
 
 def _group(text: str) -> int:
@@ -114,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
                      notify_fd=args.notify_fd, workers=args.workers, xdp_mode=args.xdp_mode,
                      busy_poll_us=args.busy_poll, metrics=args.metrics, web_control_path=args.web_control,
                      web_group=args.web_group, expire_nodest_conn=args.expire_nodest_conn,
-                     expire_quiescent_template=args.expire_quiescent_template)  # fmt: skip
+                     expire_quiescent_template=args.expire_quiescent_template,
+                     defense=defense_from_args(args))  # fmt: skip
     except DirectorError as exc:
         print(f"pylvs lvs: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from pylvs.cli.lvs import add_director_options, add_web_group
+from pylvs.cli.lvs import add_director_options, add_web_group, defense_from_args
 from pylvs.service import options
 from pylvs.service.run import run_daemon
 
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
               verbose=args.verbose, workers=args.workers, xdp_mode=args.xdp_mode, busy_poll_us=args.busy_poll,
               fail_closed=args.fail_closed, metrics=args.metrics, runtime_dir=args.runtime_dir,
               expire_nodest_conn=args.expire_nodest_conn, expire_quiescent_template=args.expire_quiescent_template,
+              defense=defense_from_args(args),
               logfile=args.logfile, daemon=not args.nodaemon, control_path=args.control,
               web_control_path=args.web_control, web_group=args.web_group,
               lvs_web_control=args.lvs_web_control)  # fmt: skip

@@ -35,6 +35,7 @@ from pylvs.dataplane.conntab import (
     S_TIME_WAIT,
     SYNC_NEVER,
     ConnTable,
+    _dest_row,
     _lookup,
     _new,
     _touch_row,
@@ -140,7 +141,7 @@ def _emit_sync(t, n, out, k, dest_svc, svc_fwmark):
     else:
         o.timeout = np.uint32(t.timeouts[e.state] + 0.5)
         fw = np.uint32(0)
-        d = e.dest
+        d = _dest_row(t, e)
         if d >= 0 and d < dest_svc.shape[0]:
             sv = dest_svc[d]
             if sv >= 0:
@@ -230,7 +231,7 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
                     np.int64(1) if is_tpl else np.int64(0), now)
         if n >= 0:
             e = t.entries[n]
-            d = e.dest
+            d = _dest_row(t, e)
             if not is_tpl and d >= 0 and ((np.int64(e.flags) ^ flags) & F_INACTIVE) != 0:
                 # The master's active/inactive status wins (reference 7.5).
                 if (e.flags & F_UNCOUNTED) == 0:

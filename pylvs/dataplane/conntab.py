@@ -122,21 +122,51 @@ TCP_TRANSITIONS = {
         "rst": "CL CL CL SR CL CL CL CL LA LI CL",
     },
 }
+# secure_tcp's stricter table (ip_vs_proto_tcp.c tcp_states_dos[], the vintage of the
+# table above): through NAT the client's ACKs move nothing; the server's SYN+ACK makes the
+# entry SYNACK and only the server's next ACK makes it ESTABLISHED, so a spoofed handshake
+# never counts as an active connection.
+TCP_TRANSITIONS_DOS = {
+    "INPUT": {
+        "syn": "SR ES ES SR SR SR SR SR SR SR SA",
+        "fin": "CL CW SS TW TW TW CL CW LA LI SA",
+        "ack": "ES ES SS SR FW TW CL CW CL LI SA",
+        "rst": "CL CL CL SR CL CL CL CL LA LI CL",
+    },
+    "OUTPUT": {
+        "syn": "SS ES SS SA SS SS SS SS SS LI SA",
+        "fin": "TW FW SS TW FW TW CL TW LA LI TW",
+        "ack": "ES ES SS ES FW TW CL CW LA ES ES",
+        "rst": "CL CL SS CL CL TW CL CL CL CL CL",
+    },
+    "INPUT_ONLY": {
+        "syn": "SA ES ES SR SA SA SA SA SA SA SA",
+        "fin": "CL FW SS TW FW TW CL CW LA LI TW",
+        "ack": "ES ES SS ES FW TW CL CW CL LI ES",
+        "rst": "CL CL CL SR CL CL CL CL LA LI CL",
+    },
+}
+# While secure_tcp is engaged the half-open states (SYN_RECV, SYNACK) end after this many
+# seconds: the SYN_RECV value of the 2.4 kernel's DoS timeout table
+# (vs_timeout_table_dos).  Later kernels kept only the state table, so a flood's entries
+# stayed 60-120 s; pylvs keeps the short timeout, which is what lets the table recover.
+SECURE_HALF_OPEN_TIMEOUT = 10.0
 DIR_INPUT, DIR_OUTPUT, DIR_INPUT_ONLY = 0, 1, 2
 EV_SYN, EV_FIN, EV_ACK, EV_RST = 0, 1, 2, 3
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10  # RFC 793 flag bits
 
 
-def _transition_array() -> np.ndarray:
+def _transition_array(transitions: dict) -> np.ndarray:
     table = np.zeros((3, 4, len(TCP_STATE_NAMES)), dtype=np.int8)
     for d, direction in enumerate(("INPUT", "OUTPUT", "INPUT_ONLY")):
         for e, event in enumerate(("syn", "fin", "ack", "rst")):
-            row = TCP_TRANSITIONS[direction][event].split()
+            row = transitions[direction][event].split()
             table[d, e, :] = [_ABBREV.index(cell) for cell in row]
     return table
 
 
-TRANSITIONS = _transition_array()
+TRANSITIONS = _transition_array(TCP_TRANSITIONS)
+TRANSITIONS_DOS = _transition_array(TCP_TRANSITIONS_DOS)
 
 # --- Storage -----------------------------------------------------------------------
 ENTRY_DTYPE = np.dtype(
@@ -145,7 +175,7 @@ ENTRY_DTYPE = np.dtype(
         ("cport", "<u2"), ("vport", "<u2"), ("dport", "<u2"), ("flags", "<u2"),
         ("proto", "u1"), ("state", "u1"), ("live", "u1"),
         ("sync_state", "u1"),  # state last sent to the backups (SYNC_NEVER: not yet); templates: unused
-        ("dest", "<i4"),       # real-server slot, -1 when unbound
+        ("dest_id", "<i4"),    # the real server's identity (drow: its row now), -1 when unbound
         ("control", "<i4"),    # entry number of the controlling template, -1 if none
         ("n_control", "<i4"),  # entries this template controls
         ("in_pkts", "<u4"),
@@ -162,13 +192,21 @@ EVICT_SCAN = 64  # slots a full table scans for a dead entry before refusing a n
 
 TOUCHED_CAP = 4096  # rows remembered between two drains; past it, "refresh every row"
 
-# Counter slots (``ConnTable.counters``), one named reason each.
-C_CREATED, C_EXPIRED, C_FULL_DROPS, C_EVICTED = range(4)
-COUNTER_NAMES = ("created", "expired", "full_drops", "evicted")
+# Counter slots (``ConnTable.counters``), one named reason each.  ``drop_entry``:
+# entries the drop_entry defence removed (the periodic scan or a full table's eviction).
+C_CREATED, C_EXPIRED, C_FULL_DROPS, C_EVICTED, C_DROP_ENTRY = range(5)
+COUNTER_NAMES = ("created", "expired", "full_drops", "evicted", "drop_entry")
 # Meta slots: entries in use, free-list head, sweep cursor, rows in ``touched``, the
-# sync collector's cursor and call serial (collect_sync).
-M_COUNT, M_FREE, M_CURSOR, M_TOUCHED, M_SYNC_CURSOR, M_SYNC_CALL = range(6)
-N_META = 6
+# sync collector's cursor and call serial (collect_sync); then the defences' state, set
+# once a second by ``defense.update`` (the kernel's update_defense_level): drop_entry
+# engaged, drop_packet's rate and countdown (ip_vs_todrop), secure_tcp engaged; entries
+# marked F_UNCOUNTED (reset_counts); then todrop_entry's countdown per in_pkts 1..8 (the
+# kernel's dropentry_counters).
+(M_COUNT, M_FREE, M_CURSOR, M_TOUCHED, M_SYNC_CURSOR, M_SYNC_CALL,
+ M_DROPENTRY, M_DROP_RATE, M_DROP_COUNTER, M_SECURE, M_UNCOUNTED, M_TODROP) = range(12)  # fmt: skip
+TODROP_PKTS = 8  # todrop_entry: only entries with 1..8 incoming packets are candidates
+N_META = M_TODROP + TODROP_PKTS
+TODROP_IDLE = 60.0  # todrop_entry: an ESTABLISHED entry is a candidate after 60 s idle
 
 
 class ConnTable(NamedTuple):
@@ -185,6 +223,8 @@ class ConnTable(NamedTuple):
     touched: np.ndarray  # int64[TOUCHED_CAP]: rows whose counters changed since the drain
     timeouts: np.ndarray  # float64[len(STATE_NAMES)], seconds
     key: np.ndarray  # uint64[2]: the SipHash key of both indexes, random per table (new_key)
+    drow: np.ndarray  # int64[ids]: a real server's identity -> its row in ``dest`` now (-1: gone)
+    rid: np.ndarray  # int64[rows]: a row -> the identity of the server in it (-1: a free row)
 
 
 def new_key() -> np.ndarray:
@@ -217,22 +257,33 @@ def create(capacity: int, n_dests: int, timeouts: dict[str, float] | None = None
         touched=np.zeros(TOUCHED_CAP, dtype=np.int64),
         timeouts=np.array([DEFAULT_TIMEOUTS[name] for name in STATE_NAMES], dtype=np.float64),
         key=new_key() if key is None else np.array(key, dtype=np.uint64).reshape(2),
+        drow=np.arange(n_dests, dtype=np.int64),
+        rid=np.arange(n_dests, dtype=np.int64),
     )
     set_timeouts(table, **(timeouts or {}))
     return table
 
 
-def attach(table: ConnTable, dest: np.ndarray, persist: np.ndarray) -> ConnTable:
-    """The same table counting on another generation's ``dest`` and ``persist`` arrays.
+def attach(table: ConnTable, dest: np.ndarray, persist: np.ndarray, drow: np.ndarray | None = None,
+           rid: np.ndarray | None = None) -> ConnTable:  # fmt: skip
+    """The same table counting on another generation's ``dest`` and ``persist`` arrays,
+    with its identity maps (``drow``: identity -> row, ``rid``: row -> identity; by
+    default every row is its own identity).
 
-    The caller (the engine, at a swap) has already carried the counts over and remapped
-    the entries' rows; this only checks shapes and swaps the references.
+    Entries keep their real server's identity, not its row, so a new generation never
+    has to touch them: the caller (the engine, at a swap) has carried the counts over;
+    this checks shapes and swaps the references.
     """
     if dest.dtype != np.int64 or dest.ndim != 2 or dest.shape[1] != table.dest.shape[1]:
         raise ValueError(f"dest must be int64 of shape (rows, {table.dest.shape[1]})")
     if persist.dtype != np.int64 or persist.shape != (dest.shape[0],):
         raise ValueError(f"persist must be int64 of shape ({dest.shape[0]},)")
-    return table._replace(dest=dest, persist=persist)
+    rows = dest.shape[0]
+    drow = np.arange(rows, dtype=np.int64) if drow is None else drow
+    rid = np.arange(rows, dtype=np.int64) if rid is None else rid
+    if drow.dtype != np.int64 or rid.dtype != np.int64 or rid.shape != (rows,) or drow.ndim != 1:
+        raise ValueError(f"drow and rid must be int64, rid of shape ({rows},)")
+    return table._replace(dest=dest, persist=persist, drow=drow, rid=rid)
 
 
 def set_timeouts(table: ConnTable, **seconds: float) -> None:
@@ -393,6 +444,15 @@ def _touch_row(t, d):
     t.meta[M_TOUCHED] = k + 1  # past TOUCHED_CAP: the drainer refreshes every row
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _dest_row(t, e):
+    """The row of an entry's real server in the current generation, -1 when it has none."""
+    i = np.int64(e.dest_id)
+    if i < 0 or i >= len(t.drow):
+        return np.int64(-1)
+    return t.drow[i]
+
+
 # --- Entry life cycle ------------------------------------------------------------------
 
 
@@ -403,13 +463,15 @@ def _release(t, n):
     _index_delete(t.key, t.entries, t.in_index, _in_hash(t.key, e), n, False)
     if _out_indexed(e):
         _index_delete(t.key, t.entries, t.out_index, _out_hash(t.key, e), n, True)
-    d = e.dest
+    d = _dest_row(t, e)
     if d >= 0:
         if e.flags & F_TEMPLATE:
             t.persist[d] -= 1
         elif not (e.flags & F_UNCOUNTED):
             _unbind_kernel(t.dest, d, (e.flags & F_INACTIVE) == 0)
         _touch_row(t, d)
+    if e.flags & F_UNCOUNTED:
+        t.meta[M_UNCOUNTED] -= 1
     if e.control >= 0:
         t.entries[e.control].n_control -= 1
     e.live = 0
@@ -454,14 +516,98 @@ def _sweep(t, now, budget):
     return removed
 
 
+# --- The drop_entry defence (ip_vs_conn.c ip_vs_random_dropentry, todrop_entry) -----------
+
+
+@njit(cache=True, error_model="numpy")
+def _todrop_entry(t, e, now):
+    """todrop_entry: an entry idle for TODROP_IDLE seconds with 1..8 incoming packets is
+    dropped every k-th time it is considered (k = its in_pkts): the fewer packets, the
+    sooner it goes."""
+    if now - (e.expires - t.timeouts[e.state]) < TODROP_IDLE:
+        return False
+    k = np.int64(e.in_pkts)
+    if k < 1 or k > TODROP_PKTS:
+        return False
+    slot = M_TODROP + k - 1
+    t.meta[slot] -= 1
+    if t.meta[slot] > 0:
+        return False
+    t.meta[slot] = k
+    return True
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _half_open(e):
+    """A TCP connection that never completed its handshake (what a SYN flood leaves)."""
+    return (e.flags & F_TEMPLATE) == 0 and e.proto == IPPROTO_TCP and (
+        e.state == S_SYN_RECV or e.state == S_SYNACK)
+
+
+@njit(cache=True, error_model="numpy")
+def _dropentry_victim(t, n, now):
+    """ip_vs_random_dropentry's choice for entry ``n``: never a template or an entry that
+    controls others; a TCP entry in SYN_RECV or SYNACK always, an ESTABLISHED one (and
+    any UDP one) by todrop_entry; nothing else."""
+    e = t.entries[n]
+    if e.live == 0 or e.n_control > 0 or (e.flags & F_TEMPLATE) != 0:
+        return False
+    if e.proto == IPPROTO_TCP:
+        if e.state == S_SYN_RECV or e.state == S_SYNACK:
+            return True
+        if e.state == S_ESTABLISHED:
+            return _todrop_entry(t, e, now)
+        return False
+    return _todrop_entry(t, e, now)
+
+
+@njit(cache=True, error_model="numpy")
+def _random_dropentry(t, now, start):
+    """The once-a-second scan while drop_entry is engaged: 1/32 of the pool from
+    ``start`` (the caller's random slot), dropping what ``_dropentry_victim`` picks.
+    Returns the entries dropped."""
+    capacity = len(t.entries)
+    dropped = 0
+    for k in range(max(capacity >> 5, 1)):
+        n = (start + k) % capacity
+        if _dropentry_victim(t, n, now):
+            _release(t, n)
+            t.counters[C_DROP_ENTRY] += 1
+            dropped += 1
+    return dropped
+
+
+@njit(cache=True, error_model="numpy")
+def _evict_half_open(t):
+    """A full table with drop_entry engaged makes room at once: the first half-open entry
+    among the next EVICT_SCAN slots from the sweep cursor goes (pylvs's addition: the
+    kernel's table has no fixed size, so it only has the periodic scan)."""
+    capacity = len(t.entries)
+    cursor = t.meta[M_CURSOR]
+    for _ in range(min(EVICT_SCAN, capacity)):
+        n = cursor
+        cursor += 1
+        if cursor == capacity:
+            cursor = 0
+        e = t.entries[n]
+        if e.live and e.n_control == 0 and _half_open(e):
+            t.meta[M_CURSOR] = cursor
+            _release(t, n)
+            t.counters[C_DROP_ENTRY] += 1
+            return True
+    t.meta[M_CURSOR] = cursor
+    return False
+
+
 @njit(cache=True, error_model="numpy")
 def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout):
     """Add an entry and return its number, or -1 when the table is full (counted)."""
     if t.meta[M_FREE] < 0:
-        if _sweep(t, now, EVICT_SCAN) == 0:
+        if _sweep(t, now, EVICT_SCAN) > 0:
+            t.counters[C_EVICTED] += 1
+        elif t.meta[M_DROPENTRY] == 0 or not _evict_half_open(t):
             t.counters[C_FULL_DROPS] += 1
             return -1
-        t.counters[C_EVICTED] += 1
     n = t.meta[M_FREE]
     t.meta[M_FREE] = t.next_free[n]
     t.meta[M_COUNT] += 1
@@ -473,7 +619,7 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
     e.vport = vport
     e.daddr = daddr
     e.dport = dport
-    e.dest = dest
+    e.dest_id = t.rid[dest] if dest >= 0 else -1
     e.control = control
     e.n_control = 0
     e.in_pkts = 0
@@ -575,8 +721,14 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
         else:
             table_dir = DIR_INPUT_ONLY
     event = _tcp_event(tcp_flags)
-    new_state = S_CLOSE if event < 0 else TRANSITIONS[table_dir, event, e.state]
-    d = e.dest
+    secure = t.meta[M_SECURE] != 0
+    if event < 0:
+        new_state = S_CLOSE
+    elif secure:
+        new_state = TRANSITIONS_DOS[table_dir, event, e.state]
+    else:
+        new_state = TRANSITIONS[table_dir, event, e.state]
+    d = _dest_row(t, e)
     if new_state != e.state and d >= 0:
         counted = (e.flags & F_UNCOUNTED) == 0
         if not (e.flags & F_INACTIVE) and new_state != S_ESTABLISHED:
@@ -590,7 +742,10 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
             e.flags &= ~F_INACTIVE
             _touch_row(t, d)
     e.state = new_state
-    e.expires = now + t.timeouts[new_state]
+    timeout = t.timeouts[new_state]
+    if secure and (new_state == S_SYN_RECV or new_state == S_SYNACK):
+        timeout = min(timeout, SECURE_HALF_OPEN_TIMEOUT)
+    e.expires = now + timeout
     return new_state
 
 
@@ -663,6 +818,17 @@ def expire_step(t: ConnTable, now: float, budget: int) -> int:
     return int(_sweep(t, now, budget))
 
 
+def random_dropentry(t: ConnTable, now: float, start: int) -> int:
+    """One run of the drop_entry scan from pool slot ``start``; entries dropped."""
+    return int(_random_dropentry(t, now, int(start) % len(t.entries)))
+
+
+def dest_row(t: ConnTable, n: int) -> int:
+    """The current row of entry ``n``'s real server (-1: unbound, or its server is gone)."""
+    i = int(t.entries["dest_id"][n])
+    return int(t.drow[i]) if 0 <= i < len(t.drow) else -1
+
+
 def count(t: ConnTable) -> int:
     return int(t.meta[M_COUNT])
 
@@ -674,8 +840,11 @@ def reset_counts(t: ConnTable, rows: np.ndarray) -> int:
     The caller refreshes the schedulers' trees.  Returns how many entries it marked."""
     e = t.entries
     rows = np.asarray(rows, dtype=np.int64)
-    hit = (e["live"] == 1) & ((e["flags"] & F_TEMPLATE) == 0) & np.isin(e["dest"], rows)
+    ids = t.rid[rows]
+    hit = ((e["live"] == 1) & ((e["flags"] & F_TEMPLATE) == 0) & ((e["flags"] & F_UNCOUNTED) == 0)
+           & np.isin(e["dest_id"], ids[ids >= 0]))  # fmt: skip
     e["flags"][hit] |= F_UNCOUNTED
+    t.meta[M_UNCOUNTED] += int(hit.sum())
     t.dest[rows, ACT] = 0
     t.dest[rows, INACT] = 0
     t.dest[rows, FLAGS] &= ~F_OVERLOAD  # no connections: under any threshold again
@@ -701,6 +870,7 @@ def counters(t: ConnTable) -> dict[str, int]:
     return {name: int(t.counters[i]) for i, name in enumerate(COUNTER_NAMES)}
 
 
+# ``dest``: the row of the entry's real server now (-1: none).
 ConnView = collections.namedtuple(
     "ConnView", "index proto caddr cport vaddr vport daddr dport state flags dest expires control n_control"
 )
@@ -715,7 +885,7 @@ def live_entries(t: ConnTable) -> list[ConnView]:
             ConnView(
                 int(n), int(e["proto"]), int(e["caddr"]), int(e["cport"]), int(e["vaddr"]),
                 int(e["vport"]), int(e["daddr"]), int(e["dport"]), STATE_NAMES[e["state"]],
-                int(e["flags"]), int(e["dest"]), float(e["expires"]), int(e["control"]),
+                int(e["flags"]), dest_row(t, int(n)), float(e["expires"]), int(e["control"]),
                 int(e["n_control"]),
             )  # fmt: skip
         )

@@ -70,11 +70,14 @@ from pylvs.dataplane.conntab import (
     FWD_MASQ,
     FWD_TUNNEL,
     IPPROTO_IP,
+    M_DROP_COUNTER,
+    M_DROP_RATE,
     M_TOUCHED,
     TCP_ACK,
     TCP_RST,
     TCP_SYN,
     TOUCHED_CAP,
+    _dest_row,
     _invalidate_template,
     _lookup_in,
     _lookup_out,
@@ -136,6 +139,7 @@ _OUTCOMES = (
     "nodest",          # DROP: the entry's server was deleted (expire_nodest_conn, 7.7)
     "icmp_unmatched",  # PASS: an ICMP error about no connection of ours
     "icmp_other",      # PASS: ICMP that is not an error (echo, ...)
+    "drop_packet",     # DROP: a new connection the drop_packet defence refused (defense.py)
 )  # fmt: skip
 # Parse problems, one slot per headers reason so C_PARSE_BASE + R_* indexes them
 # (``parse_ok`` is never counted: a parsed packet lands in another slot; nor is
@@ -148,7 +152,7 @@ N_REASONS = len(REASON_NAMES)
 (C_NAT_IN, C_NAT_OUT, C_DR, C_TUNNEL, C_ICMP_NAT_IN, C_ICMP_NAT_OUT, C_ICMP_DR,
  C_ICMP_TUNNEL) = range(len(_FORWARD))  # fmt: skip
 (C_FRAGMENT, C_NO_SERVICE, C_NOT_SYN, C_NO_DEST, C_TABLE_FULL, C_NODEST, C_ICMP_UNMATCHED,
- C_ICMP_OTHER) = range(len(_FORWARD), len(_FORWARD) + len(_OUTCOMES))  # fmt: skip
+ C_ICMP_OTHER, C_DROP_PACKET) = range(len(_FORWARD), len(_FORWARD) + len(_OUTCOMES))  # fmt: skip
 C_PARSE_BASE = len(_FORWARD) + len(_OUTCOMES)  # + headers R_* code
 C_REWRITE_BASE = C_PARSE_BASE + len(_PARSE)  # + rewrite RW_* code
 
@@ -264,22 +268,35 @@ _SET_TIMEOUT_STATES = ("ESTABLISHED", "FIN_WAIT", "UDP")
 def swap(ct: ctm.ConnTable, new: Tables, old: Tables) -> ctm.ConnTable:
     """Move a connection table from ``old`` to ``new`` (compiled with previous=old), at
     a moment no packet is being processed: counters carried (``tables.adopt_counters``),
-    every entry's dest row remapped through ``new.row_map`` (blocks can move), the
-    lvs.cf timeouts applied.  Returns the table attached to ``new``'s arrays."""
+    the lvs.cf timeouts applied, and the table pointed at ``new``'s identity maps.
+
+    Entries name their real server by identity (``Tables.dest_id``), which a server keeps
+    across generations however its row moves, so a swap costs O(rows), never O(entries).
+    The one exception: entries a quiesce reset stopped counting (F_UNCOUNTED) are the
+    only ones that may name a server whose identity this generation frees; while any
+    exist and identities are freed, those entries are unbound here (a walk, rare)."""
     if ct.dest is not old.dest:
         raise ValueError("the connection table does not count on `old`")
     _adopt_table_counters(new, old)
-    e = ct.entries
-    d = e["dest"].astype(np.int64)
-    bound = (e["live"] == 1) & (d >= 0)
-    e["dest"][bound] = new.row_map[d[bound]]
+    if ct.meta[ctm.M_UNCOUNTED] > 0:
+        freed = _freed_ids(old, new)
+        if freed.size:
+            e = ct.entries
+            gone = (e["live"] == 1) & np.isin(e["dest_id"], freed)
+            e["dest_id"][gone] = -1
     return attach(ct, new)
+
+
+def _freed_ids(old: Tables, new: Tables) -> np.ndarray:
+    """Identities of ``old``'s servers whose rows ``new`` did not carry (``new`` may have
+    given the number to another server already)."""
+    return old.dest_id[(old.dest_id >= 0) & (new.row_map < 0)]
 
 
 def attach(ct: ctm.ConnTable, tables: Tables) -> ctm.ConnTable:
     """The table counting on ``tables``' arrays, with the lvs.cf timeouts applied (for a
     fresh table; at a reconfiguration use ``swap``)."""
-    out = ctm.attach(ct, tables.dest, tables.persist)
+    out = ctm.attach(ct, tables.dest, tables.persist, tables.id_row, tables.dest_id)
     for state, seconds in zip(_SET_TIMEOUT_STATES, tables.timeouts.tolist(), strict=True):
         if seconds > 0:
             ctm.set_timeouts(out, **{state: seconds})
@@ -336,7 +353,7 @@ def _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_i
     """
     e = ct.entries[n]
     fwd = e.flags & F_FWD_MASK
-    d = np.int64(e.dest)
+    d = _dest_row(ct, e)
     dest_row[i] = d
     if fwd == FWD_MASQ:
         verdict[i] = V_NAT
@@ -415,15 +432,16 @@ def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
         e = ct.entries[n]
         verdict[i] = V_NAT
         reason[i] = C_ICMP_NAT_OUT
-        dest_row[i] = e.dest
+        d = _dest_row(ct, e)
+        dest_row[i] = d
         _emit(ops, i, rw.OP_ICMP_NAT_OUT, e.vaddr, e.vport, 0, 0, 0)
-        _count_out(svc_stats, dest_stats, dest_svc, np.int64(e.dest), nbytes)
+        _count_out(svc_stats, dest_stats, dest_svc, d, nbytes)
         return
     # From the client side about a reply: the quote is VIP -> client.
     n = _lookup_in(ct, q_proto, f[F_IN_DADDR], f[F_IN_DPORT], f[F_IN_SADDR], f[F_IN_SPORT], now)
     if n >= 0:
         _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, True)
-        _count_in(svc_stats, dest_stats, dest_svc, np.int64(ct.entries[n].dest), nbytes, False)
+        _count_in(svc_stats, dest_stats, dest_svc, _dest_row(ct, ct.entries[n]), nbytes, False)
         return
     verdict[i] = V_PASS
     reason[i] = C_ICMP_UNMATCHED
@@ -434,7 +452,7 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
                      svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ip_vs_in for a packet of entry ``n`` (reference 7.8 steps 6-7)."""
     e = ct.entries[n]
-    d = np.int64(e.dest)
+    d = _dest_row(ct, e)
     if d >= 0 and (dest[d, FLAGS] & F_AVAILABLE) == 0:
         # The server was deleted (kept in the trash while counted): drop, as the kernel.
         dest_row[i] = d
@@ -484,7 +502,7 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
         tvport = np.int64(s.vport)
     t = _lookup_template(ct, tproto, snet, tvaddr, tvport, now)
     if t >= 0:
-        d = np.int64(ct.entries[t].dest)
+        d = _dest_row(ct, ct.entries[t])
         usable = d >= 0 and (dest[d, FLAGS] & F_AVAILABLE) != 0
         if usable and (opts & OPT_EXPIRE_QUIESCENT_TEMPLATE) and dest[d, W] == 0:
             usable = False
@@ -505,6 +523,19 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _todrop(ct):
+    """ip_vs_todrop: while drop_packet is engaged, every ``rate``-th new connection."""
+    rate = ct.meta[M_DROP_RATE]
+    if rate == 0:
+        return False
+    ct.meta[M_DROP_COUNTER] -= 1
+    if ct.meta[M_DROP_COUNTER] > 0:
+        return False
+    ct.meta[M_DROP_COUNTER] = rate
+    return True
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest, state,
                 dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats, dest_stats,
                 tunnel_src, ip_id):  # fmt: skip
@@ -519,6 +550,10 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
         # Only a SYN opens a TCP connection; the rest goes to the local stack.
         verdict[i] = V_PASS
         reason[i] = C_NOT_SYN
+        return
+    if _todrop(ct):  # tcp_conn_schedule / udp_conn_schedule: "we are very loaded"
+        verdict[i] = V_DROP
+        reason[i] = C_DROP_PACKET
         return
     s = svc[k]
     if s.flags & SVC_F_PERSISTENT:
@@ -647,7 +682,7 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
     if n >= 0:
         e = ct.entries[n]
         _state_step(ct, n, proto, DIR_OUTPUT, f[F_TCP_FLAGS], now)
-        d = np.int64(e.dest)
+        d = _dest_row(ct, e)
         dest_row[i] = d
         verdict[i] = V_NAT
         reason[i] = C_NAT_OUT
@@ -669,7 +704,8 @@ def _reuse_resched(ct, n, dest, opts):
     e = ct.entries[n]
     if mode == 0 or e.n_control > 0:
         return False
-    if (opts & OPT_EXPIRE_NODEST_CONN) and e.dest >= 0 and dest[e.dest, W] == 0:
+    d = _dest_row(ct, e)
+    if (opts & OPT_EXPIRE_NODEST_CONN) and d >= 0 and dest[d, W] == 0:
         return True
     if e.control >= 0:
         return False
@@ -768,8 +804,9 @@ _SCRATCH = _Scratch()  # threading.local: each thread sees its own attributes
 
 
 def _check_state(tables: Tables, ct: ctm.ConnTable, counters: Counters) -> None:
-    if ct.dest is not tables.dest or ct.persist is not tables.persist:
-        raise ValueError("the connection table counts on other arrays: conntab.attach(ct, tables.dest, tables.persist)")
+    if (ct.dest is not tables.dest or ct.persist is not tables.persist or ct.drow is not tables.id_row
+            or ct.rid is not tables.dest_id):  # fmt: skip
+        raise ValueError("the connection table counts on other arrays: engine.attach(ct, tables)")
     if counters.svc.shape[0] != tables.svc.shape[0] or counters.dest.shape[0] != tables.dest.shape[0]:
         raise ValueError("counters are sized for other tables: new_counters(tables)")
 
@@ -808,9 +845,9 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
             conn_reuse_mode: int = CONN_REUSE_MODE_DEFAULT) -> Verdicts:  # fmt: skip
     """Decide, rewrite and count one batch.  ``now``: seconds (float).
 
-    ``ct`` must count on ``tables``' arrays (``conntab.attach(ct, tables.dest,
-    tables.persist)``) and ``counters`` must be sized for ``tables`` (``new_counters``);
-    mismatches are programming errors (ValueError).  Packet bytes never raise.
+    ``ct`` must count on ``tables``' arrays (``attach(ct, tables)``) and ``counters``
+    must be sized for ``tables`` (``new_counters``); mismatches are programming errors
+    (ValueError).  Packet bytes never raise.
     ``batch.off``/``batch.lens`` are updated in place (the Verdicts hold views of them).
     """
     n = int(batch.n)

@@ -51,7 +51,7 @@ STATE_SLOTS = (
     ("svc", SVC_DTYPE, 1), ("state", np.int64, 1), ("dest_svc", np.int32, 1), ("svc_keys", np.int64, 1),
     ("svc_keys_idx", np.int32, 1), ("fwm_keys", np.int64, 1), ("fwm_idx", np.int32, 1),
     ("reasons", np.int64, 1), ("svc_stats", np.int64, 2), ("dest_stats", np.int64, 2), ("ip_id", np.uint64, 1),
-    ("ct_key", np.uint64, 1),
+    ("ct_key", np.uint64, 1), ("ct_drow", np.int64, 1), ("ct_rid", np.int64, 1),
 )  # fmt: skip
 BATCH_SLOTS = (
     ("buf", np.uint8, 2), ("off", np.uint32, 1), ("lens", np.uint32, 1), ("marks", np.uint32, 1),
@@ -101,6 +101,8 @@ def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 
         carray(_ptr_at(s[24], types.int64), (np.intp(s[25]),)),
         carray(_ptr_at(s[27], types.float64), (np.intp(s[28]),)),
         carray(_ptr_at(s[63], types.uint64), (np.intp(s[64]),)),
+        carray(_ptr_at(s[66], types.int64), (np.intp(s[67]),)),
+        carray(_ptr_at(s[69], types.int64), (np.intp(s[70]),)),
     )
     svc = carray(_ptr_at(s[30], _SVC), (np.intp(s[31]),))
     state = carray(_ptr_at(s[33], types.int64), (np.intp(s[34]),))
@@ -130,7 +132,7 @@ def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 
                            svc_stats, dest_stats, ip_id, tunnel_src, ops, verdict, reason, dest_row)
 
 
-assert len(STATE_SLOTS) * WORDS_PER_SLOT == 66 and len(BATCH_SLOTS) * WORDS_PER_SLOT == 27  # the reads above
+assert len(STATE_SLOTS) * WORDS_PER_SLOT == 72 and len(BATCH_SLOTS) * WORDS_PER_SLOT == 27  # the reads above
 
 
 def _describe(slots: tuple, arrays: tuple) -> np.ndarray:
@@ -157,7 +159,7 @@ def describe_state(ct: ctm.ConnTable, tables: Tables, counters: Counters) -> np.
         ct.entries, ct.next_free, ct.in_index, ct.out_index, ct.meta, ct.counters, ct.dest, ct.persist,
         ct.touched, ct.timeouts, tables.svc, tables.state, tables.dest_svc, tables.svc_keys, tables.svc_keys_idx,
         tables.fwm_keys, tables.fwm_idx, counters.reasons, counters.svc, counters.dest, counters.ip_id,
-        ct.key))  # fmt: skip
+        ct.key, ct.drow, ct.rid))  # fmt: skip
 
 
 class NativeState:

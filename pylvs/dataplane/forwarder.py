@@ -29,6 +29,7 @@ from pylvs.dataplane import connsync as cs
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import tables as tb
+from pylvs.dataplane.defense import Defense
 from pylvs.dataplane.estimator import RATE_NAMES, Estimator
 from pylvs.sched import ACT, ADDR, F_AVAILABLE, FLAGS, FWD, INACT, LTHR, PORT, UTHR, W
 from pylvs.sched._dispatch import NAMES as SCHED_NAMES
@@ -54,8 +55,9 @@ SYNC_COLLECT_MAX = 256 * 40
 class Forwarder:
     def __init__(self, tables: tb.Tables, *, capacity: int = CONN_TABLE_CAPACITY, tunnel_src: int = 0,
                  clock: Callable[[], float], expire_nodest_conn: bool = False,
-                 expire_quiescent_template: bool = False) -> None:  # fmt: skip
+                 expire_quiescent_template: bool = False, defense: Defense | None = None) -> None:  # fmt: skip
         self.tables = tables
+        self.defense = defense or Defense()
         self.ct = en.attach(ctm.create(capacity, 1), tables)
         self.counters = en.new_counters(tables)
         self.tunnel_src = tunnel_src
@@ -71,6 +73,7 @@ class Forwarder:
         self.dest_est = Estimator(tables.dest.shape[0])
         self.batches = 0
         self.busy = 0.0  # seconds spent in engine.process (the status shows it per batch)
+        self.swap_hold = (0.0, 0.0)  # seconds the last swap, and the longest, kept the gate closed
         self._sync_out = np.zeros(SYNC_COLLECT_MAX, dtype=cs.SYNC_DTYPE)  # reused by sync_collect
         self._sync_fwmark: np.ndarray | None = None
         self._sync_fwmark_of: tb.Tables | None = None
@@ -148,13 +151,22 @@ class Forwarder:
             t = self.tables
             return en.expire(self.ct, self.clock(), budget, t)
 
+    def defense_tick(self) -> int:
+        """The defences' once-a-second work (defense.Defense.tick): levels from the table's
+        fill, then the drop_entry scan while engaged.  Returns the entries it dropped."""
+        with self.exclusive():
+            return self.defense.tick(self.ct, self.clock())
+
     def compile(self, config: Config, health=None) -> tb.Tables:
         """New tables for ``config`` (outside the lock: reads only the current tables)."""
         return tb.compile(config, health=health, previous=self.tables)
 
     def swap(self, new: tb.Tables) -> None:
-        """Install tables compiled with ``previous=`` the current ones; connections kept."""
+        """Install tables compiled with ``previous=`` the current ones; connections kept.
+        The time the gate stays closed (what a batch can wait) is kept in ``swap_hold``
+        (last, max, seconds): O(rows), never O(connections) (engine.swap)."""
         with self.exclusive():
+            t0 = time.perf_counter()
             old = self.tables
             self.ct = en.swap(self.ct, new, old)
             self.counters = en.adopt_counters(new, self.counters)
@@ -162,6 +174,8 @@ class Forwarder:
             self.dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
             self.tables = new
             self._publish()
+            held = time.perf_counter() - t0
+        self.swap_hold = (held, max(held, self.swap_hold[1]))
 
     def collect_garbage(self) -> None:
         """One run of the lblc/lblcr collectors (ip_vs_lblc(r)_check_expire); the caller
@@ -232,6 +246,8 @@ class Forwarder:
             rates_s, rates_d = self.svc_est.rates(), self.dest_est.rates()
             n_conns = ctm.count(self.ct)
             capacity = int(self.ct.entries.shape[0])
+            conntab = ctm.counters(self.ct)
+            defense = self.defense.state(self.ct)
             generation = int(t.generation)
         services = []
         for i, s in enumerate(svc):
@@ -264,7 +280,9 @@ class Forwarder:
             })  # fmt: skip
         return {"generation": generation, "size": capacity, "connections": n_conns,
                 "batches": self.batches, "engine_us_per_batch": round(1e6 * self.busy / max(self.batches, 1), 1),
-                "reasons": reasons, "services": services}  # fmt: skip
+                "reasons": reasons, "conntab": conntab, "defense": defense,
+                "swap_hold_us": {"last": round(1e6 * self.swap_hold[0], 1), "max": round(1e6 * self.swap_hold[1], 1)},
+                "services": services}  # fmt: skip
 
 
 MTU_MAX = 0xFFFF  # struct pl_neigh keeps the MTU in 16 bits (loopback's is 65536)

@@ -31,6 +31,11 @@ Layout
   ``_lookup_kernel`` in reference 7.8 step 4 order).
 * ``row_map[R_prev]``: previous global row -> new global row (-1: the row is gone);
   ``svc_map[n_prev]``: previous service index -> new index (-1: dropped).
+* ``dest_id[R]`` / ``id_row[I]``: each occupied row's *identity*, a number its server
+  keeps for as long as it keeps a row (moved, trashed, reclaimed), and the way back.
+  Connection entries hold the identity, not the row, so a new generation never has to
+  touch them (engine.swap).  A new server takes the identity equal to its row when that
+  number is free (so a first compile has identity == row), else the lowest free one.
 
 Row life cycle (the kernel's destination trash, reference 4.5 / 7.7)
 --------------------------------------------------------------------
@@ -48,6 +53,7 @@ the block moves (``_block_cap``), occupied rows packed at the end in list order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -139,6 +145,8 @@ class Tables(NamedTuple):
     timeouts: np.ndarray      # int64[3]: tcp, tcpfin, udp seconds (0 = unchanged)
     row_map: np.ndarray       # int64[R_prev]
     svc_map: np.ndarray       # int64[n_prev]
+    dest_id: np.ndarray       # int64[R]: the identity of the server in each row (-1: a free row)
+    id_row: np.ndarray        # int64[I]: identity -> row (-1: not in use)
 
     def block(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Service i's (dest, state) views, as the sched kernels take them."""
@@ -598,6 +606,8 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
     persist = np.zeros(n_rows, dtype=np.int64)
     dest_svc = np.full(n_rows, -1, dtype=np.int32)
     row_map = np.full(0 if previous is None else previous.dest.shape[0], -1, dtype=np.int64)
+    dest_id = np.full(n_rows, -1, dtype=np.int64)
+    added_rows: list[int] = []
     svc_map = np.full(0 if previous is None else previous.svc.shape[0], -1, dtype=np.int64)
     svc = np.zeros(len(plans), dtype=SVC_DTYPE)
     states: list[np.ndarray] = []
@@ -617,6 +627,7 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
             block[new_rel] = previous.dest[g_old]
             persist[g_new] = previous.persist[g_old]
             row_map[g_old] = g_new
+            dest_id[g_new] = previous.dest_id[g_old]
             if action == "trash":
                 block[new_rel, FLAGS] &= ~F_AVAILABLE
                 continue
@@ -626,6 +637,7 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
             set_dest_row(block, new_rel, None if d[W] == want.weight else want.weight,
                          None if d[UTHR] == want.uthr else want.uthr, None if d[LTHR] == want.lthr else want.lthr,
                          fwd=want.fwd)
+        added_rows += [plan.off + new_rel for new_rel, _, _ in adds]
         mod = ALGORITHMS[plan.alg]
         if plan.alg in PATH_DEPENDENT:
             # wrr's state depends on the order of changes (ip_vs_wrr_dest_changed keeps
@@ -655,6 +667,7 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
         states.append(st)
         state_off += st.shape[0]
     state = np.concatenate(states) if states else np.zeros(0, dtype=np.int64)
+    id_row = _assign_ids(dest_id, added_rows)
 
     port_svcs = [(_pack_key(s["proto"], s["vaddr"], s["vport"]), i)
                  for i, s in enumerate(svc) if s["active"] and not s["fwmark"]]
@@ -669,5 +682,19 @@ def compile(config: Config, health: Mapping | None = None, previous: Tables | No
         fwm_keys=np.array([k for k, _ in mark_svcs], dtype=np.int64),
         fwm_idx=np.array([i for _, i in mark_svcs], dtype=np.int32),
         timeouts=np.array([config.tcp_timeout, config.tcpfin_timeout, config.udp_timeout], dtype=np.int64),
-        row_map=row_map, svc_map=svc_map,
+        row_map=row_map, svc_map=svc_map, dest_id=dest_id, id_row=id_row,
     )
+
+
+def _assign_ids(dest_id: np.ndarray, added_rows: list[int]) -> np.ndarray:
+    """Identities for the new servers' rows (in place), then the identity -> row map."""
+    used = set(dest_id[dest_id >= 0].tolist())
+    free = (i for i in itertools.count() if i not in used)
+    for r in added_rows:
+        ident = r if r not in used else next(free)
+        used.add(ident)
+        dest_id[r] = ident
+    id_row = np.full(max(used) + 1 if used else 1, -1, dtype=np.int64)  # never empty: one C slot
+    rows = np.flatnonzero(dest_id >= 0)
+    id_row[dest_id[rows]] = rows
+    return id_row

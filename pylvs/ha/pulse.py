@@ -94,7 +94,8 @@ class Pulse:
                  clock: Callable[[], float] = time.monotonic, workers: int = 1,
                  xdp_mode: str = "auto", busy_poll_us: int = 0, fail_closed: bool = False,
                  expire_nodest_conn: bool = False, expire_quiescent_template: bool = False,
-                 metrics: str | None = None, runtime_dir: str | None = None, logfile: str | None = None,
+                 defense: Any = None, metrics: str | None = None, runtime_dir: str | None = None,
+                 logfile: str | None = None,
                  daemon: bool = False, control_path: str | None = None, web_control_path: str | None = None,
                  web_group: int | None = None, lvs_web_control: str | None = None) -> None:  # fmt: skip
         self.path = path
@@ -106,6 +107,7 @@ class Pulse:
         self.fail_closed = fail_closed
         self.expire_flags = [flag for flag, on in (("--expire-nodest-conn", expire_nodest_conn),
                                                    ("--expire-quiescent-template", expire_quiescent_template)) if on]
+        self.expire_flags += defense.argv() if defense is not None else []  # handed on like the expire flags
         self.metrics = metrics
         self.runtime_dir = runtime_dir
         self.logfile = logfile

@@ -4,19 +4,23 @@ The model keeps records keyed the way IPVS keys connections and applies the refe
 rules directly (7.3 to 7.7): dead entries are those whose time has passed and that
 control nothing; the active/inactive/persistent counts are recomputed from the records.
 After every step the real table must hold exactly the model's records, less any dead
-ones it has reaped, and agree on every lookup and counter.
+ones it has reaped, and agree on every lookup and counter.  The defences (defense.py) are
+drawn too: their modes, the once-a-second tick (levels from the fill, the drop_entry scan),
+a full table's eviction of a half-open entry, and secure_tcp's state table and timeout.
 """
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from naive import ConnRecord as Rec
 from naive import tcp_next_state as model_next_state
+from naive import update_defense_level
 
 from pylvs.dataplane import conntab as ct
+from pylvs.dataplane.defense import Defense
 
 CAPACITY = 16  # small, so full tables, probe wrap-around and eviction all happen
 N_DESTS = 3
@@ -24,6 +28,7 @@ CLIENTS = (0x0A000001, 0x0A000002, 0x0A010001)
 VIPS = (0xC0A80164, 0xC0A80165)
 RIPS = (0x0A00000B, 0x0A00000C, 0x0A00000D)  # dest i has address RIPS[i]
 PORTS = (80, 443, 1024, 40000)
+FLOOD_NET = 0xC6120000  # 198.18.0.0/15 (RFC 2544), the spoofed sources of syn_flood
 class ConnTableModel(RuleBasedStateMachine):
     @initialize()
     def setup(self):
@@ -31,6 +36,10 @@ class ConnTableModel(RuleBasedStateMachine):
         self.last_counts = [(0, 0, 0)] * N_DESTS
         self.recs: dict[int, Rec] = {}
         self.now = 1000.0
+        self.defense = Defense()
+        self.engaged = {"dropentry": 0, "drop_rate": 0, "secure": 0}
+        self.todrop = [0] * ct.TODROP_PKTS
+        self.dropped = 0  # entries the model says drop_entry removed
 
     # -- model helpers -----------------------------------------------------------------
     def n_control(self, rec: Rec) -> int:
@@ -66,6 +75,31 @@ class ConnTableModel(RuleBasedStateMachine):
     def drop(self, n: int) -> None:
         self.recs.pop(n)
 
+    def half_open(self, rec: Rec) -> bool:
+        return (not rec.template and rec.proto == ct.IPPROTO_TCP and rec.state in ("SYN_RECV", "SYNACK")
+                and self.n_control(rec) == 0)  # fmt: skip
+
+    def model_todrop(self, rec: Rec) -> bool:
+        """todrop_entry, from the kernel's text: idle 60 s, 1..8 packets, every k-th time."""
+        last_use = rec.expires - ct.DEFAULT_TIMEOUTS[rec.state]
+        if self.now - last_use < 60 or not 1 <= rec.in_pkts <= 8:
+            return False
+        k = rec.in_pkts
+        self.todrop[k - 1] -= 1
+        if self.todrop[k - 1] > 0:
+            return False
+        self.todrop[k - 1] = k
+        return True
+
+    def model_victim(self, rec: Rec) -> bool:
+        if rec.template or self.n_control(rec) > 0:
+            return False
+        if rec.proto == ct.IPPROTO_TCP:
+            if rec.state in ("SYN_RECV", "SYNACK"):
+                return True
+            return rec.state == "ESTABLISHED" and self.model_todrop(rec)
+        return self.model_todrop(rec)
+
     def live_numbers(self) -> set[int]:
         return {int(n) for n in (self.t.entries["live"].nonzero()[0])}
 
@@ -81,26 +115,41 @@ class ConnTableModel(RuleBasedStateMachine):
         under_template=st.booleans(),
     )
     def new_connection(self, proto, client, cport, vip, vport, dest, nat, under_template):
-        key = (proto, client, cport, vip, vport, False)
-        if max(self.real_lookup(key), self.expect_lookup(key)) >= 0:
-            return  # the engine only creates what it could not find
         control = -1
         if under_template:
             templates = [n for n, r in self.recs.items() if r.template and not r.dead(self.now, self)]
             if templates:
                 control = templates[0]
+        self.open(proto, client, cport, vip, vport, dest, nat, control)
+
+    @rule(count=st.integers(1, CAPACITY + 4), nat=st.booleans(), seed=st.integers(0, 1 << 16))
+    def syn_flood(self, count, nat, seed):
+        """Spoofed SYNs from addresses never seen again: half-open entries fill the table."""
+        for k in range(count):
+            n = self.open(ct.IPPROTO_TCP, FLOOD_NET + (seed + k) % (1 << 16), 1024 + k, VIPS[0], 80,
+                          k % N_DESTS, nat, -1)  # fmt: skip
+            if n >= 0:
+                self.step_tcp(n, ct.TCP_SYN, False)
+
+    def open(self, proto, client, cport, vip, vport, dest, nat, control) -> int:
+        """ct.new as the engine calls it, mirrored in the model; the entry or -1."""
+        key = (proto, client, cport, vip, vport, False)
+        if max(self.real_lookup(key), self.expect_lookup(key)) >= 0:
+            return -1  # the engine only creates what it could not find
         flags = (ct.FWD_MASQ if nat else ct.FWD_DROUTE | ct.F_NOOUTPUT)
+        could_evict = self.engaged["dropentry"] and any(self.half_open(r) for r in self.recs.values())
         before = self.live_numbers()
         n = ct.new(self.t, proto, client, cport, vip, vport, RIPS[dest], vport, flags=flags, dest=dest,
                    control=control, now=self.now)  # fmt: skip
         self.sync_reaped(before, reused=n)
         if n < 0:
-            assert len(self.recs) == CAPACITY
-            return
+            assert len(self.recs) == CAPACITY and not could_evict
+            return -1
         assert n not in self.recs
         state = "UDP" if proto == ct.IPPROTO_UDP else "NONE"
         self.recs[n] = Rec(key, proto, RIPS[dest], vport, dest, False, nat, state,
                            self.now + ct.DEFAULT_TIMEOUTS[state], 0.0, control, not nat)  # fmt: skip
+        return n
 
     @rule(
         proto=st.sampled_from((ct.IPPROTO_TCP, ct.IPPROTO_UDP, ct.IPPROTO_IP)),
@@ -141,22 +190,30 @@ class ConnTableModel(RuleBasedStateMachine):
             assert got == self.expect_lookup(rec.key)
         if got < 0:
             return
-        rec = self.recs[got]  # a reply key may name another entry (see check_lookup_out)
+        self.step_tcp(got, flags, output)
+
+    def step_tcp(self, n, flags, output):
+        """One TCP packet of entry ``n``, in the model and the table."""
+        rec = self.recs[n]  # a reply key may name another entry (see check_lookup_out)
         direction = "OUTPUT" if output else "INPUT"
         if rec.noout:
             if output:
                 rec.noout = False
             else:
                 direction = "INPUT_ONLY"
-        new_state = model_next_state(direction, flags, rec.state)
+        secure = bool(self.engaged["secure"])
+        new_state = model_next_state(direction, flags, rec.state, secure)
         if new_state != rec.state:
             if not rec.inactive and new_state != "ESTABLISHED":
                 rec.inactive = True
             elif rec.inactive and new_state == "ESTABLISHED":
                 rec.inactive = False
         rec.state = new_state
-        rec.expires = self.now + ct.DEFAULT_TIMEOUTS[new_state]
-        got_state = ct.tcp_transition(self.t, got, ct.DIR_OUTPUT if output else ct.DIR_INPUT, flags, self.now)
+        timeout = ct.DEFAULT_TIMEOUTS[new_state]
+        if secure and new_state in ("SYN_RECV", "SYNACK"):
+            timeout = min(timeout, ct.SECURE_HALF_OPEN_TIMEOUT)
+        rec.expires = self.now + timeout
+        got_state = ct.tcp_transition(self.t, n, ct.DIR_OUTPUT if output else ct.DIR_INPUT, flags, self.now)
         assert ct.STATE_NAMES[got_state] == new_state
 
     @precondition(lambda self: self.recs)
@@ -170,6 +227,49 @@ class ConnTableModel(RuleBasedStateMachine):
             return
         ct.touch(self.t, n, self.now)
         rec.expires = self.now + (rec.timeout if rec.template else ct.DEFAULT_TIMEOUTS[rec.state])
+
+    @precondition(lambda self: self.recs)
+    @rule(data=st.data())
+    def count_in(self, data):
+        """A client packet of a connection: the engine bumps in_pkts (drop_entry reads it)."""
+        n = data.draw(st.sampled_from(sorted(self.recs)))
+        if self.recs[n].template:
+            return
+        self.t.entries["in_pkts"][n] += 1
+        self.recs[n].in_pkts += 1
+
+    @rule(drop_entry=st.sampled_from(range(4)), drop_packet=st.sampled_from(range(4)),
+          secure_tcp=st.sampled_from(range(4)), amemthresh=st.sampled_from((0, 1, 4, 17)),
+          am_droprate=st.sampled_from((0, 1, 10)))  # fmt: skip
+    def set_modes(self, drop_entry, drop_packet, secure_tcp, amemthresh, am_droprate):
+        """The operator writes the sysctls (they act at the next tick, as the kernel's)."""
+        self.defense = Defense(amemthresh=amemthresh, am_droprate=am_droprate, drop_entry=drop_entry,
+                               drop_packet=drop_packet, secure_tcp=secure_tcp)  # fmt: skip
+
+    @rule(start=st.integers(0, 4 * CAPACITY))
+    def defense_tick(self, start):
+        d = self.defense
+        modes = {k: getattr(d, k) for k in ("drop_entry", "drop_packet", "secure_tcp")}
+        want_modes, self.engaged = update_defense_level(modes, CAPACITY - len(self.recs), d.amemthresh,
+                                                        d.am_droprate)  # fmt: skip
+        expect_gone = set()
+        if self.engaged["dropentry"]:
+            for k in range(max(CAPACITY >> 5, 1)):
+                n = (start + k) % CAPACITY
+                if n in self.recs and self.model_victim(self.recs[n]):
+                    expect_gone.add(n)
+        before = self.live_numbers()
+        dropped = d.tick(self.t, self.now, start)
+        assert {k: getattr(d, k) for k in modes} == want_modes
+        assert (self.t.meta[ct.M_DROPENTRY], self.t.meta[ct.M_SECURE]) == (
+            self.engaged["dropentry"], self.engaged["secure"])
+        if self.engaged["drop_rate"] or modes["drop_packet"] != 3:
+            assert self.t.meta[ct.M_DROP_RATE] == self.engaged["drop_rate"]
+        assert before - self.live_numbers() == expect_gone and dropped == len(expect_gone)
+        for n in expect_gone:
+            self.drop(n)
+        event(f"defense tick: {len(expect_gone)} dropped, secure {self.engaged['secure']}")
+        self.dropped += len(expect_gone)
 
     @rule(seconds=st.sampled_from((0.5, 5.0, 61.0, 200.0, 1000.0)))
     def advance(self, seconds):
@@ -224,6 +324,15 @@ class ConnTableModel(RuleBasedStateMachine):
         if reused in self.recs:
             gone.add(reused)  # reaped by the eviction scan and handed straight out again
         assert gone <= set(self.recs)
+        if gone == {reused} and not self.recs[reused].dead(self.now, self):
+            # A full table with drop_entry engaged: one half-open entry made room (only
+            # when the sweep found nothing dead to reap).
+            assert self.engaged["dropentry"] and self.half_open(self.recs[reused])
+            assert not any(r.dead(self.now, self) for r in self.recs.values())
+            self.drop(reused)
+            self.dropped += 1
+            event("drop_entry: a full table evicted a half-open entry")
+            return
         # Connections first: one sweep may reap a template right after its last child.
         for n in sorted(gone, key=lambda n: self.recs[n].template):
             rec = self.recs[n]
@@ -244,6 +353,7 @@ class ConnTableModel(RuleBasedStateMachine):
             return
         assert self.live_numbers() == set(self.recs)
         assert ct.count(self.t) == len(self.recs)
+        assert ct.counters(self.t)["drop_entry"] == self.dropped
         active = [0] * N_DESTS
         inactive = [0] * N_DESTS
         persistent = [0] * N_DESTS

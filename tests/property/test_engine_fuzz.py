@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pylvs.dataplane import conntab as ctm
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import rewrite as rw
+from pylvs.dataplane.defense import Defense
 from pylvs.sched import ACT, INACT
 from pylvs.sched._dispatch import NAMES, config_kernel
 
@@ -46,8 +47,8 @@ def _check_counts(ct, t):
     live = ct.entries[ct.entries["live"] == 1]
     conns = live[(live["flags"] & ctm.F_TEMPLATE) == 0]
     templates = live[(live["flags"] & ctm.F_TEMPLATE) != 0]
-    assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((conns["dest"] >= 0).sum())
-    assert int(t.persist.sum()) == int((templates["dest"] >= 0).sum())
+    assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((conns["dest_id"] >= 0).sum())
+    assert int(t.persist.sum()) == int((templates["dest_id"] >= 0).sum())
     assert (t.dest[:, ACT] >= 0).all() and (t.dest[:, INACT] >= 0).all()
     # The lc-family trees were kept up to date: a rebuild changes nothing.
     for i in range(t.svc.shape[0]):
@@ -58,13 +59,22 @@ def _check_counts(ct, t):
             assert (rebuilt == state).all(), f"service {i}: tree out of date"
 
 
+# The defences (defense.py): each mode, and a threshold that engages them at any fill.
+defenses = st.builds(Defense, amemthresh=st.sampled_from([0, 2, 1024]), am_droprate=st.sampled_from([0, 1, 3]),
+                     drop_entry=st.integers(0, 3), drop_packet=st.integers(0, 3), secure_tcp=st.integers(0, 3))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(network=st.sampled_from(["nat", "tunnel", "direct"]), capacity=st.sampled_from([4, 64]),
-       weights=st.sampled_from(WEIGHTS), batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400))
-def test_engine_never_raises_and_accounts_for_every_packet(network, capacity, weights, batch_list, start, step):
+       weights=st.sampled_from(WEIGHTS), batch_list=batches, start=st.floats(0, 1e6), step=st.floats(0, 400),
+       defense=defenses, scan_start=st.integers(0, 63))
+def test_engine_never_raises_and_accounts_for_every_packet(network, capacity, weights, batch_list, start, step,
+                                                          defense, scan_start):
     t, ct, counters = director(network, capacity, weights)
     now = start
     for pkts in batch_list:
+        defense.tick(ct, now, scan_start)  # the control thread's once-a-second work, between batches
+        event(f"defense engaged: {sorted(k for k, v in defense.state(ct)['engaged'].items() if v)}")
         b = _fill(pkts)
         before = b.buf.copy()
         off0, lens0 = b.off.copy(), b.lens.copy()

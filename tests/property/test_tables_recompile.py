@@ -149,10 +149,20 @@ def check_invariants(prev, t, c, health):
         found = T.find_fwmark(t.fwm_keys, t.fwm_idx, mark) if mark else T.find_service(
             t.svc_keys, t.svc_keys_idx, 6, int(VIP), port)
         assert found == active.get(k, -1)
+    # identities: one per occupied row, unique, and id_row is their inverse
+    ids = t.dest_id[t.dest_id >= 0]
+    assert len(set(ids.tolist())) == ids.size
+    assert ((t.id_row >= 0).sum()) == ids.size
+    for r in np.flatnonzero(t.dest_id >= 0):
+        assert t.id_row[t.dest_id[r]] == r
     if prev is None:
         assert t.generation == 1
+        assert (t.dest_id[t.dest_id >= 0] == np.flatnonzero(t.dest_id >= 0)).all()  # a first compile: id == row
         return
     assert t.generation == prev.generation + 1
+    # a server keeps its identity wherever its row goes (entries never need touching)
+    for r in np.flatnonzero(t.row_map >= 0):
+        assert t.dest_id[t.row_map[r]] == prev.dest_id[r] >= 0
     assert t.row_map.shape[0] == prev.dest.shape[0]
     old, new = identities(prev), identities(t)
     for ident, r in old.items():

@@ -222,7 +222,7 @@ def test_applied_templates_are_found_by_the_persistence_lookup():
               state=0, timeout=300)
     assert cs.apply_sync(b.ct, tpl, NOW, b.tables)["created"] == 1
     n = ctm.lookup_template(b.ct, 6, ip2int("203.0.113.0"), ip2int(VIP), VPORT, NOW)
-    assert n >= 0 and b.ct.entries[n]["dest"] == r2 and ctm.conns(b.ct, r2) == (0, 0, 1)
+    assert n >= 0 and ctm.dest_row(b.ct, n) == r2 and ctm.conns(b.ct, r2) == (0, 0, 1)
     assert cs.apply_sync(b.ct, tpl, NOW + 10, b.tables)["updated"] == 1
     assert b.ct.entries[n]["expires"] == NOW + 310
 

@@ -309,7 +309,7 @@ def test_control_thread_and_c_entry_point_take_turns_at_the_gate():
         live = fwd.ct.entries[fwd.ct.entries["live"] == 1]
         bound = live[(live["flags"] & ctm.F_TEMPLATE) == 0]
         t = fwd.tables
-        assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((bound["dest"] >= 0).sum())
+        assert int(t.dest[:, ACT].sum() + t.dest[:, INACT].sum()) == int((bound["dest_id"] >= 0).sum())
 
 
 def test_both_entry_points_stay_in_bounds():
