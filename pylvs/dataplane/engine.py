@@ -249,16 +249,22 @@ def adopt_counters(new: Tables, old: Counters) -> Counters:
     """Counters for ``new`` (compiled from the tables ``old`` counted on) carrying the
     reasons, the IPIP id and the statistics of every service and row that survived
     (``new.svc_map``/``new.row_map``).  Run it at the swap, with ``tables.adopt_counters``."""
+    c = new_counters(new)
+    carry_counters(c, new, old)
+    return c
+
+
+def carry_counters(c: Counters, new: Tables, old: Counters) -> None:
+    """``adopt_counters`` into counters made ahead with ``new_counters(new)`` (a swap
+    allocates outside the gate and copies inside it)."""
     if new.svc_map.shape[0] != old.svc.shape[0] or new.row_map.shape[0] != old.dest.shape[0]:
         raise ValueError("new was not compiled from the tables these counters are for")
-    c = new_counters(new)
     c.reasons[:] = old.reasons
     c.ip_id[:] = old.ip_id
     keep = new.svc_map >= 0
     c.svc[new.svc_map[keep]] = old.svc[keep]
     keep = new.row_map >= 0
     c.dest[new.row_map[keep]] = old.dest[keep]
-    return c
 
 
 # Tables.timeouts (ipvsadm --set tcp tcpfin udp, 0 = keep) -> conntab state names.
@@ -275,6 +281,14 @@ def swap(ct: ctm.ConnTable, new: Tables, old: Tables) -> ctm.ConnTable:
     The one exception: entries a quiesce reset stopped counting (F_UNCOUNTED) are the
     only ones that may name a server whose identity this generation frees; while any
     exist and identities are freed, those entries are unbound here (a walk, rare)."""
+    carry(ct, new, old)
+    return attach(ct, new)
+
+
+def carry(ct: ctm.ConnTable, new: Tables, old: Tables) -> None:
+    """The part of ``swap`` that must see the last batch of ``old``: the counts carried
+    over, quiesce-reset entries of freed identities unbound.  (``attach(ct, new)`` can
+    be made before it: it only points at ``new``'s arrays.)"""
     if ct.dest is not old.dest:
         raise ValueError("the connection table does not count on `old`")
     _adopt_table_counters(new, old)
@@ -284,7 +298,6 @@ def swap(ct: ctm.ConnTable, new: Tables, old: Tables) -> ctm.ConnTable:
             e = ct.entries
             gone = (e["live"] == 1) & np.isin(e["dest_id"], freed)
             e["dest_id"][gone] = -1
-    return attach(ct, new)
 
 
 def _freed_ids(old: Tables, new: Tables) -> np.ndarray:

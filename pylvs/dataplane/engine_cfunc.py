@@ -180,13 +180,22 @@ class NativeState:
 
     def point(self, ct: ctm.ConnTable, tables: Tables, counters: Counters, neigh: np.ndarray) -> None:
         """Aim at ``ct``/``tables``/``counters`` and ``neigh`` (struct pl_neigh per dest row)."""
-        state = describe_state(ct, tables, counters)
+        self.publish(self.stage(ct, tables, counters, neigh))
+
+    def stage(self, ct: ctm.ConnTable, tables: Tables, counters: Counters, neigh: np.ndarray) -> tuple:
+        """The descriptor of a generation, made ahead (outside the gate: the checks and
+        the descriptor are most of a swap's cost); ``publish`` aims at it."""
+        return (describe_state(ct, tables, counters), neigh, ct, tables, counters)
+
+    def publish(self, staged: tuple) -> None:
+        """Aim at a staged generation (the caller holds the gate)."""
+        state, neigh, _ct, _tables, counters = staged
         c = self.c
         c.state = ffi.cast("uint64_t *", state.ctypes.data)
         c.reasons = ffi.cast("int64_t *", counters.reasons.ctypes.data)
         c.neigh = ffi.cast("struct pl_neigh *", neigh.ctypes.data)
         c.n_neigh = neigh.shape[0]
-        self._kept = (state, neigh, ct, tables, counters)
+        self._kept = staged
 
 
 class BatchArrays:

@@ -83,8 +83,15 @@ class Forwarder:
         the first real packet does not wait for the JIT: one packet that is not ours
         through a throw-away table and counters."""
         probe = bytes.fromhex("4500001c000000004011" "0000" "c0000201" "c0000202") + bytes(8)  # UDP, TEST-NET
-        ct = en.attach(ctm.create(2, 1), self.tables)
-        en.process(en.batch_from_packets([probe]), 0.0, self.tables, ct, en.new_counters(self.tables))
+        t = self.tables
+        ct = en.attach(ctm.create(2, 1), t)
+        en.process(en.batch_from_packets([probe]), 0.0, t, ct, en.new_counters(t))
+        # The swap's kernels too (the counts carried into a copy), so the first health
+        # change does not hold the gate while numba loads them.
+        rows, n = t.dest.shape[0], t.svc.shape[0]
+        copy = t._replace(dest=t.dest.copy(), persist=t.persist.copy(), state=t.state.copy(),
+                          row_map=np.arange(rows, dtype=np.int64), svc_map=np.arange(n, dtype=np.int64))
+        en.carry(en.attach(ctm.create(2, 1), t), copy, t)
 
     # -- dataplane thread ------------------------------------------------------------------
     def handle(self, batch: en.Batch) -> en.Verdicts:
@@ -165,15 +172,25 @@ class Forwarder:
         """Install tables compiled with ``previous=`` the current ones; connections kept.
         The time the gate stays closed (what a batch can wait) is kept in ``swap_hold``
         (last, max, seconds): O(rows), never O(connections) (engine.swap)."""
+        # Made ahead, outside the gate (only this thread replaces them): the table aimed
+        # at the new arrays, zeroed counters, the estimators, the C loop's descriptor.
+        old = self.tables
+        ct = en.attach(self.ct, new)
+        counters = en.new_counters(new)
+        svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
+        dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
+        native = self._native
+        staged = None if native is None else native.stage(ct, new, counters, next_hop_array(new, self.next_hops))
         with self.exclusive():
             t0 = time.perf_counter()
-            old = self.tables
-            self.ct = en.swap(self.ct, new, old)
-            self.counters = en.adopt_counters(new, self.counters)
-            self.svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
-            self.dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
-            self.tables = new
-            self._publish()
+            en.carry(self.ct, new, old)  # the counts as the last batch left them
+            en.carry_counters(counters, new, self.counters)
+            self.ct, self.counters, self.tables = ct, counters, new
+            self.svc_est, self.dest_est = svc_est, dest_est
+            if self._native is not None and self._native is native:
+                self._native.publish(staged)
+            else:
+                self._publish()  # the C side appeared meanwhile: describe it here
             held = time.perf_counter() - t0
         self.swap_hold = (held, max(held, self.swap_hold[1]))
 
