@@ -77,7 +77,7 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expire-quiescent-template", action="store_true",
                    help="a persistence template whose real server has weight 0 is expired when a new "
                         "connection looks it up, so persistent clients leave a drained server (default: they stay)")
-    # The defences against a full table (reference 7.7, docs/health.md "Under attack").
+    # The defences against a full table (reference 7.7, docs/defense.md).
     g = p.add_argument_group("defences against a full connection table (the kernel's sysctls; modes: 0 off, "
                              "1 automatic, 2 automatic and engaged now, 3 always)")
     g.add_argument("--amemthresh", type=_count, default=1024, metavar="N",

@@ -405,3 +405,50 @@ def test_pulse_hands_the_expire_options_to_its_director(pulse, monkeypatch):
     p._spawn_director()
     assert "--expire-nodest-conn" in argvs[-1] and "--expire-quiescent-template" not in argvs[-1]
     p.child = None
+
+
+@pytest.mark.parametrize("role", ["lvs", "pulse"])
+def test_defence_options_parse_into_the_kernels_knobs(role):
+    from pylvs.cli.lvs import defense_from_args
+    from pylvs.dataplane.defense import Defense
+
+    args = build_parser().parse_args([role, "--drop-entry", "1", "--secure-tcp", "3", "--amemthresh", "4096"])
+    assert defense_from_args(args) == Defense(amemthresh=4096, drop_entry=1, secure_tcp=3)
+    assert defense_from_args(build_parser().parse_args([role])) == Defense()  # all off, as the kernel's
+    for bad in (["--drop-entry", "4"], ["--amemthresh", "-1"], ["--am-droprate", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([role, *bad])
+
+
+def test_pulse_hands_the_defence_options_to_its_director(pulse, monkeypatch):
+    import pylvs.ha.pulse as pulse_mod
+    from pylvs.dataplane.defense import Defense
+
+    argvs = []
+
+    class FakePopen:
+        pid = 4244
+
+        def __init__(self, argv, **kw):
+            argvs.append(argv)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(pulse_mod.subprocess, "Popen", FakePopen)
+    p = pulse(defense=Defense(drop_entry=1, drop_packet=3, am_droprate=5))
+    p._spawn_director()
+    tail = " ".join(argvs[-1])
+    assert "--drop-entry 1" in tail and "--drop-packet 3" in tail and "--am-droprate 5" in tail
+    assert "--secure-tcp" not in tail and "--amemthresh" not in tail  # defaults are not repeated
+    p.child = None
+
+
+def test_the_director_ticks_its_defences_and_shows_them(director):
+    from pylvs.dataplane.defense import Defense
+
+    d, _ = director(two_servers(), defense=Defense(drop_entry=3))
+    d.fwd.defense_tick()
+    st = ask(d, "status")["status"]
+    assert st["defense"]["drop_entry"] == 3 and st["defense"]["engaged"]["drop_entry"]
+    assert st["conntab"]["drop_entry"] == 0 and "swap_hold_us" in st
