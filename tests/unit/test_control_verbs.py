@@ -344,10 +344,12 @@ def test_pulse_answers_its_sockets_in_its_loop(pulse, tmp_path):
     assert not os.path.exists(ctl) and not os.path.exists(web)
 
 
-def test_pulse_hands_the_web_group_to_its_director(pulse, tmp_path, monkeypatch):
+@pytest.fixture
+def spawned(monkeypatch):
+    """The argv of every director pulse starts (its Popen replaced: nothing runs)."""
     import pylvs.ha.pulse as pulse_mod
 
-    argvs = []
+    argvs: list[list[str]] = []
 
     class FakePopen:
         pid = 4242
@@ -359,6 +361,11 @@ def test_pulse_hands_the_web_group_to_its_director(pulse, tmp_path, monkeypatch)
             return None
 
     monkeypatch.setattr(pulse_mod.subprocess, "Popen", FakePopen)
+    return argvs
+
+
+def test_pulse_hands_the_web_group_to_its_director(pulse, tmp_path, spawned):
+    argvs = spawned
     p = pulse(web_control_path=str(tmp_path / "pulse.web.ctl"), web_group=7, lvs_web_control="/x/lvs.web.ctl")
     p._spawn_director()
     assert argvs[-1][-4:] == ["--web-group", "7", "--web-control", "/x/lvs.web.ctl"]
@@ -386,21 +393,8 @@ def test_expire_options_parse(role):
     assert not args.expire_nodest_conn and not args.expire_quiescent_template
 
 
-def test_pulse_hands_the_expire_options_to_its_director(pulse, monkeypatch):
-    import pylvs.ha.pulse as pulse_mod
-
-    argvs = []
-
-    class FakePopen:
-        pid = 4243
-
-        def __init__(self, argv, **kw):
-            argvs.append(argv)
-
-        def poll(self):
-            return None
-
-    monkeypatch.setattr(pulse_mod.subprocess, "Popen", FakePopen)
+def test_pulse_hands_the_expire_options_to_its_director(pulse, spawned):
+    argvs = spawned
     p = pulse(expire_nodest_conn=True)
     p._spawn_director()
     assert "--expire-nodest-conn" in argvs[-1] and "--expire-quiescent-template" not in argvs[-1]
@@ -420,22 +414,10 @@ def test_defence_options_parse_into_the_kernels_knobs(role):
             build_parser().parse_args([role, *bad])
 
 
-def test_pulse_hands_the_defence_options_to_its_director(pulse, monkeypatch):
-    import pylvs.ha.pulse as pulse_mod
+def test_pulse_hands_the_defence_options_to_its_director(pulse, spawned):
     from pylvs.dataplane.defense import Defense
 
-    argvs = []
-
-    class FakePopen:
-        pid = 4244
-
-        def __init__(self, argv, **kw):
-            argvs.append(argv)
-
-        def poll(self):
-            return None
-
-    monkeypatch.setattr(pulse_mod.subprocess, "Popen", FakePopen)
+    argvs = spawned
     p = pulse(defense=Defense(drop_entry=1, drop_packet=3, am_droprate=5))
     p._spawn_director()
     tail = " ".join(argvs[-1])
