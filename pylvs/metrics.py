@@ -156,8 +156,8 @@ def _drops(s: Scrape) -> Samples:
 
 
 def _conntab(s: Scrape) -> Samples:
-    if "conntab" in s.status:  # entries the table removed, by why
-        for reason in ("expired", "evicted", "drop_entry"):
+    if "conntab" in s.status:  # entries the table removed, by why (each entry once)
+        for reason in ("expired", "drop_entry"):
             yield (reason,), s.status["conntab"].get(reason, 0)
 
 
@@ -216,8 +216,8 @@ FAMILIES = (
            _value("connections")),
     Family("pylvs_conn_table_capacity", GAUGE, "Entries the connection table can hold.", (), _value("size")),
     Family("pylvs_conn_table_removed_total", COUNTER,
-           "Entries the connection table removed, by reason: expired, evicted (dead, reclaimed by a new "
-           "connection) or drop_entry (the defence).", ("reason",), _conntab),
+           "Entries the connection table removed, by reason: expired (their time was up) or drop_entry "
+           "(the defence).", ("reason",), _conntab),
     Family("pylvs_defense_engaged", GAUGE,
            "1 while a defence against a full connection table is engaged (drop_entry, drop_packet, "
            "secure_tcp).", ("defense",), _defense),

@@ -240,9 +240,8 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
             e.flags = (flags & IP_VS_CONN_F_BACKUP_UPD_MASK) | (np.int64(e.flags) & ~IP_VS_CONN_F_BACKUP_UPD_MASK)
             e.state = r.state
             e.expires = now + timeout
-            if is_tpl:
-                e.timeout = timeout
-            else:
+            e.timeout = timeout
+            if not is_tpl:
                 e.in_pkts = SYNC_THRESHOLD
                 e.sync_state = e.state
                 e.sync_pkts = e.in_pkts
@@ -285,6 +284,7 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
                 e.flags &= ~F_INACTIVE
                 _touch_row(t, row)
             e.expires = now + timeout
+            e.timeout = timeout
             e.in_pkts = SYNC_THRESHOLD  # ip_vs_proc_conn: in_pkts = sync_threshold
             e.sync_state = e.state  # kernel: old_state = state (not re-sent as new)
             e.sync_pkts = e.in_pkts

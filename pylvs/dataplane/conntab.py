@@ -179,7 +179,7 @@ ENTRY_DTYPE = np.dtype(
         ("control", "<i4"),    # entry number of the controlling template, -1 if none
         ("n_control", "<i4"),  # entries this template controls
         ("in_pkts", "<u4"),
-        ("timeout", "<f4"),    # templates: the persistence timeout; others: unused
+        ("timeout", "<f4"),    # templates: the persistence timeout; others: their timer's last setting
         ("sync_pkts", "<u4"),  # in_pkts when last sent; templates: the collect call that last sent it
         ("expires", "<f8"),
     ],
@@ -524,7 +524,7 @@ def _todrop_entry(t, e, now):
     """todrop_entry: an entry idle for TODROP_IDLE seconds with 1..8 incoming packets is
     dropped every k-th time it is considered (k = its in_pkts): the fewer packets, the
     sooner it goes."""
-    if now - (e.expires - t.timeouts[e.state]) < TODROP_IDLE:
+    if now - (e.expires - e.timeout) < TODROP_IDLE:  # the kernel: cp->timeout, as last set
         return False
     k = np.int64(e.in_pkts)
     if k < 1 or k > TODROP_PKTS:
@@ -639,7 +639,8 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
         # A new connection is bound inactive (reference 7.5); the first state
         # transition of the packet that made it sets the real timeout.
         e.flags = flags | F_INACTIVE
-        e.expires = now + t.timeouts[e.state]
+        e.timeout = t.timeouts[e.state]
+        e.expires = now + e.timeout
         if dest >= 0:
             _bind_kernel(t.dest, dest)
             _touch_row(t, dest)
@@ -745,6 +746,7 @@ def _tcp_transition(t, n, direction, tcp_flags, now):
     timeout = t.timeouts[new_state]
     if secure and (new_state == S_SYN_RECV or new_state == S_SYNACK):
         timeout = min(timeout, SECURE_HALF_OPEN_TIMEOUT)
+    e.timeout = timeout
     e.expires = now + timeout
     return new_state
 
@@ -756,7 +758,8 @@ def _touch(t, n, now):
     if e.flags & F_TEMPLATE:
         e.expires = now + e.timeout
     else:
-        e.expires = now + t.timeouts[e.state]
+        e.timeout = t.timeouts[e.state]
+        e.expires = now + e.timeout
 
 
 TEMPLATE_INVALID_PORT = 0xFFFF  # ip_vs_sched_persist re-hashes a dead template to this port
@@ -782,6 +785,8 @@ def new(t: ConnTable, proto: int, caddr: int, cport: int, vaddr: int, vport: int
     """Add a connection (or, with ``F_TEMPLATE`` in ``flags``, a template); -1 when full."""
     if dest >= t.dest.shape[0]:
         raise ValueError(f"dest {dest} out of range for {t.dest.shape[0]} real-server rows")
+    if dest >= 0 and t.rid[dest] < 0:
+        raise ValueError(f"dest row {dest} holds no real server in this generation")
     if flags & F_TEMPLATE and timeout <= 0:
         raise ValueError("a persistence template needs a positive timeout")
     return _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout)

@@ -287,8 +287,8 @@ def swap(ct: ctm.ConnTable, new: Tables, old: Tables) -> ctm.ConnTable:
 
 def carry(ct: ctm.ConnTable, new: Tables, old: Tables) -> None:
     """The part of ``swap`` that must see the last batch of ``old``: the counts carried
-    over, quiesce-reset entries of freed identities unbound.  (``attach(ct, new)`` can
-    be made before it: it only points at ``new``'s arrays.)"""
+    over, quiesce-reset entries of freed identities unbound.  (``aim(ct, new)`` can be
+    made before it: it writes nothing; ``apply_timeouts`` goes with it, under the gate.)"""
     if ct.dest is not old.dest:
         raise ValueError("the connection table does not count on `old`")
     _adopt_table_counters(new, old)
@@ -309,11 +309,22 @@ def _freed_ids(old: Tables, new: Tables) -> np.ndarray:
 def attach(ct: ctm.ConnTable, tables: Tables) -> ctm.ConnTable:
     """The table counting on ``tables``' arrays, with the lvs.cf timeouts applied (for a
     fresh table; at a reconfiguration use ``swap``)."""
-    out = ctm.attach(ct, tables.dest, tables.persist, tables.id_row, tables.dest_id)
+    out = aim(ct, tables)
+    apply_timeouts(out, tables)
+    return out
+
+
+def aim(ct: ctm.ConnTable, tables: Tables) -> ctm.ConnTable:
+    """A view of the table on ``tables``' arrays; writes nothing (a swap makes it ahead)."""
+    return ctm.attach(ct, tables.dest, tables.persist, tables.id_row, tables.dest_id)
+
+
+def apply_timeouts(ct: ctm.ConnTable, tables: Tables) -> None:
+    """The lvs.cf timeouts (ipvsadm --set) into the table's timeout array (shared by every
+    view of the table: a swap does it under the gate)."""
     for state, seconds in zip(_SET_TIMEOUT_STATES, tables.timeouts.tolist(), strict=True):
         if seconds > 0:
-            ctm.set_timeouts(out, **{state: seconds})
-    return out
+            ctm.set_timeouts(ct, **{state: seconds})
 
 
 def reason_counts(counters: Counters) -> dict[str, int]:

@@ -172,10 +172,11 @@ class Forwarder:
         """Install tables compiled with ``previous=`` the current ones; connections kept.
         The time the gate stays closed (what a batch can wait) is kept in ``swap_hold``
         (last, max, seconds): O(rows), never O(connections) (engine.swap)."""
-        # Made ahead, outside the gate (only this thread replaces them): the table aimed
-        # at the new arrays, zeroed counters, the estimators, the C loop's descriptor.
+        # Made ahead, outside the gate (only this thread replaces them), writing nothing
+        # the dataplane reads: the table's view on the new arrays, zeroed counters, the
+        # estimators, the C loop's descriptor.
         old = self.tables
-        ct = en.attach(self.ct, new)
+        ct = en.aim(self.ct, new)
         counters = en.new_counters(new)
         svc_est = self.svc_est.remap(new.svc_map, new.svc.shape[0])
         dest_est = self.dest_est.remap(new.row_map, new.dest.shape[0])
@@ -185,6 +186,7 @@ class Forwarder:
             t0 = time.perf_counter()
             en.carry(self.ct, new, old)  # the counts as the last batch left them
             en.carry_counters(counters, new, self.counters)
+            en.apply_timeouts(ct, new)
             self.ct, self.counters, self.tables = ct, counters, new
             self.svc_est, self.dest_est = svc_est, dest_est
             if self._native is not None and self._native is native:

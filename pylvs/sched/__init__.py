@@ -64,6 +64,8 @@ from types import ModuleType
 
 import numpy as np
 
+from pylvs import kernel_cache  # noqa: F401 - stale numba caches go before a kernel loads
+
 from . import dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, wlc, wrr
 from ._common import (
     ACT,

@@ -98,7 +98,9 @@ while True:
     # A reload moves the service: the program follows (the old port goes to the kernel).
     s = d.reload(lvs_cf(lab, [Service(scheduler="rr", port=8080, rport=topo.HTTP_PORT)], serial_no=2))
     assert s["reloads"] == 1 and s["failed_reloads"] == 0, d.log()  # (a health swap may add a generation)
-    assert names(lab, port=8080) <= servers  # the new service's servers enter as their checks pass
+    # The new service's servers enter as their checks pass: until one has, a client is refused.
+    d.wait_for(lambda s: any(v["port"] == 8080 and v["dests"] for v in s["services"]), 30, "a server on :8080")
+    assert names(lab, port=8080) <= servers
     with lab.socket("client1") as c, pytest.raises(ConnectionRefusedError):  # the kernel: no socket there
         c.settimeout(5)
         c.connect((topo.VIP, topo.HTTP_PORT))

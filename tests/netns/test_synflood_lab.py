@@ -9,8 +9,9 @@ dropped where they are sent, as they would be lost on the way: every flood packe
 director sees is a SYN.  Meanwhile client1 holds 20 established keep-alive connections
 and opens new ones.  Checked: the director's memory stays bounded, the 20 keep working,
 every flood SYN is counted somewhere by reason (an entry made, ``table_full`` or
-``drop_packet`` in the engine, or the kernel's queue: ``--fail-closed`` makes a full
-NFQUEUE drop and count instead of passing the packet to the local stack), and, with the
+``drop_packet`` in the engine, or the kernel: a full input backlog, or a full queue,
+since ``--fail-closed`` makes a full NFQUEUE drop and count instead of passing the packet
+to the local stack), and, with the
 table full of the flood's entries, new connections are all served once the defences
 engage, and mostly refused without them (the shares are printed).
 """
@@ -106,6 +107,13 @@ def _queue_drops(lab) -> int:
     return sum(int(f[5]) + int(f[6]) for f in (line.split() for line in out.splitlines()) if len(f) >= 7)
 
 
+def _backlog_drops() -> int:
+    """Packets the kernel dropped because a CPU's input backlog was full (before any
+    netfilter hook: /proc/net/softnet_stat's second column, the same in every namespace)."""
+    with open("/proc/net/softnet_stat") as f:
+        return sum(int(line.split()[1], 16) for line in f if line.strip())
+
+
 @pytest.mark.parametrize("defended", [True, False], ids=["drop-entry+secure-tcp", "no-defence"])
 def test_a_syn_flood_leaves_held_and_new_connections_served(make_lab, tmp_path, defended):
     lab = make_lab("nat", real_servers=2)
@@ -125,7 +133,7 @@ def test_a_syn_flood_leaves_held_and_new_connections_served(make_lab, tmp_path, 
             s.connect((topo.VIP, topo.HTTP_PORT))
             assert http_keepalive_get(s, topo.VIP).status == 200
             held.append(s)
-        rss0, drops0 = _rss(pid), _queue_drops(lab)
+        rss0, drops0, backlog0 = _rss(pid), _queue_drops(lab), _backlog_drops()
         created0 = d.control({"cmd": "status"})["status"]["conntab"]["created"]
 
         out = tmp_path / "sender.json"
@@ -146,7 +154,10 @@ def test_a_syn_flood_leaves_held_and_new_connections_served(make_lab, tmp_path, 
         while defended and not _status(d)["defense"]["engaged"]["drop_entry"] and time.monotonic() < deadline:
             time.sleep(0.1)
         st = _status(d)
-        assert st["connections"] >= CAPACITY - st["defense"]["amemthresh"]  # still nearly full
+        engaged = st["defense"]["engaged"]["drop_entry"]
+        # Still mostly the flood's (each scan drops 1/32 of the table, and then the
+        # automatic mode may disengage until the table is short of room again).
+        assert st["connections"] >= CAPACITY // 2
         after = [_new_connection(lab) for _ in range(NEW_AFTER if defended else NEW_AFTER // 3)]
         for s in held:
             assert http_keepalive_get(s, topo.VIP).status == 200
@@ -155,14 +166,14 @@ def test_a_syn_flood_leaves_held_and_new_connections_served(make_lab, tmp_path, 
         st = _status(d)
         rss1 = _rss(pid)
         reasons, conntab = st["reasons"], st["conntab"]
-        kernel = _queue_drops(lab) - drops0
+        kernel = _queue_drops(lab) - drops0 + _backlog_drops() - backlog0
         legit = len(during) + len(after)
         flood_created = conntab["created"] - created0 - legit
         counted = flood_created + reasons.get("table_full", 0) + reasons.get("drop_packet", 0) + kernel
         print(f"\n{'defended' if defended else 'no defence'}: {report['sent']} SYNs in {report['seconds']:.1f} s "
               f"({report['sent'] / report['seconds']:.0f}/s; {report['errors']} not sent: ENOBUFS)")
         print(f"  counted: entries made {flood_created}, table_full {reasons.get('table_full', 0)}, "
-              f"drop_packet {reasons.get('drop_packet', 0)}, kernel queue drops {kernel} = {counted}; "
+              f"drop_packet {reasons.get('drop_packet', 0)}, kernel queue and backlog drops {kernel} = {counted}; "
               f"entries removed by drop_entry {conntab['drop_entry']}")
         print(f"  new connections served: {sum(during)}/{len(during)} during the flood, "
               f"{sum(after)}/{len(after)} with the table full of its entries; held: {HELD}/{HELD}")
@@ -174,7 +185,7 @@ def test_a_syn_flood_leaves_held_and_new_connections_served(make_lab, tmp_path, 
         # SYN and retransmissions, at most 3 within NEW_TIMEOUT).
         assert report["sent"] * 0.995 <= counted <= report["sent"] + 3 * legit, (counted, report["sent"])
         if defended:
-            assert st["defense"]["drop_entry"] == 2 and conntab["drop_entry"] >= sum(after)
+            assert engaged and st["defense"]["drop_entry"] in (1, 2) and conntab["drop_entry"] > 0
             assert sum(after) == len(after), "once the defence engages, new connections are served"
         else:  # refused until entries end (a few do: the closed test connections' own)
             assert sum(after) < len(after), "without a defence a full table refuses new connections"
