@@ -301,9 +301,15 @@ class Director:
         self.health.first_round()  # the first tables hold the servers that answer now
         self.pending_health = None
         self.last_health = self.health.health()
-        fwd = Forwarder(tb.compile(config, self._table_health(self.last_health)), capacity=self.capacity,
-                        tunnel_src=self._tunnel_src(config), clock=self.clock, defense=self.defense,
-                        **self.expire)  # fmt: skip
+        local = self._local_addresses()
+        fwd = Forwarder(tb.compile(config, self._table_health(self.last_health), local=local),
+                        capacity=self.capacity, tunnel_src=self._tunnel_src(config), clock=self.clock,
+                        defense=self.defense, **self.expire)  # fmt: skip
+        fwd.local = local
+        if self.adapter_name in LOCAL_STACK_LESS and _local_servers(config, local):
+            log.warning("--io %s cannot hand packets to this box's own stack: the real server(s) at its own "
+                        "address (%s, LOCALNODE) get none; --io nfq-loop serves them",
+                        self.adapter_name, ", ".join(_local_servers(config, local)))  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.plan = plan
@@ -488,6 +494,7 @@ class Director:
         refused without touching anything, then the kernel side (put back if a later step
         fails), then the health checks, then the swap."""
         generation = self.fwd.tables.generation
+        self.fwd.local = self._local_addresses()  # a server may have become (or left) this box
         try:
             plan = self._plan(config)
             # a config the tables refuse changes nothing
@@ -613,6 +620,10 @@ class Director:
                                 "takes a restart (the default --io nfq-loop sends them itself)")  # fmt: skip
         if name == "afpacket" and tb.uses_nat(config):
             raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
+        if name in LOCAL_STACK_LESS and _local_servers(config, self.fwd.local):
+            raise DirectorError(f"--io {name} cannot hand packets to this box's own stack, and "
+                                f"{', '.join(_local_servers(config, self.fwd.local))} is at its own address "
+                                "(LOCALNODE): run --io nfq-loop")  # fmt: skip
         if name == "afxdp" and any(v.active and v.manual and v.address is not None for v in config.virtuals):
             raise DirectorError("--io afxdp captures on the VIPs' devices and a service added by hand has none: "
                                 "run --io nfq-loop for pylvsadm's services")  # fmt: skip
@@ -720,6 +731,11 @@ class Director:
                 n = self.fwd.reset_counts(i)
                 log.info("quiesce_server: least-connection counts of %s reset (%d connections)", skey, n)
         self.refresh_neighbours()  # a sorry server may be new
+
+    def _local_addresses(self) -> frozenset[str]:
+        """This namespace's addresses: a real server at one is served by the director's
+        own stack (LOCALNODE)."""
+        return self.ctl.local_addresses() if hasattr(self.ctl, "local_addresses") else frozenset()
 
     def _table_health(self, health: dict, config: Config | None = None) -> dict:
         """The mapping the tables are compiled with: the checks' ``health`` with the drained
@@ -959,6 +975,16 @@ class Director:
         """The status file, replaced atomically (readers never see half a file)."""
         write_atomic(Path(self.status_path), json.dumps(self.status(), indent=1, sort_keys=True,
                                                         default=str))  # addresses as text
+
+
+# Adapters that cannot give a packet back to the kernel (a V_PASS is dropped and counted).
+LOCAL_STACK_LESS = ("afxdp", "afpacket")
+
+
+def _local_servers(config: Config, local: frozenset[str]) -> list[str]:
+    """``virtual/server`` names of the active real servers at one of ``local``'s addresses."""
+    return [f"{v.name}/{s.name}" for v in config.virtuals if v.active for s in v.servers
+            if s.active and s.address is not None and str(s.address) in local]
 
 
 def _server_keys(config: Config) -> set[tuple]:

@@ -71,7 +71,8 @@ def feed_directors(tmp_path, default_text: str | None = None):
 
         kw.setdefault("make_health", healthy)
         kw.setdefault("capacity", 1024)
-        d = Director(None if text is None else str(cf), io="feed", ctl=NETCTL.DryRun(), adapters={"feed": factory},
+        ctl = kw.pop("ctl", None) or NETCTL.DryRun()
+        d = Director(None if text is None else str(cf), io="feed", ctl=ctl, adapters={"feed": factory},
                      status_path=str(tmp_path / "status.json"), **kw)  # fmt: skip
         d.start()
         made.append(d)

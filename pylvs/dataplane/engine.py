@@ -45,7 +45,7 @@ Rate estimators (``estimator``) and the lblc/lblcr collector run from the direct
 control thread (``forwarder``), and so does connection sync, which reads and writes the
 connection table between batches (``connsync.collect_sync`` / ``apply_sync``).
 
-Not done yet: ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); LOCALNODE; the
+Not done yet: ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); the
 ``cache_bypass`` of fwmark services; errors about the IPIP packet itself (reference 8,
 tunnel column).
 """
@@ -67,6 +67,7 @@ from pylvs.dataplane.conntab import (
     F_FWD_MASK,
     F_NOOUTPUT,
     F_TEMPLATE,
+    FWD_LOCALNODE,
     FWD_MASQ,
     FWD_TUNNEL,
     IPPROTO_IP,
@@ -129,6 +130,7 @@ VERDICT_NAMES = ("pass", "drop", "nat", "dr", "tunnel", "reject")
 _FORWARD = (
     "nat_in", "nat_out", "dr", "tunnel",                     # TCP/UDP forwarded
     "icmp_nat_in", "icmp_nat_out", "icmp_dr", "icmp_tunnel",  # ICMP errors forwarded
+    "local", "icmp_local",  # PASS: to the director's own stack, a LOCALNODE server (7.8)
 )  # fmt: skip
 _OUTCOMES = (
     "fragment",        # DROP: a fragment (NFQUEUE delivers reassembled datagrams)
@@ -150,7 +152,7 @@ _REWRITE = tuple("rewrite_" + name for name in rw.RESULT_NAMES)
 REASON_NAMES = _FORWARD + _OUTCOMES + _PARSE + _REWRITE
 N_REASONS = len(REASON_NAMES)
 (C_NAT_IN, C_NAT_OUT, C_DR, C_TUNNEL, C_ICMP_NAT_IN, C_ICMP_NAT_OUT, C_ICMP_DR,
- C_ICMP_TUNNEL) = range(len(_FORWARD))  # fmt: skip
+ C_ICMP_TUNNEL, C_LOCAL, C_ICMP_LOCAL) = range(len(_FORWARD))  # fmt: skip
 (C_FRAGMENT, C_NO_SERVICE, C_NOT_SYN, C_NO_DEST, C_TABLE_FULL, C_NODEST, C_ICMP_UNMATCHED,
  C_ICMP_OTHER, C_DROP_PACKET) = range(len(_FORWARD), len(_FORWARD) + len(_OUTCOMES))  # fmt: skip
 C_PARSE_BASE = len(_FORWARD) + len(_OUTCOMES)  # + headers R_* code
@@ -392,9 +394,14 @@ def _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_i
         # pmtu_disc = 1 (reference 7.7 default): DF copied to the outer header.
         _emit(ops, i, rw.OP_TUNNEL, e.daddr, 0, tunnel_src, _next_ip_id(ip_id), rw.FLAG_COPY_DF)
         reason[i] = C_ICMP_TUNNEL if icmp else C_TUNNEL
+    elif fwd == FWD_LOCALNODE:
+        # ip_vs_null_xmit: the director is the real server; the packet goes on, unchanged,
+        # to its own stack (a socket on the VIP's port answers, from the VIP).
+        verdict[i] = V_PASS
+        reason[i] = C_ICMP_LOCAL if icmp else C_LOCAL
     else:
-        # FWD_DROUTE (and LOCALNODE, which compile never produces): the adapter sends
-        # the packet unchanged to the real server's MAC (dest_row -> RIP).
+        # FWD_DROUTE: the adapter sends the packet unchanged to the real server's MAC
+        # (dest_row -> RIP).
         verdict[i] = V_DR
         reason[i] = C_ICMP_DR if icmp else C_DR
 

@@ -58,6 +58,7 @@ class Forwarder:
                  expire_quiescent_template: bool = False, defense: Defense | None = None) -> None:  # fmt: skip
         self.tables = tables
         self.defense = defense or Defense()
+        self.local: frozenset[str] = frozenset()  # the director's own addresses (LOCALNODE servers)
         self.ct = en.attach(ctm.create(capacity, 1), tables)
         self.counters = en.new_counters(tables)
         self.tunnel_src = tunnel_src
@@ -166,7 +167,7 @@ class Forwarder:
 
     def compile(self, config: Config, health=None) -> tb.Tables:
         """New tables for ``config`` (outside the lock: reads only the current tables)."""
-        return tb.compile(config, health=health, previous=self.tables)
+        return tb.compile(config, health=health, previous=self.tables, local=self.local)
 
     def swap(self, new: tb.Tables) -> None:
         """Install tables compiled with ``previous=`` the current ones; connections kept.

@@ -63,7 +63,7 @@ from numba import njit
 from pylvs.addr import ip_int
 from pylvs.config.check import PORT_FORCING_METHODS, SCHED_FLAGS_MAX, forward_methods, server_forward
 from pylvs.config.model import ANY_ADDRESS, Config, RealServer, VirtualServer
-from pylvs.dataplane.conntab import FWD_DROUTE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP
+from pylvs.dataplane.conntab import FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP
 from pylvs.sched import (
     ACT,
     ADDR,
@@ -378,7 +378,7 @@ class _Want(NamedTuple):
     dests: dict  # (addr, port) -> _DestWant
 
 
-def _expand(config: Config, health: dict) -> list[_Want]:
+def _expand(config: Config, health: dict, local: frozenset[int] = frozenset()) -> list[_Want]:
     if config.network not in FWD_BY_NETWORK:
         raise ValueError(f"unknown network {config.network!r}")
     fwd = FWD_BY_NETWORK[config.network]
@@ -441,10 +441,14 @@ def _expand(config: Config, health: dict) -> list[_Want]:
                 w = 0  # nanny -q: ipvsadm -e ... -w 0 (reference 4.5)
             else:
                 continue
-            dests[ident] = _DestWant(w, FWD_BY_NETWORK[method], s.u_threshold, s.l_threshold)
+            # A server at one of the director's own addresses is the director itself,
+            # whatever its method (the kernel's __ip_vs_update_dest: LOCALNODE).
+            fwd_method = FWD_LOCALNODE if ident[0] in local else FWD_BY_NETWORK[method]
+            dests[ident] = _DestWant(w, fwd_method, s.u_threshold, s.l_threshold)
         if not any_up and v.sorry_server is not None:
             ident = (ip_int(v.sorry_server), v.port)  # lvsd: SORRY:VPORT -w 1 (reference 3.4)
-            dests.setdefault(ident, _DestWant(SORRY_WEIGHT, fwd))  # with the director's method
+            sorry_fwd = FWD_LOCALNODE if ident[0] in local else fwd  # the director's method, or itself
+            dests.setdefault(ident, _DestWant(SORRY_WEIGHT, sorry_fwd))
         wants.append(_Want(key, fields, v.scheduler, dests))
     return wants
 
@@ -573,13 +577,15 @@ def _carry_state(mod, alg: str, plan: _Plan, block: np.ndarray, prev: Tables | N
     return st
 
 
-def compile(config: Config, health: Mapping | None = None, previous: Tables | None = None) -> Tables:  # noqa: A001
+def compile(config: Config, health: Mapping | None = None, previous: Tables | None = None,  # noqa: A001
+            local: frozenset[str] = frozenset()) -> Tables:  # fmt: skip
     """Checked ``config`` + ``health`` (+ the running ``previous`` tables) -> new Tables.
 
     ``health`` maps (service key, RIP, port) (see ``health_key``) to a HealthState;
-    absent = up with the configured weight.  Raises ValueError only for broken
-    invariants (a config that cannot have passed check)."""
-    wants = _expand(config, _norm_health(health))
+    absent = up with the configured weight.  ``local``: the director's own addresses
+    (a real server at one is served by the local stack, LOCALNODE).  Raises ValueError
+    only for broken invariants (a config that cannot have passed check)."""
+    wants = _expand(config, _norm_health(health), frozenset(ip_int(a) for a in local))
     prev_by_key: dict[tuple, int] = {}
     counts = None
     if previous is not None:

@@ -496,6 +496,12 @@ class NetCtl:
         ipaddress.IPv4Address(ip)
         return self._sys.neighbour(str(ip), timeout)
 
+    def local_addresses(self) -> frozenset[str]:
+        """The IPv4 addresses of this namespace: a real server at one of them is this
+        director itself (LOCALNODE, as the kernel's inet_addr_type == RTN_LOCAL)."""
+        with self._lock:
+            return frozenset(ip for ip, _dev in self._sys.addresses())
+
     # -- the three verbs --
     @_locked
     def apply(self, plan: Plan) -> None:
