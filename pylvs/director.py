@@ -306,10 +306,11 @@ class Director:
                         capacity=self.capacity, tunnel_src=self._tunnel_src(config), clock=self.clock,
                         defense=self.defense, **self.expire)  # fmt: skip
         fwd.local = local
-        if self.adapter_name in LOCAL_STACK_LESS and _local_servers(config, local):
+        mine = _local_servers(config, local) if self.adapter_name in LOCAL_STACK_LESS else []
+        if mine:
             log.warning("--io %s cannot hand packets to this box's own stack: the real server(s) at its own "
                         "address (%s, LOCALNODE) get none; --io nfq-loop serves them",
-                        self.adapter_name, ", ".join(_local_servers(config, local)))  # fmt: skip
+                        self.adapter_name, ", ".join(mine))  # fmt: skip
         self.config, self.fwd = config, fwd
         fwd.warm_up()  # before the rules: no packet waits for the JIT
         self.plan = plan
@@ -620,10 +621,10 @@ class Director:
                                 "takes a restart (the default --io nfq-loop sends them itself)")  # fmt: skip
         if name == "afpacket" and tb.uses_nat(config):
             raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
-        if name in LOCAL_STACK_LESS and _local_servers(config, self.fwd.local):
+        mine = _local_servers(config, self.fwd.local) if name in LOCAL_STACK_LESS else []
+        if mine:
             raise DirectorError(f"--io {name} cannot hand packets to this box's own stack, and "
-                                f"{', '.join(_local_servers(config, self.fwd.local))} is at its own address "
-                                "(LOCALNODE): run --io nfq-loop")  # fmt: skip
+                                f"{', '.join(mine)} is at its own address (LOCALNODE): run --io nfq-loop")
         if name == "afxdp" and any(v.active and v.manual and v.address is not None for v in config.virtuals):
             raise DirectorError("--io afxdp captures on the VIPs' devices and a service added by hand has none: "
                                 "run --io nfq-loop for pylvsadm's services")  # fmt: skip
@@ -735,7 +736,7 @@ class Director:
     def _local_addresses(self) -> frozenset[str]:
         """This namespace's addresses: a real server at one is served by the director's
         own stack (LOCALNODE)."""
-        return self.ctl.local_addresses() if hasattr(self.ctl, "local_addresses") else frozenset()
+        return self.ctl.local_addresses()
 
     def _table_health(self, health: dict, config: Config | None = None) -> dict:
         """The mapping the tables are compiled with: the checks' ``health`` with the drained

@@ -519,6 +519,17 @@ def _sweep(t, now, budget):
 # --- The drop_entry defence (ip_vs_conn.c ip_vs_random_dropentry, todrop_entry) -----------
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _countdown(meta, slot, every):
+    """True once in ``every`` calls: the kernel's drop countdowns (ip_vs_todrop,
+    todrop_entry) count down a counter and reload it when it runs out."""
+    meta[slot] -= 1
+    if meta[slot] > 0:
+        return False
+    meta[slot] = every
+    return True
+
+
 @njit(cache=True, error_model="numpy")
 def _todrop_entry(t, e, now):
     """todrop_entry: an entry idle for TODROP_IDLE seconds with 1..8 incoming packets is
@@ -529,12 +540,7 @@ def _todrop_entry(t, e, now):
     k = np.int64(e.in_pkts)
     if k < 1 or k > TODROP_PKTS:
         return False
-    slot = M_TODROP + k - 1
-    t.meta[slot] -= 1
-    if t.meta[slot] > 0:
-        return False
-    t.meta[slot] = k
-    return True
+    return _countdown(t.meta, M_TODROP + k - 1, k)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -552,11 +558,9 @@ def _dropentry_victim(t, n, now):
     e = t.entries[n]
     if e.live == 0 or e.n_control > 0 or (e.flags & F_TEMPLATE) != 0:
         return False
-    if e.proto == IPPROTO_TCP:
-        if e.state == S_SYN_RECV or e.state == S_SYNACK:
-            return True
-        if e.state == S_ESTABLISHED:
-            return _todrop_entry(t, e, now)
+    if _half_open(e):
+        return True
+    if e.proto == IPPROTO_TCP and e.state != S_ESTABLISHED:
         return False
     return _todrop_entry(t, e, now)
 

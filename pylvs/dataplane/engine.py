@@ -78,6 +78,7 @@ from pylvs.dataplane.conntab import (
     TCP_RST,
     TCP_SYN,
     TOUCHED_CAP,
+    _countdown,
     _dest_row,
     _invalidate_template,
     _lookup_in,
@@ -557,13 +558,7 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
 def _todrop(ct):
     """ip_vs_todrop: while drop_packet is engaged, every ``rate``-th new connection."""
     rate = ct.meta[M_DROP_RATE]
-    if rate == 0:
-        return False
-    ct.meta[M_DROP_COUNTER] -= 1
-    if ct.meta[M_DROP_COUNTER] > 0:
-        return False
-    ct.meta[M_DROP_COUNTER] = rate
-    return True
+    return rate != 0 and _countdown(ct.meta, M_DROP_COUNTER, rate)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
