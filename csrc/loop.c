@@ -711,6 +711,22 @@ static void send_all(struct pl_loop *L, size_t n)
         flush_frames(L, k);
 }
 
+/* The classify pass: ours -> NF_REPEAT with the owned bit; else NF_ACCEPT. */
+static void act_classify(struct pl_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        L->how[i] = OUT_NONE;
+        if (L->b.verdict[i] == PL_V_NAT) {
+            L->b.marks[i] |= PL_OWNED_MARK;
+            L->acts[i] = PL_NFQ_REPEAT_MARK;
+            L->st.owned++;
+        } else {
+            L->acts[i] = PL_NFQ_ACCEPT;
+            L->st.accepted++;
+        }
+    }
+}
+
 static long receive(struct pl_loop *L, int poll_ms)
 {
     if (L->q)
@@ -724,7 +740,8 @@ static long receive(struct pl_loop *L, int poll_ms)
  * program is attached only after the first tables, so this is NFQUEUE's case). */
 static void unpublished(struct pl_loop *L, size_t n)
 {
-    int open = (L->flags & PL_LOOP_F_FAIL_OPEN) != 0;
+    /* the classify pass never drops: with no tables nothing is ours */
+    int open = (L->flags & (PL_LOOP_F_FAIL_OPEN | PL_LOOP_F_CLASSIFY)) != 0;
     memset(L->acts, open ? PL_NFQ_ACCEPT : PL_NFQ_DROP, n);
     memset(L->how, OUT_NONE, n);
     L->st.unpublished += (uint64_t)n;
@@ -746,7 +763,10 @@ int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms)
             pl_gate_batch_enter(L->g);
             uint64_t t1 = now_ns();
             const struct pl_fwd *f = L->f;
-            if (f->engine && f->state) {
+            if ((L->flags & PL_LOOP_F_CLASSIFY) && f->classify && f->state) {
+                f->classify(f->state, L->b.desc, n, pl_monotonic(), 0, 0, 0, 0);
+                act_classify(L, (size_t)n);
+            } else if (!(L->flags & PL_LOOP_F_CLASSIFY) && f->engine && f->state) {
                 pl_engine_batch(f, &L->b, (size_t)n, pl_monotonic());
                 if (L->q)
                     act_nfq(L, (size_t)n);
@@ -764,7 +784,7 @@ int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms)
             send_all(L, (size_t)n);
             if (L->q) {
                 int rc = pl_nfq_verdict(L->q, (size_t)n, L->ids, L->acts, L->b.buf, L->b.stride, L->b.off,
-                                        L->b.lens);
+                                        L->b.lens, L->b.marks);
                 if (rc < 0)
                     return rc;
             }

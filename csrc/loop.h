@@ -29,6 +29,14 @@
  *                  REJECT (the packet became an ICMP error from the VIP) -> sent from
  *                  the local stack (raw IP socket), NF_DROP; DROP and anything else
  *                  -> NF_DROP.
+ *                  With PL_LOOP_F_CLASSIFY the queue is the classify pass of a real
+ *                  server's packets in raw PREROUTING (netctl.plan, docs/netctl.md):
+ *                  the classify cfunc looks each packet up on the reply side of the
+ *                  connection table, read-only but for reaping; one of ours gets
+ *                  NF_REPEAT with PL_OWNED_MARK added to its mark (the raw chain then
+ *                  untracks it and it meets the forwarding queue after routing), any
+ *                  other NF_ACCEPT (tracked: the kernel routes and NATs it as any
+ *                  router would).  This pass never drops.
  *   pl_xsk_loop_new  AF_XDP sockets (xsk.h) fed by the XDP program.  Nothing goes
  *                  back to the kernel's receive path: NAT, DR and TUNNEL packets all
  *                  leave as frames, to the dest row's next hop or (a NAT reply) to the
@@ -81,7 +89,14 @@ enum {                      /* engine.V_* (checked by pylvs.dataplane.io.nfq_loo
 
 enum {
     PL_LOOP_F_FAIL_OPEN = 1,    /* nothing published: accept (else drop) */
+    PL_LOOP_F_CLASSIFY = 2,     /* NFQUEUE: the classify pass (below), not the engine */
     PL_LOOP_MISS_MAX = 64       /* DR rows without a next hop remembered between reads */
+};
+
+enum {
+    /* The mark bit the classify pass sets on a real server's packet of one of our
+     * connections (netctl.plan.OWNED_MARK, checked by pylvs.dataplane.io.nfq_loop). */
+    PL_OWNED_MARK = 0x40000000
 };
 
 struct pl_neigh {           /* one dest row's next hop (direct routing) */
@@ -94,6 +109,7 @@ struct pl_neigh {           /* one dest row's next hop (direct routing) */
 
 struct pl_fwd {
     pl_engine_fn engine;
+    pl_engine_fn classify;      /* engine_cfunc.CLASSIFY: V_NAT (ours) or V_PASS per packet */
     const uint64_t *state;      /* engine_cfunc.describe_state */
     int64_t *reasons;           /* Counters.reasons */
     int64_t opts;               /* engine OPT_* bits */
@@ -121,6 +137,7 @@ struct pl_loop_stats {
     uint64_t packets;           /* packets given a verdict by the engine or the fallback */
     uint64_t batches;
     uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged */
+    uint64_t owned;             /* classify pass: NF_REPEAT with PL_OWNED_MARK */
     uint64_t dropped;           /* NFQUEUE: NF_DROP (DROP, DR and REJECT sent or not) */
     uint64_t mangled;           /* NFQUEUE: NF_ACCEPT with the rewritten packet */
     uint64_t sent;              /* packets sent as frames to a next hop (NFQUEUE: DR only) */

@@ -34,7 +34,7 @@
 #define SNDBUF (2 * PL_NFQ_SEND_CHUNK)
 #define IOV_MAX_PER_SEND 1020   /* UIO_MAXIOV is 1024 */
 #define IOV_PER_VERDICT 3       /* header, packet bytes, attribute padding */
-#define VERDICT_HDR 64          /* nlmsghdr + nfgenmsg + verdict attr + payload attr header (36) */
+#define VERDICT_HDR 64          /* nlmsghdr + nfgenmsg + verdict attr + mark attr or payload attr header (<= 44) */
 #define DRAIN_ROUNDS 8          /* recvmmsg calls per pl_nfq_recv, at most */
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
@@ -223,12 +223,14 @@ void pl_nfq_close(struct pl_nfq *q)
 /* ---- verdicts ------------------------------------------------------------------------ */
 
 /* Build one verdict message header in `h`; returns its iovec count (1..3). */
-static size_t put_verdict(struct pl_nfq *q, uint8_t *h, uint32_t id, int verdict,
+static size_t put_verdict(struct pl_nfq *q, uint8_t *h, uint32_t id, int verdict, const uint32_t *mark,
                           const uint8_t *pkt, uint32_t plen, struct iovec *iov)
 {
     static const uint8_t zeros[NLA_ALIGNTO];
     struct nlmsghdr *nlh = nfq_nlmsg_put((char *)h, NFQNL_MSG_VERDICT, q->queue_num);
     nfq_nlmsg_verdict_put(nlh, (int)id, verdict);
+    if (mark)
+        nfq_nlmsg_verdict_put_mark(nlh, *mark);
     size_t k = 1;
     if (pkt) {
         struct nlattr *a = (struct nlattr *)((uint8_t *)nlh + NLMSG_ALIGN(nlh->nlmsg_len));
@@ -267,7 +269,8 @@ static int flush(struct pl_nfq *q, size_t *iovcnt, size_t *bytes)
 }
 
 int pl_nfq_verdict(struct pl_nfq *q, size_t n, const uint32_t *ids, const uint8_t *actions,
-                   const uint8_t *buf, size_t stride, const uint32_t *off, const uint32_t *lens)
+                   const uint8_t *buf, size_t stride, const uint32_t *off, const uint32_t *lens,
+                   const uint32_t *marks)
 {
     size_t iovcnt = 0, bytes = 0;
     int rc = 0, r;
@@ -276,8 +279,12 @@ int pl_nfq_verdict(struct pl_nfq *q, size_t n, const uint32_t *ids, const uint8_
     for (size_t i = 0; i < n; i++) {
         const uint8_t *pkt = NULL;
         uint32_t plen = 0;
+        const uint32_t *mark = NULL;
         int verdict = NF_ACCEPT;
-        if (actions[i] == PL_NFQ_DROP) {
+        if (actions[i] == PL_NFQ_REPEAT_MARK && marks) {
+            verdict = NF_REPEAT;
+            mark = &marks[i];
+        } else if (actions[i] == PL_NFQ_DROP) {
             verdict = NF_DROP;
         } else if (actions[i] == PL_NFQ_ACCEPT_PAYLOAD) {
             /* never read outside row i, whatever off/lens say */
@@ -293,7 +300,7 @@ int pl_nfq_verdict(struct pl_nfq *q, size_t n, const uint32_t *ids, const uint8_
         if (iovcnt + IOV_PER_VERDICT > IOV_MAX_PER_SEND || (bytes && bytes + need > PL_NFQ_SEND_CHUNK))
             if ((r = flush(q, &iovcnt, &bytes)) < 0 && !rc)
                 rc = r;
-        iovcnt += put_verdict(q, q->hdrs + i * VERDICT_HDR, ids[i], verdict, pkt, plen, q->siov + iovcnt);
+        iovcnt += put_verdict(q, q->hdrs + i * VERDICT_HDR, ids[i], verdict, mark, pkt, plen, q->siov + iovcnt);
         bytes += need;
     }
     if ((r = flush(q, &iovcnt, &bytes)) < 0 && !rc)
@@ -308,7 +315,7 @@ static void accept_pending(struct pl_nfq *q)
     for (size_t i = 0; i < q->n_pending; i++) {
         /* plain verdicts: one header buffer per message is needed only until the
          * send, so send each on its own (oversize packets are rare) */
-        iovcnt = put_verdict(q, h, q->pending[i], NF_ACCEPT, NULL, 0, q->siov);
+        iovcnt = put_verdict(q, h, q->pending[i], NF_ACCEPT, NULL, NULL, 0, q->siov);
         flush(q, &iovcnt, &bytes);
     }
     q->n_pending = 0;

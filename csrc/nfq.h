@@ -33,8 +33,10 @@
  *                  PL_NFQ_SEND_CHUNK bytes or the iovec limit): PL_NFQ_ACCEPT,
  *                  PL_NFQ_DROP, or PL_NFQ_ACCEPT_PAYLOAD with the packet
  *                  buf[i*stride + off[i] .. + lens[i]] attached (read in place
- *                  through the iovec, not copied).  A payload outside its row
- *                  or longer than PL_NFQ_MAX_PAYLOAD is dropped instead
+ *                  through the iovec, not copied), or PL_NFQ_REPEAT_MARK: NF_REPEAT
+ *                  with NFQA_MARK = marks[i] (marks may be NULL when no verdict is
+ *                  of that kind; then the packet is accepted).  A payload outside
+ *                  its row or longer than PL_NFQ_MAX_PAYLOAD is dropped instead
  *                  (`payload_errors`).  0 or -errno.
  * pl_nfq_wrap_fd   a pl_nfq over an open datagram socket, nothing bound or
  *                  configured, the descriptor left open by pl_nfq_close: lets
@@ -54,7 +56,9 @@ enum {
 enum {
     PL_NFQ_ACCEPT = 0,          /* NF_ACCEPT, packet unchanged */
     PL_NFQ_DROP = 1,            /* NF_DROP */
-    PL_NFQ_ACCEPT_PAYLOAD = 2   /* NF_ACCEPT with the row's bytes as the new packet */
+    PL_NFQ_ACCEPT_PAYLOAD = 2,  /* NF_ACCEPT with the row's bytes as the new packet */
+    PL_NFQ_REPEAT_MARK = 3      /* NF_REPEAT with marks[i] as the packet's new mark: the
+                                 * same hook runs again (the classify pass, loop.h) */
 };
 
 enum {
@@ -94,7 +98,8 @@ int pl_nfq_fd(const struct pl_nfq *q);
 long pl_nfq_recv(struct pl_nfq *q, uint8_t *buf, size_t rows, size_t stride, uint32_t *off,
                  uint32_t *lens, uint32_t *marks, uint32_t *ids, uint8_t *info, int timeout_ms);
 int pl_nfq_verdict(struct pl_nfq *q, size_t n, const uint32_t *ids, const uint8_t *actions,
-                   const uint8_t *buf, size_t stride, const uint32_t *off, const uint32_t *lens);
+                   const uint8_t *buf, size_t stride, const uint32_t *off, const uint32_t *lens,
+                   const uint32_t *marks);
 void pl_nfq_get_stats(const struct pl_nfq *q, struct pl_nfq_stats *out);
 void pl_nfq_close(struct pl_nfq *q);
 struct pl_nfq *pl_nfq_wrap_fd(int fd, uint16_t queue_num, size_t max_rows, int *err);

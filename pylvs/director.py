@@ -203,6 +203,7 @@ class Director:
             except ValueError as exc:
                 raise DirectorError(f"--metrics: {exc}") from None
         self.queue = queue
+        self.adapter_name = ""  # the --io adapter, "auto" resolved at start
         self.fail_open = fail_open
         self.status_path = status_path
         self.control_path = control_path
@@ -274,7 +275,15 @@ class Director:
 
         # Several workers: the rules spread flows over their queues (--queue-balance).
         queue = self.queue if self.workers == 1 else (self.queue, self.queue + self.workers - 1)
-        return plan_for(config, queue=queue, capture=self.capture, fail_open=self.fail_open)
+        return plan_for(config, queue=queue, capture=self.capture, fail_open=self.fail_open,
+                        classify=self.classify_queue)
+
+    @property
+    def classify_queue(self) -> int | None:
+        """The classify pass's queue, after the forwarding ones (docs/netctl.md): only the
+        C loop serves one; with the Python adapters a real server of a fwmark, port-0 or
+        FTP service has all its forwarded traffic untracked, as before."""
+        return self.queue + self.workers if self.adapter_name == "nfq-loop" else None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -682,11 +691,10 @@ class Director:
             log.info("AF_XDP: %s", ", ".join(f"{d} ({m} mode)" for d, m in loop.modes.items()))
             return loop
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C
-            from pylvs.dataplane.io.nfq_loop import NativeLoop, Workers
+            from pylvs.dataplane.io.nfq_loop import Workers
 
-            if self.workers > 1:
-                return Workers(self.queue, self.workers, self.fwd, fail_open=self.fail_open, gso=True)
-            return NativeLoop(self.queue, self.fwd, fail_open=self.fail_open, gso=True)
+            return Workers(self.queue, self.workers, self.fwd, classify=self.classify_queue,
+                           fail_open=self.fail_open, gso=True)
         # The Python DR sender's frames must fit the link, so with it the queue hands DR
         # packets over segmented (no GSO); NAT and tunnel verdicts go back whole.
         direct = "direct" in forward_methods(config)

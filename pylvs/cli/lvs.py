@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("lvs", help="run the virtual services of lvs.cf (the lvs daemon)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     options.add(p, "lvs")
-    p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
+    p.add_argument("--queue", type=int, default=0, metavar="N",
+                   help="NFQUEUE number (default 0); nfq-loop also binds N+workers for the classify pass "
+                        "of NAT real servers' own traffic (docs/netctl.md)")
     add_director_options(p)
     p.add_argument("--status", default=None, metavar="PATH",
                    help="status file, JSON, rewritten every second (default RUNTIME_DIR/lvs.status.json)")

@@ -445,10 +445,17 @@ def _state_step(ct, n, proto, direction, tcp_flags, now):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _icmp_error(icmp_type):
+    """The ICMP types IPVS translates (ip_vs_out_icmp): unreachable, source quench, time
+    exceeded; any other ICMP is nobody's connection."""
+    return icmp_type == 3 or icmp_type == 4 or icmp_type == 11
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
                  svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ICMP (ip_vs_out_icmp, then ip_vs_in_icmp): translate errors about our connections."""
-    if f[F_ICMP_TYPE] != 3 and f[F_ICMP_TYPE] != 4 and f[F_ICMP_TYPE] != 11:
+    if not _icmp_error(f[F_ICMP_TYPE]):
         verdict[i] = V_PASS
         reason[i] = C_ICMP_OTHER
         return
@@ -785,6 +792,27 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
     return n_ops
 
 
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _classify_kernel(buf, off, lens, n, fields, ct, now, verdict):
+    """The classify pass (docs/netctl.md): which of a real server's packets belong to a
+    connection of ours (V_NAT) and which are its own traffic (V_PASS), by the reply-side
+    lookups ``_handle_packet`` and ``_handle_icmp`` make, and nothing else: no state
+    step, no counter (a lookup may reap an expired entry, as the engine's would)."""
+    for i in range(n):
+        f = fields[i]
+        hd._parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), f)
+        verdict[i] = V_PASS
+        if f[F_REASON] != R_OK or f[F_FRAG] != FRAG_NONE:
+            continue  # not ours to judge: the kernel's (conntrack reassembles fragments)
+        proto = f[F_PROTO]
+        if proto == IPPROTO_ICMP:
+            if _icmp_error(f[F_ICMP_TYPE]) and f[F_IN_PROTO] >= 0 and _lookup_out(
+                    ct, f[F_IN_PROTO], f[F_IN_DADDR], f[F_IN_DPORT], f[F_IN_SADDR], f[F_IN_SPORT], now) >= 0:
+                verdict[i] = V_NAT
+        elif _lookup_out(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now) >= 0:
+            verdict[i] = V_NAT
+
+
 # =========================================================================================
 # Python entry point
 # =========================================================================================
@@ -922,3 +950,13 @@ def process(batch: Batch, now: float, tables: Tables, ct: ctm.ConnTable, counter
             reason[bad] = new_reason
             verdict[bad] = V_DROP
     return Verdicts(verdict, reason, dest_row, off, lens, results.copy())
+
+
+def classify(batch: Batch, now: float, ct: ctm.ConnTable) -> np.ndarray:
+    """The classify pass from Python (the twin of ``engine_cfunc.CLASSIFY``): per packet,
+    True when it is a real server's packet of one of our connections."""
+    n = int(batch.n)
+    fields, _ops = _SCRATCH.arrays(n)
+    verdict = np.empty(n, dtype=np.uint8)
+    _classify_kernel(batch.buf, batch.off[:n], batch.lens[:n], n, fields, ct, float(now), verdict)
+    return verdict == V_NAT

@@ -30,7 +30,7 @@ returns the number of rewrite ops emitted (``pl_rewrite_batch`` does the bytes).
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, cfunc, from_dtype, types
+from numba import carray, cfunc, from_dtype, njit, types
 from numba.extending import intrinsic
 
 from pylvs._native import ffi
@@ -87,9 +87,10 @@ _SIG = types.int64(types.CPointer(types.uint64), types.CPointer(types.uint64), t
                    types.int64, types.int64, types.int64, types.int64)  # fmt: skip
 
 
-@cfunc(_SIG, cache=True, error_model="numpy")
-def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 - a C symbol
-    ct = ctm.ConnTable(
+@njit(cache=True, error_model="numpy", inline="always")
+def _conn_table(s):
+    """The connection table of a state descriptor."""
+    return ctm.ConnTable(
         carray(_ptr_at(s[0], _ENTRY), (np.intp(s[1]),)),
         carray(_ptr_at(s[3], types.int32), (np.intp(s[4]),)),
         carray(_ptr_at(s[6], types.int32), (np.intp(s[7]),)),
@@ -104,6 +105,11 @@ def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 
         carray(_ptr_at(s[66], types.int64), (np.intp(s[67]),)),
         carray(_ptr_at(s[69], types.int64), (np.intp(s[70]),)),
     )
+
+
+@cfunc(_SIG, cache=True, error_model="numpy")
+def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 - a C symbol
+    ct = _conn_table(s)
     svc = carray(_ptr_at(s[30], _SVC), (np.intp(s[31]),))
     state = carray(_ptr_at(s[33], types.int64), (np.intp(s[34]),))
     dest_svc = carray(_ptr_at(s[36], types.int32), (np.intp(s[37]),))
@@ -130,6 +136,22 @@ def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 
     return _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_budget, ct, svc,
                            ct.dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, reasons,
                            svc_stats, dest_stats, ip_id, tunnel_src, ops, verdict, reason, dest_row)
+
+
+@cfunc(_SIG, cache=True, error_model="numpy")
+def CLASSIFY(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 - a C symbol
+    """The classify pass (``engine._classify_kernel``): the C loop's PL_LOOP_F_CLASSIFY
+    queue calls it with the engine's signature; it writes only ``verdict`` (V_NAT: ours)."""
+    ct = _conn_table(s)
+    buf = carray(_ptr_at(b[0], types.uint8), (np.intp(b[1]), np.intp(b[2])))
+    off = carray(_ptr_at(b[3], types.uint32), (np.intp(b[4]),))
+    lens = carray(_ptr_at(b[6], types.uint32), (np.intp(b[7]),))
+    fields = carray(_ptr_at(b[12], types.int64), (np.intp(b[13]), np.intp(b[14])))
+    verdict = carray(_ptr_at(b[18], types.uint8), (np.intp(b[19]),))
+    if n < 0 or n > buf.shape[0] or n > fields.shape[0] or n > verdict.shape[0]:
+        return 0
+    en._classify_kernel(buf, off, lens, n, fields, ct, now, verdict)
+    return 0
 
 
 assert len(STATE_SLOTS) * WORDS_PER_SLOT == 72 and len(BATCH_SLOTS) * WORDS_PER_SLOT == 27  # the reads above
@@ -170,6 +192,7 @@ class NativeState:
     def __init__(self, *, opts: int, tunnel_src: int) -> None:
         c = ffi.new("struct pl_fwd *")
         c.engine = ffi.cast("pl_engine_fn", ENGINE.address)
+        c.classify = ffi.cast("pl_engine_fn", CLASSIFY.address)
         c.opts = opts
         c.tunnel_src = tunnel_src
         c.rewrite_base = en.C_REWRITE_BASE

@@ -41,6 +41,10 @@ NFT_INGRESS_PRIORITY = 0  # any: AF_PACKET taps run before the ingress hook what
 NFT_CHAIN_PREFIX = "in_"
 
 QUEUE_MAX = 65535  # NFQUEUE --queue-num is 16 bits
+# The classify pass's mark bit on a real server's packet of one of our connections (csrc/
+# loop.h PL_OWNED_MARK): one high bit, clear of the small marks lvs.cf's fwmark services use.
+OWNED_MARK = 0x40000000
+OWNED = f"{OWNED_MARK:#x}/{OWNED_MARK:#x}"
 FTP_CONTROL_PORT = 21  # ip_vs_ctl.c FTPPORT: a port-21 service also owns its VIP's data ports
 HOST_PREFIXLEN = 32  # an unset vip_nmask / nat_nmask: the address alone (see docs/netctl.md)
 IFNAMSIZ = 16  # kernel limit incl. NUL: labels and device names are at most 15 characters
@@ -128,6 +132,7 @@ class Plan:
     capture: str
     queue: int | tuple[int, int]
     fail_open: bool
+    classify: int | None = None  # nfqueue capture: the classify pass's queue (docs/netctl.md)
     chains: tuple[Chain, ...] = ()  # nfqueue capture
     nft: str | None = None  # afpacket capture: JSON batch that (re)creates `netdev pylvs`
     xdp: XdpKeys | None = None  # afxdp capture: what the XDP program redirects
@@ -150,7 +155,8 @@ class Plan:
         q = f"{self.queue[0]}:{self.queue[1]}" if isinstance(self.queue, tuple) else str(self.queue)
         out = [f"netctl plan: capture {self.capture}"
                + (f", queue {q}, {'fail-open' if self.fail_open else 'fail-closed'}"
-                  if self.capture == CAPTURE_NFQUEUE else "")]
+                  if self.capture == CAPTURE_NFQUEUE else "")
+               + (f", classify queue {self.classify}" if self.classify is not None else "")]
         out.append("addresses:")
         out += [f"  {a}" for a in self.addresses] or ["  (none)"]
         out.append("sysctls:")
@@ -322,16 +328,28 @@ def _l4(proto: str, port_opt: str, port: int | None) -> str:
     return s
 
 
-def _rip_matches(config: Config, v: VirtualServer) -> list[tuple[str, str]]:
-    """(rip, match) for the replies of the NAT real servers of one service."""
+class Reply(NamedTuple):
+    """The replies of one NAT real server for one service: protocol and the port they
+    come from (None: every port, for fwmark, port-0 and FTP services)."""
+
+    rip: str
+    proto: str
+    port: int | None
+
+    @property
+    def match(self) -> str:
+        return _l4(self.proto, "--sport", self.port)
+
+
+def _replies(config: Config, v: VirtualServer) -> list[Reply]:
+    """The replies of the NAT real servers of one service.  A reply of every port also
+    matches the real server's own connections (the classify pass sorts them)."""
     out = []
     for rip, port in _nat_rips(config, v):
         if v.fwmark:  # marks may bundle any ports of either protocol
-            out += [(rip, _l4(p, "--sport", None)) for p in PROTOCOLS]
-        elif _all_ports(v):
-            out.append((rip, _l4(v.protocol, "--sport", None)))
+            out += [Reply(rip, p, None) for p in PROTOCOLS]
         else:
-            out.append((rip, _l4(v.protocol, "--sport", port)))
+            out.append(Reply(rip, v.protocol, None if _all_ports(v) else port))
     return out
 
 
@@ -377,7 +395,13 @@ def _queue_target(queue: int | tuple[int, int], fail_open: bool) -> str:
     return t + (" --queue-bypass" if fail_open else "")
 
 
-def _nfqueue_chains(config: Config, virtuals: tuple[VirtualServer, ...], target: str) -> tuple[Chain, ...]:
+def _queue_overlaps(queue: int | tuple[int, int], other: int) -> bool:
+    lo, hi = queue if isinstance(queue, tuple) else (queue, queue)
+    return lo <= other <= hi
+
+
+def _nfqueue_chains(config: Config, virtuals: tuple[VirtualServer, ...], target: str,
+                    classify: str | None) -> tuple[Chain, ...]:
     vips = _dedupe(str(v.vip) for v in virtuals if v.vip is not None)
     nat = "nat" in forward_methods(config)
     notrack = [f"-d {vip}/32 -j CT --notrack" for vip in vips]
@@ -391,14 +415,25 @@ def _nfqueue_chains(config: Config, virtuals: tuple[VirtualServer, ...], target:
     queue_in += [f"-d {vip}/32 -p icmp {target}" for vip in vips]
     chains = []
     if nat:
-        replies = [m for v in virtuals for m in _rip_matches(config, v)]
-        rips = _dedupe(rip for rip, _ in replies)
+        replies = _dedupe(r for v in virtuals for r in _replies(config, v))
+        # A real server with a service of every port: with a classify queue, each of its
+        # packets is looked up (ours: marked, untracked, queued after routing; its own:
+        # tracked, routed and NATed by the kernel).  Without one, all of it is untracked.
+        sorted_rips = _dedupe(r.rip for r in replies if r.port is None) if classify else ()
+        by_port = [r for r in replies if r.rip not in sorted_rips]
+        rips = _dedupe(r.rip for r in by_port)
         # Replies to the director itself (health checks) stay tracked: only forwarded ones.
-        notrack += [f"-s {rip}/32 {m} -m addrtype ! --dst-type LOCAL -j CT --notrack"
-                    for rip, m in _dedupe(replies)]
-        notrack += [f"-s {rip}/32 -p icmp -m addrtype ! --dst-type LOCAL -j CT --notrack" for rip in rips]
-        queue_out = [f"-s {rip}/32 {m} {target}" for rip, m in _dedupe(replies)]
+        local = "-m addrtype ! --dst-type LOCAL"
+        notrack += [f"-s {r.rip}/32 {r.match} {local} -j CT --notrack" for r in by_port]
+        notrack += [f"-s {rip}/32 -p icmp {local} -j CT --notrack" for rip in rips]
+        queue_out = [f"-s {r.rip}/32 {r.match} {target}" for r in by_port]
         queue_out += [f"-s {rip}/32 -p icmp {target}" for rip in rips]
+        for rip in sorted_rips:
+            protocols = _dedupe(r.proto for r in replies if r.rip == rip)
+            notrack.append(f"-s {rip}/32 -m mark --mark {OWNED} -j CT --notrack")
+            notrack += [f"-s {rip}/32 -p {p} {local} -m mark ! --mark {OWNED} {classify}"
+                        for p in (*protocols, "icmp")]
+            queue_out.append(f"-s {rip}/32 -m conntrack --ctstate UNTRACKED {target}")
     chains.append(Chain("raw", CHAIN_RAW, "PREROUTING", FIRST, _dedupe(notrack)))
     chains.append(Chain("mangle", CHAIN_IN, "PREROUTING", LAST, _dedupe(queue_in)))
     if nat:
@@ -428,11 +463,13 @@ def _icmp_rule(vip: str) -> list[dict]:
 
 
 def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str = CAPTURE_NFQUEUE,
-             fail_open: bool = True) -> Plan:
+             fail_open: bool = True, classify: int | None = None) -> Plan:
     """The Plan for the active virtual services of `config` (a pure function).
 
     queue: NFQUEUE number (or (first, last) for --queue-balance); fail_open: packets pass
-    to the kernel (--queue-bypass) when no program listens on the queue; capture:
+    to the kernel (--queue-bypass) when no program listens on the queue; classify: the
+    queue of the classify pass (nfqueue capture; None: a NAT real server of a service of
+    every port has all its forwarded traffic untracked, its own connections too); capture:
     "nfqueue" (all forwarding methods), "afxdp" (all forwarding methods, no firewall
     marks) or "afpacket" (direct routing and tunnelling).
 
@@ -474,8 +511,11 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
             sysctls[SYSCTL_IP_FORWARD] = "1"
     elif capture == CAPTURE_NFQUEUE:
         target = _queue_target(queue, fail_open)
+        sort = None if classify is None else _queue_target(classify, fail_open)
+        if classify is not None and _queue_overlaps(queue, classify):
+            raise PlanError(f"classify queue {classify} is one of the forwarding queues")
         if virtuals:
-            chains = _nfqueue_chains(config, virtuals, target)
+            chains = _nfqueue_chains(config, virtuals, target, sort)
         if methods & {"nat", "tunnel"}:  # the kernel forwards the rewritten packet
             sysctls[SYSCTL_IP_FORWARD] = "1"
         if "tunnel" in methods:
@@ -511,5 +551,6 @@ def plan_for(config: Config, *, queue: int | tuple[int, int] = 0, capture: str =
                 rules.append(_icmp_rule(str(v.vip)))
         if per_dev:
             nft = json.dumps(nft_batch(per_dev), sort_keys=True)
-    return Plan(capture=capture, queue=queue, fail_open=fail_open, chains=chains, nft=nft, xdp=xdp,
-                addresses=tuple(addresses.values()), sysctls=FrozenMap(sysctls))
+    classify = classify if capture == CAPTURE_NFQUEUE else None
+    return Plan(capture=capture, queue=queue, fail_open=fail_open, classify=classify, chains=chains, nft=nft,
+                xdp=xdp, addresses=tuple(addresses.values()), sysctls=FrozenMap(sysctls))

@@ -133,6 +133,42 @@ def test_port0_ftp_and_fwmark_services() -> None:
     assert [a.label for a in plan.addresses] == ["eth1:1", "eth0:1", "eth0:2", "eth0:3"]
 
 
+def test_classify_queue_sorts_the_servers_of_every_port_services() -> None:
+    """With a classify queue, a real server of a fwmark (or port-0, FTP) service has its
+    packets looked up instead of all untracked: ours come back marked and are untracked,
+    then queued after routing by their untracked state; its own stay tracked (NAT works).
+    A server with only by-port services keeps the exact rules."""
+    body = (virtual("bundle", 80, extra="  fwmark = 80", servers=((11, None),))
+            + virtual("web", 8080, vip="10.77.1.101 eth0:2", servers=((11, None), (12, None))))
+    plan = plan_for(config(body), queue=(0, 1), classify=2)
+    q, c = "-j NFQUEUE --queue-balance 0:1 --queue-bypass", "-j NFQUEUE --queue-num 2 --queue-bypass"
+    local, owned = "-m addrtype ! --dst-type LOCAL", "0x40000000/0x40000000"
+    assert chains(plan)["PYLVS-RAW"] == [
+        "-d 10.77.1.100/32 -j CT --notrack",
+        "-d 10.77.1.101/32 -j CT --notrack",
+        f"-s 10.77.2.12/32 -p tcp -m tcp --sport 8080 {local} -j CT --notrack",
+        f"-s 10.77.2.12/32 -p icmp {local} -j CT --notrack",
+        f"-s 10.77.2.11/32 -m mark --mark {owned} -j CT --notrack",  # before the queue: NF_REPEAT
+        f"-s 10.77.2.11/32 -p tcp {local} -m mark ! --mark {owned} {c}",
+        f"-s 10.77.2.11/32 -p udp {local} -m mark ! --mark {owned} {c}",
+        f"-s 10.77.2.11/32 -p icmp {local} -m mark ! --mark {owned} {c}",
+    ]
+    assert chains(plan)["PYLVS-OUT"] == [
+        f"-s 10.77.2.12/32 -p tcp -m tcp --sport 8080 {q}",
+        f"-s 10.77.2.12/32 -p icmp {q}",
+        f"-s 10.77.2.11/32 -m conntrack --ctstate UNTRACKED {q}",
+    ]
+    assert plan.classify == 2 and "classify queue 2" in str(plan)
+    # Without one (the Python adapters), as before: all of it untracked.
+    assert "-s 10.77.2.11/32 -p tcp -m addrtype ! --dst-type LOCAL -j CT --notrack" in chains(
+        plan_for(config(body)))["PYLVS-RAW"]
+    # A by-port service alone: nothing to sort, no classify rule.
+    assert not any("mark" in r for r in chains(plan_for(config(NAT2), classify=1))["PYLVS-RAW"])
+    with pytest.raises(PlanError, match="classify queue 1 is one of the forwarding queues"):
+        plan_for(config(body), queue=(0, 1), classify=1)
+    assert plan_for(config(NAT2), capture="afxdp", classify=2).classify is None
+
+
 def test_masks_dedupe_and_inactive() -> None:
     body = (virtual("a", 80, extra="  vip_nmask = 255.255.255.0")
             + virtual("b", 443, extra="  vip_nmask = 255.255.255.0")  # same VIP: one address

@@ -20,6 +20,13 @@ control thread, which resolves them.  Queue options are ``nfq_native``'s (fail-o
 queue length, receive buffer); with fail-open, packets that arrive before the first
 tables are published are accepted (``unpublished``).  The C loop reads CLOCK_MONOTONIC:
 the forwarder's clock must be ``time.monotonic``.
+
+``classify=True`` makes the queue the *classify pass* instead (docs/netctl.md): a NAT
+real server's packets, queued from raw PREROUTING, are looked up on the reply side of the
+connection table (``engine_cfunc.CLASSIFY``); ours go back with ``NF_REPEAT`` and the
+``OWNED_MARK`` bit set (the raw chain then untracks them and the forwarding queue takes
+them after routing), the server's own connections with ``NF_ACCEPT``, tracked, for the
+kernel to route and NAT.  ``Workers(..., classify=queue)`` runs one beside the others.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from pylvs.dataplane.forwarder import Forwarder
 from pylvs.dataplane.io import _verdict as vd
 from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
 from pylvs.dataplane.io.nfq_native import open_queue
+from pylvs.netctl.plan import OWNED_MARK
+
+assert lib.PL_OWNED_MARK == OWNED_MARK, "csrc/loop.h PL_OWNED_MARK and netctl.plan.OWNED_MARK differ"
 
 _LOOP_KEYS = ("packets", "batches", "accepted", "dropped", "mangled", "rejected", "reject_send_errors", "unpublished")
 # struct pl_loop_stats names its frame counters for every adapter; here every frame is DR
@@ -44,17 +54,18 @@ class NativeLoop(CLoop):
 
     def __init__(self, queue_num: int, fwd: Forwarder, *, rows: int = ROWS_DEFAULT, fail_open: bool = True,
                  gso: bool = True, rcvbuf: int = 64 << 20, maxlen: int = 8192,
-                 stride: int | None = None) -> None:  # fmt: skip
+                 stride: int | None = None, classify: bool = False) -> None:  # fmt: skip
         if not 0 <= queue_num <= 0xFFFF:
             raise ValueError(f"queue_num {queue_num} is not 0..65535")
-        super().__init__(f"NFQUEUE {queue_num}", fwd)
+        super().__init__(f"NFQUEUE {queue_num}" + (" (classify)" if classify else ""), fwd)
         self.queue_num = queue_num
         self.fail_open = fail_open
+        self.classify = classify
         self.arrays = BatchArrays(rows, vd.stride_for(gso) if stride is None else stride)
         cfwd = fwd.native()  # compiles or loads the cfunc before anything is bound
         self._q = open_queue(queue_num, fail_open, gso, maxlen, rcvbuf, rows)
         err = ffi.new("int *")
-        flags = lib.PL_LOOP_F_FAIL_OPEN if fail_open else 0
+        flags = (lib.PL_LOOP_F_FAIL_OPEN if fail_open else 0) | (lib.PL_LOOP_F_CLASSIFY if classify else 0)
         try:
             self._started(lib.pl_nfq_loop_new(self._q, fwd.gate, cfwd, self.arrays.c, flags, err), err)
         except OSError:
@@ -74,6 +85,8 @@ class NativeLoop(CLoop):
             qs = ffi.new("struct pl_nfq_stats *")
             lib.pl_nfq_get_stats(self._q, qs)
         s: dict[str, int | float] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+        if self.classify:
+            s["owned"] = int(ls.owned)
         s.update({k: int(getattr(ls, c)) for k, c in _DR_KEYS.items()})
         s["packets"] += int(qs.oversize)
         s["accepted"] += int(qs.oversize)
@@ -96,13 +109,18 @@ class Workers:
     verdict ``sendmsg`` (where the kernel re-injects the packet: most of a worker's time)
     run in parallel.  Same interface as ``NativeLoop``."""
 
-    def __init__(self, first_queue: int, n: int, fwd: Forwarder, **kw: object) -> None:
+    def __init__(self, first_queue: int, n: int, fwd: Forwarder, *, classify: int | None = None,
+                 **kw: object) -> None:  # fmt: skip
         if n < 1 or first_queue + n - 1 > 0xFFFF:
             raise ValueError(f"{n} workers from queue {first_queue}: queues are 0..65535")
         self.loops: list[NativeLoop] = []
+        self.classifier: NativeLoop | None = None
         try:
             for k in range(n):
                 self.loops.append(NativeLoop(first_queue + k, fwd, **kw))
+            if classify is not None:
+                self.classifier = NativeLoop(classify, fwd, classify=True, **kw)
+                self.loops.append(self.classifier)
         except BaseException:
             self.close()
             raise
@@ -137,12 +155,14 @@ class Workers:
         return set().union(*(loop.missing_addresses() for loop in self.loops))
 
     def stats(self) -> dict[str, object]:
-        per = [loop.stats() for loop in self.loops]
+        per = [loop.stats() for loop in self.loops if loop is not self.classifier]
         total: dict[str, object] = {k: sum(s[k] for s in per) for k in per[0] if k != "engine_us_per_batch"}
         batches = max(int(total["batches"]), 1)
         total["engine_us_per_batch"] = round(sum(s["engine_us_per_batch"] * s["batches"] for s in per) / batches, 2)
         total["workers"] = [{"queue": loop.queue_num, "packets": s["packets"], "batches": s["batches"]}
-                            for loop, s in zip(self.loops, per, strict=True)]  # fmt: skip
+                            for loop, s in zip(self.loops, per, strict=False)]  # fmt: skip
+        if self.classifier is not None:
+            total["classify"] = self.classifier.stats()
         return total
 
     def close(self) -> None:

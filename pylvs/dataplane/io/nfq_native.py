@@ -153,7 +153,8 @@ class NativeQueue:
             vd.actions(verdicts.verdict[:n], out=acts)
         vd.count_actions(self._stats, acts[:n])
         p = self._p
-        rc = lib.pl_nfq_verdict(self._q, n, p["ids"], p["acts"], p["buf"], self.stride, p["off"], p["lens"])
+        rc = lib.pl_nfq_verdict(self._q, n, p["ids"], p["acts"], p["buf"], self.stride, p["off"], p["lens"],
+                                ffi.NULL)
         if rc < 0:  # counted in send_errors; the kernel keeps the packets queued until we close
             raise OSError(-rc, f"NFQUEUE {self.queue_num}: verdict sendmsg failed: {os.strerror(-rc)}")
 
