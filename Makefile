@@ -14,13 +14,16 @@ XDP_OBJECT := pylvs/dataplane/io/xdp_pylvs.o
 # /etc/services (lvs.cf ports may be service names), libbpf and clang for --io afxdp,
 # prometheus for its promtool and a real server scraping --metrics (tests/netns/test_metrics_lab.py
 # starts its own in a lab namespace), chromium for the web tool's browser tests (Playwright
-# drives Debian's build; no browser download).  On a host running systemd, the package's postinst
-# enables and starts prometheus.service on :9090 in the root namespace, which nothing here
-# uses: `systemctl disable --now prometheus` after the install, or install where
-# /usr/sbin/policy-rc.d exits 101 (container images have one), which forbids the start.
+# drives Debian's build; no browser download), vsftpd for the FTP tests (tests/netns/test_ftp_lab.py
+# starts its own on the lab's real servers).  On a host running systemd, the packages' postinst
+# enables and starts prometheus.service on :9090 and vsftpd.service on :21 in the root namespace,
+# which nothing here uses: a vsftpd installed here is stopped and disabled at once (an FTP
+# login on the router is not something to leave behind); for prometheus `systemctl disable
+# --now prometheus` after the install, or install where /usr/sbin/policy-rc.d exits 101
+# (container images have one), which forbids the start.
 APT_PACKAGES := build-essential python3-dev python3-venv pkg-config \
 	libnetfilter-queue-dev libmnl-dev libnfnetlink-dev libbpf-dev clang-14 \
-	iproute2 nftables iptables procps iputils-ping curl netbase tcpdump prometheus chromium
+	iproute2 nftables iptables procps iputils-ping curl netbase tcpdump prometheus chromium vsftpd
 
 .PHONY: test test-unit test-netns test-afxdp demo deps apt-deps bench bench-forward bench-failover bench-cold-start lint clean
 
@@ -95,7 +98,10 @@ apt-deps:
 		echo "apt: installing $$missing"; \
 		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing && \
+		if printf '%s\n' $$missing | grep -qx vsftpd && [ -d /run/systemd/system ]; then \
+			$$SUDO systemctl disable --now vsftpd; \
+		fi; \
 	fi
 
 # python3-venv comes from apt on Debian, so the venv waits for apt-deps (also under -j).

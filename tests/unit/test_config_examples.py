@@ -11,7 +11,7 @@ from pylvs.config.parse import StaticResolver
 
 EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("lvs.cf.*"))
-FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "udp-dns",
+FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "ftp-nat-fwmark", "udp-dns",
             "sorry-server", "primary-backup", "lab-nat-demo"]
 
 
@@ -50,6 +50,19 @@ def test_ftp_example_is_the_rhel_guide_setup():
     config = check_file(str(EXAMPLES_DIR / "lvs.cf.ftp-fwmark"), StaticResolver()).config
     (v,) = config.virtuals
     assert v.fwmark == 21 and v.port == 21 and v.persistent > 0
+
+
+def test_nat_ftp_example_is_the_guides_nat_recipe():
+    """docs/ftp.md: the marks, the passive range, MASQUERADE for active data from port 20,
+    and the vsftpd settings the 227 reply needs."""
+    path = EXAMPLES_DIR / "lvs.cf.ftp-nat-fwmark"
+    config = check_file(str(path), StaticResolver()).config
+    (v,) = config.virtuals
+    assert config.network == "nat" and v.fwmark == 21 and v.port == 21 and v.persistent > 0
+    text = path.read_text()
+    for needed in ("--dport 21 -j MARK --set-mark 21", "--dport 10000:20000 -j MARK --set-mark 21",
+                   "--sport 20 -j MASQUERADE", "pasv_address=192.0.2.60", "pasv_min_port=10000"):
+        assert needed in text, needed
 
 
 def test_examples_cover_the_three_forwarding_methods_and_features():
