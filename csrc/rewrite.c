@@ -147,7 +147,10 @@ static int nat(uint8_t *ip, size_t ihl, size_t total, const struct pl_rewrite_op
     uint8_t *port = l4 + (out ? L4_SPORT : L4_DPORT);
     uint16_t old_port = load16(port);
     store16(port, op->port);
-    l4_csum_update(l4 + (udp ? UDP_CSUM : TCP_CSUM), udp, old_addr, op->addr, old_port, op->port);
+    if (op->flags & PL_RWF_FULL_CSUM)
+        pl_ipv4_fix_checksums(ip, total);
+    else
+        l4_csum_update(l4 + (udp ? UDP_CSUM : TCP_CSUM), udp, old_addr, op->addr, old_port, op->port);
     return PL_RW_OK;
 }
 

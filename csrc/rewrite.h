@@ -23,7 +23,9 @@
  *   PL_OP_NAT_OUT       real server's reply to the client: src := addr (VIP),
  *                       TCP/UDP sport := port (vport).
  *     Both update the IP header checksum and the TCP/UDP checksum
- *     incrementally (RFC 1624); a UDP checksum of 0 (none) stays 0.  A
+ *     incrementally (RFC 1624); a UDP checksum of 0 (none) stays 0.  With
+ *     PL_RWF_FULL_CSUM both are recomputed in full instead (the engine's FTP
+ *     helper has rewritten bytes the old checksum covered).  A
  *     non-first fragment has no L4 header: only its IP header changes.  A
  *     first fragment's L4 checksum covers the whole datagram, but the
  *     incremental update of address and port is still exact for it.
@@ -95,7 +97,9 @@ enum {
 
 enum {
     PL_RWF_COPY_DF = 1,          /* PL_OP_TUNNEL: copy DF from the inner header */
-    PL_RWF_KEEP_QUOTED_CSUM = 2  /* PL_OP_ICMP_NAT_*: leave the quoted L4 checksum */
+    PL_RWF_KEEP_QUOTED_CSUM = 2, /* PL_OP_ICMP_NAT_*: leave the quoted L4 checksum */
+    PL_RWF_FULL_CSUM = 4         /* PL_OP_NAT_*: recompute both checksums in full (the FTP
+                                  * helper changed the payload, its length or seq/ack) */
 };
 
 enum {

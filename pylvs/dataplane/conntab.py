@@ -67,12 +67,20 @@ FWD_DROUTE = 3
 F_SYNC = 0x0020
 F_NOOUTPUT = 0x0080  # DR/TUN: no reply traffic is seen, so INPUT_ONLY transitions apply
 F_INACTIVE = 0x0100
+F_OUT_SEQ = 0x0200  # the FTP helper resized a server -> client segment: seq/ack adjusted
+F_IN_SEQ = 0x0400  # ... a client -> server one (ip_vs_ftp never does; kept for sync)
+F_SEQ_MASK = F_OUT_SEQ | F_IN_SEQ
+F_NO_CPORT = 0x0800  # a passive FTP data entry: the client's port comes with its first packet
 F_TEMPLATE = 0x1000
 F_ONE_PACKET = 0x2000
 # pylvs's own bit (unused by the uapi, and outside IP_VS_CONN_F_BACKUP_MASK, so never
 # synced): an entry counted before a quiesce_server reset of its server's ActiveConn /
 # InActConn (reset_counts); it no longer moves those counters.
 F_UNCOUNTED = 0x8000
+# pylvs's own bit as well: the FTP helper reads this connection (pylvs.dataplane.ftp).  The
+# kernel binds its helper to the connection (cp->app) by port and method; a backup here
+# binds it the same way when it creates the entry from a sync message.
+F_APP_FTP = 0x4000
 
 IPPROTO_IP = 0  # firewall-mark templates (reference 7.6)
 IPPROTO_TCP = 6
@@ -182,6 +190,9 @@ ENTRY_DTYPE = np.dtype(
         ("timeout", "<f4"),    # templates: the persistence timeout; others: their timer's last setting
         ("sync_pkts", "<u4"),  # in_pkts when last sent; templates: the collect call that last sent it
         ("expires", "<f8"),
+        # The FTP helper's sequence adjustment (ip_vs_app.c struct ip_vs_seq, out_seq: the
+        # server's side; F_OUT_SEQ says it is in use) and what the client asked (ftp.APP_*).
+        ("seq_init", "<u4"), ("seq_delta", "<i4"), ("seq_prev", "<i4"), ("app", "u1"),
     ],
     align=True,
 )  # fmt: skip
@@ -203,7 +214,7 @@ COUNTER_NAMES = ("created", "expired", "full_drops", "evicted", "drop_entry")
 # marked F_UNCOUNTED (reset_counts); then todrop_entry's countdown per in_pkts 1..8 (the
 # kernel's dropentry_counters).
 (M_COUNT, M_FREE, M_CURSOR, M_TOUCHED, M_SYNC_CURSOR, M_SYNC_CALL,
- M_DROPENTRY, M_DROP_RATE, M_DROP_COUNTER, M_SECURE, M_UNCOUNTED, M_TODROP) = range(12)  # fmt: skip
+ M_DROPENTRY, M_DROP_RATE, M_DROP_COUNTER, M_SECURE, M_UNCOUNTED, M_NO_CPORT, M_TODROP) = range(13)  # fmt: skip
 TODROP_PKTS = 8  # todrop_entry: only entries with 1..8 incoming packets are candidates
 N_META = M_TODROP + TODROP_PKTS
 TODROP_IDLE = 60.0  # todrop_entry: an ESTABLISHED entry is a candidate after 60 s idle
@@ -472,6 +483,8 @@ def _release(t, n):
         _touch_row(t, d)
     if e.flags & F_UNCOUNTED:
         t.meta[M_UNCOUNTED] -= 1
+    if e.flags & F_NO_CPORT:
+        t.meta[M_NO_CPORT] -= 1
     if e.control >= 0:
         t.entries[e.control].n_control -= 1
     e.live = 0
@@ -629,6 +642,12 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
     e.in_pkts = 0
     e.sync_state = SYNC_NEVER
     e.sync_pkts = 0
+    e.seq_init = 0
+    e.seq_delta = 0
+    e.seq_prev = 0
+    e.app = 0
+    if flags & F_NO_CPORT:
+        t.meta[M_NO_CPORT] += 1
     # Templates show NONE whatever their protocol (reference 9.4, ipvsadm -L -c).
     e.state = S_UDP if proto == IPPROTO_UDP and not (flags & F_TEMPLATE) else S_NONE
     e.live = 1
@@ -778,6 +797,34 @@ def _invalidate_template(t, n):
     e.vport = TEMPLATE_INVALID_PORT
     e.dport = TEMPLATE_INVALID_PORT
     _index_insert(t.in_index, _in_hash(t.key, e), n)
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_cport(t, n, cport):
+    """ip_vs_conn_fill_cport: a passive FTP data entry (F_NO_CPORT, filed under client
+    port 0) takes the port of the client's first packet and is filed again under it."""
+    e = t.entries[n]
+    _index_delete(t.key, t.entries, t.in_index, _in_hash(t.key, e), n, False)
+    if _out_indexed(e):
+        _index_delete(t.key, t.entries, t.out_index, _out_hash(t.key, e), n, True)
+    e.cport = cport
+    e.flags &= ~F_NO_CPORT
+    t.meta[M_NO_CPORT] -= 1
+    _index_insert(t.in_index, _in_hash(t.key, e), n)
+    if _out_indexed(e):
+        _index_insert(t.out_index, _out_hash(t.key, e), n)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lookup_no_cport(t, proto, caddr, vaddr, vport, now):
+    """A passive FTP data entry waiting for this client's first packet (its in-key with
+    client port 0); -1 when none (and at once when the table holds none)."""
+    if t.meta[M_NO_CPORT] <= 0:
+        return np.int64(-1)
+    n = _lookup(t, t.in_index, False, proto, caddr, 0, vaddr, vport, 0, now)
+    if n >= 0 and (t.entries[n].flags & F_NO_CPORT) == 0:
+        return np.int64(-1)
+    return n
 
 
 # --- Python-facing wrappers (tests, control plane); the engine calls the kernels ---------

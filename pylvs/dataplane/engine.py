@@ -59,13 +59,17 @@ import numpy as np
 from numba import njit
 
 from pylvs.dataplane import conntab as ctm
+from pylvs.dataplane import ftp
 from pylvs.dataplane import headers as hd
 from pylvs.dataplane import rewrite as rw
 from pylvs.dataplane.conntab import (
     DIR_INPUT,
     DIR_OUTPUT,
+    F_APP_FTP,
     F_FWD_MASK,
+    F_NO_CPORT,
     F_NOOUTPUT,
+    F_OUT_SEQ,
     F_TEMPLATE,
     FWD_LOCALNODE,
     FWD_MASQ,
@@ -80,8 +84,10 @@ from pylvs.dataplane.conntab import (
     TOUCHED_CAP,
     _countdown,
     _dest_row,
+    _fill_cport,
     _invalidate_template,
     _lookup_in,
+    _lookup_no_cport,
     _lookup_out,
     _lookup_template,
     _new,
@@ -97,6 +103,7 @@ from pylvs.dataplane.headers import (
     F_DPORT,
     F_FRAG,
     F_ICMP_TYPE,
+    F_IHL,
     F_IN_DADDR,
     F_IN_DPORT,
     F_IN_PROTO,
@@ -488,7 +495,7 @@ def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, dest, dest_svc,
-                     svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
+                     svc_stats, dest_stats, tunnel_src, ip_id, buf, off, lens):  # fmt: skip
     """ip_vs_in for a packet of entry ``n`` (reference 7.8 steps 6-7)."""
     e = ct.entries[n]
     d = _dest_row(ct, e)
@@ -505,7 +512,103 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
     if e.control >= 0:
         _touch(ct, e.control, now)  # the template lives while its connections do
     _count_in(svc_stats, dest_stats, dest_svc, d, f[F_TOTAL], False)
+    full = (e.flags & F_APP_FTP) != 0 and _ftp_in(ct, n, buf[i], np.int64(off[i]), f, now)
     _forward_in(ct, n, i, ops, verdict, reason, dest_row, dest, tunnel_src, ip_id, False)
+    if full:
+        ops[i].flags |= rw.FLAG_FULL_CSUM
+
+
+# --- the FTP helper's glue (pylvs.dataplane.ftp: the parsers and the byte work) -----------
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _tcp_payload(row, ip, f):
+    """(TCP header, payload start, packet end) of the packet at ``ip``."""
+    tcp = ip + f[F_IHL]
+    return tcp, tcp + (np.int64(row[tcp + 12]) >> 4) * 4, ip + f[F_TOTAL]
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _ftp_data_entry(ct, ctl, cport, vport, dport, flags, now):
+    """The data connection's entry, controlled by control connection ``ctl``, in LISTEN
+    (ip_vs_tcp_conn_listen); an entry an identical earlier command or reply made is
+    reused.  -1 when the table is full."""
+    c = ct.entries[ctl]
+    m = _lookup_in(ct, IPPROTO_TCP, c.caddr, cport, c.vaddr, vport, now)
+    if m < 0:
+        m = _new(ct, IPPROTO_TCP, c.caddr, cport, c.vaddr, vport, c.daddr, dport,
+                 (c.flags & F_FWD_MASK) | flags, _dest_row(ct, c), ctl, now, 0.0)
+        if m < 0:
+            return m
+    e = ct.entries[m]
+    e.state = ctm.S_LISTEN
+    e.timeout = ct.timeouts[ctm.S_LISTEN]
+    e.expires = now + e.timeout
+    return m
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _ftp_in(ct, n, row, ip, f, now):
+    """ip_vs_app_pkt_in + ip_vs_ftp_in on a client -> server packet of control connection
+    ``n``: the acknowledgement taken back by the reply rewrites so far, then PASV / EPSV
+    remembered, PORT / EPRT naming the client given their data entry.  True when bytes
+    changed (the NAT op then recomputes the checksums)."""
+    e = ct.entries[n]
+    tcp, pay, end = _tcp_payload(row, ip, f)
+    changed = False
+    if e.flags & F_OUT_SEQ:
+        ftp.fix_ack(row, tcp, np.int64(e.seq_init), np.int64(e.seq_delta), np.int64(e.seq_prev))
+        changed = True
+    if e.state != ctm.S_ESTABLISHED or pay >= end:
+        return changed
+    kind, addr, port = ftp._command(row, pay, end)
+    if kind == ftp.K_PASV:
+        e.app = ftp.APP_PASV
+    elif kind == ftp.K_EPSV:
+        e.app = ftp.APP_EPSV
+    elif (kind == ftp.K_PORT or kind == ftp.K_EPRT) and addr == e.caddr and e.vport > 1 and e.dport > 1:
+        # the server connects from the port below its control port (20 for 21)
+        _ftp_data_entry(ct, n, port, np.int64(e.vport) - 1, np.int64(e.dport) - 1, 0, now)
+    return changed
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _ftp_out(ct, n, row, ip, lens, i, f, now):
+    """ip_vs_app_pkt_out + ip_vs_ftp_out on a server -> client packet of control
+    connection ``n``: the sequence number moved by the rewrites so far, then the 227 /
+    229 reply to the client's PASV / EPSV: its data entry, and the 227's address made the
+    VIP (the length difference recorded for the packets after it).  True when bytes
+    changed."""
+    e = ct.entries[n]
+    tcp, pay, end = _tcp_payload(row, ip, f)
+    seq = ftp._load32(row, tcp + 4)  # the server's own number: vs_seq_update keys on it
+    changed = False
+    if e.flags & F_OUT_SEQ:
+        ftp.fix_seq(row, tcp, np.int64(e.seq_init), np.int64(e.seq_delta), np.int64(e.seq_prev))
+        changed = True
+    if e.state != ctm.S_ESTABLISHED or e.app == ftp.APP_ACTIVE or pay >= end:
+        return changed
+    kind, addr, port, start, stop = ftp._reply(row, pay, end)
+    if kind == ftp.K_227 and e.app == ftp.APP_PASV:
+        # Only a reply naming the real server itself: one that names the VIP already
+        # (pasv_address) or another host is the server's business.
+        if addr != e.daddr or _ftp_data_entry(ct, n, 0, port, port, F_NO_CPORT, now) < 0:
+            return changed
+        done, diff = ftp.rewrite_227(row, ip, end, start, stop, np.int64(e.vaddr), port)
+        if done:
+            changed = True
+            lens[i] = np.uint32(np.int64(lens[i]) + diff)
+            if diff != 0 and ((e.flags & F_OUT_SEQ) == 0 or ftp._after(seq, np.int64(e.seq_init))):
+                # vs_seq_update
+                e.seq_prev = e.seq_delta
+                e.seq_delta = np.int64(e.seq_delta) + diff
+                e.seq_init = seq
+                e.flags |= F_OUT_SEQ
+        e.app = ftp.APP_ACTIVE
+    elif kind == ftp.K_229 and e.app == ftp.APP_EPSV:
+        _ftp_data_entry(ct, n, 0, port, port, F_NO_CPORT, now)
+        e.app = ftp.APP_ACTIVE
+    return changed
 
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
@@ -615,6 +718,8 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
     flags = fwd
     if fwd != FWD_MASQ:
         flags |= F_NOOUTPUT
+    elif proto == IPPROTO_TCP and s.fwmark == 0 and s.vport == ftp.FTP_PORT and f[F_DPORT] == ftp.FTP_PORT:
+        flags |= F_APP_FTP  # ip_vs_bind_app: a NAT connection to port 21 gets the FTP helper
     n = _new(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], dest[d, ADDR], rport,
              flags, d, t, now, 0.0)
     if n < 0:
@@ -685,7 +790,7 @@ def _refresh_trees(tables: Tables) -> None:
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest,
                    state, dest_svc, svc_keys, svc_keys_idx, fwm_keys, fwm_idx, svc_stats,
-                   dest_stats, tunnel_src, ip_id):  # fmt: skip
+                   dest_stats, tunnel_src, ip_id, buf, off, lens):  # fmt: skip
     r = f[F_REASON]
     if r != R_OK:
         # Not IPv4 TCP/UDP/ICMP at all: someone else's; broken: dropped, counted.
@@ -706,9 +811,14 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
     if n >= 0 and proto == IPPROTO_TCP and (f[F_TCP_FLAGS] & TCP_SYN) != 0 and _reuse_resched(ct, n, dest, opts):
         _release(ct, n)  # ip_vs_conn_expire_now: the SYN starts a new connection below
         n = -1
+    if n < 0 and proto == IPPROTO_TCP:
+        # ip_vs_conn_in_get's second try: an FTP data entry awaiting its client's port
+        n = _lookup_no_cport(ct, proto, f[F_SADDR], f[F_DADDR], f[F_DPORT], now)
+        if n >= 0:
+            _fill_cport(ct, n, f[F_SPORT])
     if n >= 0:
         _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, dest, dest_svc,
-                         svc_stats, dest_stats, tunnel_src, ip_id)
+                         svc_stats, dest_stats, tunnel_src, ip_id, buf, off, lens)
         return
     # ip_vs_out: a real server's reply on a NAT entry.
     n = _lookup_out(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now)
@@ -719,7 +829,8 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
         dest_row[i] = d
         verdict[i] = V_NAT
         reason[i] = C_NAT_OUT
-        _emit(ops, i, rw.OP_NAT_OUT, e.vaddr, e.vport, 0, 0, 0)
+        full = (e.flags & F_APP_FTP) != 0 and _ftp_out(ct, n, buf[i], np.int64(off[i]), lens, i, f, now)
+        _emit(ops, i, rw.OP_NAT_OUT, e.vaddr, e.vport, 0, 0, rw.FLAG_FULL_CSUM if full else 0)
         _count_out(svc_stats, dest_stats, dest_svc, d, f[F_TOTAL])
         return
     _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_row, svc, dest, state,
@@ -783,7 +894,7 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
         f = fields[i]
         _handle_packet(f, i, np.int64(marks[i]), ct, now, now_ms, opts, ops, verdict, reason,
                        dest_row, svc, dest, state, dest_svc, svc_keys, svc_keys_idx, fwm_keys,
-                       fwm_idx, svc_stats, dest_stats, tunnel_src, ip_id)
+                       fwm_idx, svc_stats, dest_stats, tunnel_src, ip_id, buf, off, lens)
         reasons[reason[i]] += 1
         if ops[i].kind != rw.OP_NONE:
             n_ops += 1

@@ -98,9 +98,11 @@ class Twin:
         assert (a.dest_row[:n] == v.dest_row).all()
         assert (a.results[:n] == v.rewrite).all()
         assert (a.off[:n] == b.off[:n]).all() and (a.lens[:n] == b.lens[:n]).all()
-        for i in range(n):  # the packet as it leaves (rows are reused: compare from off)
+        self.out = []  # the packets as they leave (rows are reused: compare from off)
+        for i in range(n):
             o, ln = int(b.off[i]), int(b.lens[i])
             assert a.buf[i, o:o + ln].tobytes() == b.buf[i, o:o + ln].tobytes(), f"packet {i}"
+            self.out.append(b.buf[i, o:o + ln].tobytes())
         self.check_state()
         return v
 
