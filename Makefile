@@ -98,11 +98,14 @@ apt-deps:
 		echo "apt: installing $$missing"; \
 		if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing$(APT_AFTER); \
+	fi
+# After the test packages: a vsftpd installed just now is stopped and disabled under systemd
+# (the install's own packages, BUILD_APT_PACKAGES, start no daemon: nothing to run then).
+APT_AFTER = $(if $(filter vsftpd,$(APT_PACKAGES)), && \
 		if printf '%s\n' $$missing | grep -qx vsftpd && [ -d /run/systemd/system ]; then \
 			$$SUDO systemctl disable --now vsftpd; \
-		fi; \
-	fi
+		fi)
 
 # python3-venv comes from apt on Debian, so the venv waits for apt-deps (also under -j).
 $(VENV)/bin/python: | apt-deps

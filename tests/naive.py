@@ -678,3 +678,122 @@ def sync_due(*, live: bool, expired: bool, flags: int, proto: int, state: int, i
     if changed and name in closing:
         return True
     return sync_state is not None and (in_pkts - sync_pkts) % 2**32 >= 50  # sync_period
+
+
+# ------------------------------------------------------------------ the FTP helper
+
+
+def _ftp_line(data: bytes) -> str | None:
+    """The first line of a segment, without CR LF, when it ends in the segment within
+    512 bytes (ftp.MAX_LINE); else None."""
+    nl = data.find(b"\n", 0, 512)
+    if nl < 0:
+        return None
+    line = data[:nl]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line.decode("latin-1")
+
+
+def _ftp_delimiter(d: str) -> bool:
+    return 33 <= ord(d) <= 126 and not d.isdigit() and d != "."
+
+
+def _byte_numbers(text: str, count: int, sep: str) -> list[int] | None:
+    parts = text.split(sep)
+    if len(parts) != count or not all(p.isdigit() and p.isascii() and len(p) <= 3 for p in parts):
+        return None
+    nums = [int(p) for p in parts]
+    return nums if all(n <= 255 for n in nums) else None
+
+
+def _as_addr(nums: list[int]) -> int:
+    return nums[0] << 24 | nums[1] << 16 | nums[2] << 8 | nums[3]
+
+
+def ftp_command(data: bytes) -> tuple[str, int, int]:
+    """What ip_vs_ftp_in makes of a client segment, line-wise (pylvs.dataplane.ftp)."""
+    line = _ftp_line(data)
+    if line is None:
+        return "none", 0, 0
+    word, rest = line[:4].upper(), line[4:]
+    if word == "PASV" and rest == "":
+        return "PASV", 0, 0
+    if word == "EPSV" and (rest == "" or rest.startswith(" ")):
+        return "EPSV", 0, 0
+    if word == "PORT" and rest.startswith(" "):
+        nums = _byte_numbers(rest[1:], 6, ",")
+        if nums is not None and nums[4] << 8 | nums[5]:
+            return "PORT", _as_addr(nums), nums[4] << 8 | nums[5]
+        return "none", 0, 0
+    if word == "EPRT" and rest.startswith(" ") and len(rest) >= 2:
+        d = rest[1]
+        if not _ftp_delimiter(d):
+            return "none", 0, 0
+        fields = rest[2:].split(d)
+        # |1|a.b.c.d|port| splits into ["1", addr, port, ""]
+        if len(fields) != 4 or fields[0] != "1" or fields[3] != "":
+            return "none", 0, 0
+        nums = _byte_numbers(fields[1], 4, ".")
+        port = fields[2]
+        if nums is None or not (port.isdigit() and port.isascii() and len(port) <= 5) or not 0 < int(port) <= 65535:
+            return "none", 0, 0
+        return "EPRT", _as_addr(nums), int(port)
+    return "none", 0, 0
+
+
+def ftp_reply(data: bytes) -> tuple[str, int, int, int, int]:
+    """What ip_vs_ftp_out finds at the start of a server segment: a 227 (the address text
+    [start, stop) to rewrite) or a 229 (its port's digits)."""
+    line = _ftp_line(data)
+    none = ("none", 0, 0, 0, 0)
+    if line is None or len(line) < 4 or line[3] != " ":
+        return none
+    if line.startswith("227"):
+        first = next((i for i in range(4, len(line)) if line[i].isdigit() and line[i].isascii()), None)
+        if first is None:
+            return none
+        # the longest run of digits and commas from there, cut at six numbers
+        stop = first
+        numbers, digits = 0, 0
+        while stop < len(line):
+            c = line[stop]
+            if c.isascii() and c.isdigit():
+                if digits == 3:
+                    return none  # a number of 4+ digits
+                digits += 1
+            elif c == "," and digits and numbers < 5:
+                numbers += 1
+                digits = 0
+            else:
+                break
+            stop += 1
+        if numbers != 5 or not digits:
+            return none
+        nums = _byte_numbers(line[first:stop], 6, ",")
+        if nums is None or not nums[4] << 8 | nums[5]:
+            return none
+        return "227", _as_addr(nums), nums[4] << 8 | nums[5], first, stop
+    if line.startswith("229"):
+        lp = line.find("(", 4)
+        if lp < 0 or lp + 5 > len(line):
+            return none
+        d = line[lp + 1]
+        if not _ftp_delimiter(d) or line[lp + 2] != d or line[lp + 3] != d:
+            return none
+        end = lp + 4
+        while end < len(line) and line[end].isascii() and line[end].isdigit() and end - (lp + 4) < 5:
+            end += 1
+        digits = line[lp + 4:end]
+        if not digits or (end < len(line) and line[end].isdigit()) or end >= len(line) or line[end] != d:
+            return none
+        if not 0 < int(digits) <= 65535:
+            return none
+        return "229", 0, int(digits), lp + 4, end
+    return none
+
+
+def ftp_rewrite_227(data: bytes, start: int, stop: int, addr: int, port: int) -> bytes:
+    """The segment with [start, stop) replaced by addr's and port's six numbers."""
+    nums = [addr >> 24 & 255, addr >> 16 & 255, addr >> 8 & 255, addr & 255, port >> 8, port & 255]
+    return data[:start] + ",".join(str(n) for n in nums).encode() + data[stop:]

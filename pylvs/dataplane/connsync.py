@@ -15,10 +15,13 @@ from numba import njit
 
 from pylvs.dataplane import tables as _tables
 from pylvs.dataplane.conntab import (
+    F_APP_FTP,
     F_FWD_MASK,
     F_INACTIVE,
+    F_NO_CPORT,
     F_NOOUTPUT,
     F_ONE_PACKET,
+    F_SEQ_MASK,
     F_SYNC,
     F_TEMPLATE,
     F_UNCOUNTED,
@@ -78,8 +81,6 @@ _CLOSING_STATES = (
 
 # Flags (include/uapi/linux/ip_vs.h): what a backup takes from a message, and what an
 # update of an existing entry may change (IP_VS_CONN_F_BACKUP_MASK / _BACKUP_UPD_MASK).
-F_SEQ_MASK = 0x0600  # IP_VS_CONN_F_OUT_SEQ | IP_VS_CONN_F_IN_SEQ
-F_NO_CPORT = 0x0800  # IP_VS_CONN_F_NO_CPORT
 IP_VS_CONN_F_BACKUP_MASK = F_FWD_MASK | F_NOOUTPUT | F_INACTIVE | F_SEQ_MASK | F_NO_CPORT | F_TEMPLATE
 IP_VS_CONN_F_BACKUP_UPD_MASK = F_INACTIVE | F_SEQ_MASK
 assert IP_VS_CONN_F_BACKUP_MASK == 0x1F87
@@ -87,6 +88,7 @@ assert IP_VS_CONN_F_BACKUP_MASK == 0x1F87
 # state's timeout, and a template 3 minutes.
 SYNC_TEMPLATE_TIMEOUT = 180.0
 _FTP_CONTROL_PORT = 21  # a port-21 persistent service files its templates under port 0 (7.6)
+_TCP = IPPROTO_TCP
 
 SYNC_DTYPE = np.dtype(
     [
@@ -97,6 +99,8 @@ SYNC_DTYPE = np.dtype(
         ("cport", "<u2"), ("vport", "<u2"), ("dport", "<u2"),
         ("state", "<u2"),    # STATE_NAMES index (UDP connections: S_UDP)
         ("proto", "u1"),     # 6, 17; 0 for a firewall-mark template
+        # The FTP helper's out_seq (the SEQ_DATA option; meaningful with F_OUT_SEQ)
+        ("seq_init", "<u4"), ("seq_delta", "<i4"), ("seq_prev", "<i4"),
     ],
     align=True,
 )  # fmt: skip
@@ -134,6 +138,9 @@ def _emit_sync(t, n, out, k, dest_svc, svc_fwmark):
     o.dport = e.dport
     o.flags = e.flags & IP_VS_CONN_F_BACKUP_MASK
     o.state = e.state
+    o.seq_init = e.seq_init
+    o.seq_delta = e.seq_delta
+    o.seq_prev = e.seq_prev
     if e.flags & F_TEMPLATE:
         o.timeout = np.uint32(e.timeout + 0.5)
         # A firewall-mark template holds the mark as its virtual address (7.6).
@@ -206,11 +213,20 @@ def _sync_dest_row(s, dest, daddr, dport):
     for r in range(off, end):
         if dest[r, FLAGS] & F_AVAILABLE and dest[r, ADDR] == daddr and dest[r, PORT] == 0:
             return r
-    if s.fwmark != 0 or s.vport == 0:
+    if s.fwmark != 0 or s.vport == 0 or s.vport == _FTP_CONTROL_PORT:  # FTP: data connections' own ports
         for r in range(off, end):
             if dest[r, FLAGS] & F_AVAILABLE and dest[r, ADDR] == daddr:
                 return r
     return -1
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _take_seq(e, r, flags):
+    """ip_vs_proc_conn: the SEQ_DATA option replaces the entry's sequence adjustment."""
+    if flags & F_SEQ_MASK:
+        e.seq_init = r.seq_init
+        e.seq_delta = r.seq_delta
+        e.seq_prev = r.seq_prev
 
 
 @njit(cache=True, error_model="numpy")
@@ -238,6 +254,7 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
                     _set_active_kernel(t.dest, d, (flags & F_INACTIVE) == 0)
                 _touch_row(t, d)
             e.flags = (flags & IP_VS_CONN_F_BACKUP_UPD_MASK) | (np.int64(e.flags) & ~IP_VS_CONN_F_BACKUP_UPD_MASK)
+            _take_seq(e, r, flags)
             e.state = r.state
             e.expires = now + timeout
             e.timeout = timeout
@@ -271,12 +288,15 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
             nflags &= ~F_INACTIVE
         elif fwd != FWD_MASQ:
             nflags |= F_NOOUTPUT
+        elif r.proto == _TCP and s.fwmark == 0 and s.vport == _FTP_CONTROL_PORT and r.vport == _FTP_CONTROL_PORT:
+            nflags |= F_APP_FTP  # ip_vs_proc_conn -> ip_vs_bind_app, as the engine binds it
         n = _new(t, r.proto, r.caddr, r.cport, r.vaddr, r.vport, r.daddr, r.dport, nflags, row, -1, now,
                  timeout if is_tpl else 0.0)
         if n < 0:
             counts[A_TABLE_FULL] += 1
             continue
         e = t.entries[n]
+        _take_seq(e, r, flags)
         if not is_tpl:
             e.state = r.state
             if (flags & F_INACTIVE) == 0:  # _new bound it inactive

@@ -604,6 +604,9 @@ def _ftp_out(ct, n, row, ip, lens, i, f, now):
                 e.seq_delta = np.int64(e.seq_delta) + diff
                 e.seq_init = seq
                 e.flags |= F_OUT_SEQ
+                # pylvs: the backups need the new adjustment before the next reply; send
+                # the entry again at the next collection (THE DUE RULE: a changed state)
+                e.sync_state = ctm.SYNC_NEVER
         e.app = ftp.APP_ACTIVE
     elif kind == ftp.K_229 and e.app == ftp.APP_EPSV:
         _ftp_data_entry(ct, n, 0, port, port, F_NO_CPORT, now)

@@ -139,6 +139,13 @@ def _dotted(row, p, end):
     return addr, i
 
 
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _delimiter(d):
+    """RFC 2428's delimiter: a printable character (33..126); pylvs also refuses digits
+    and '.', which would make the fields ambiguous (everyone sends '|')."""
+    return 33 <= d <= 126 and not (48 <= d <= 57) and d != _DOT
+
+
 @njit(cache=True, error_model="numpy", _nrt=False)
 def _command(row, p, end):
     """The client's command at the start of a segment's payload [p, end):
@@ -162,7 +169,7 @@ def _command(row, p, end):
         if i + 3 > eol:
             return K_NONE, np.int64(0), np.int64(0)
         d = row[i]
-        if d < 33 or d > 126 or row[i + 1] != 49 or row[i + 2] != d:  # net-prt 1: IPv4 only
+        if not _delimiter(d) or row[i + 1] != 49 or row[i + 2] != d:  # net-prt 1: IPv4 only
             return K_NONE, np.int64(0), np.int64(0)
         addr, i = _dotted(row, i + 3, eol)
         if addr < 0 or i >= eol or row[i] != d:
@@ -195,7 +202,7 @@ def _reply(row, p, end):
             i += 1
         if i + 5 <= nl:
             d = row[i + 1]
-            if 33 <= d <= 126 and row[i + 2] == d and row[i + 3] == d:
+            if _delimiter(d) and row[i + 2] == d and row[i + 3] == d:
                 port, j = _number(row, i + 4, nl, 65535, 5)
                 if port > 0 and j < nl and row[j] == d:
                     return K_229, np.int64(0), port, np.int64(i + 4), np.int64(j)

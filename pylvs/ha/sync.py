@@ -15,7 +15,10 @@ Version 1 message (what ``encode_v1`` writes; all fields network order)::
     IPv4 entry (36, at 4-byte offsets): u8 type 0 | u8 protocol | u16 ver_size (version 0
       in the high 4 bits, entry length incl. options in the low 12) | u32 flags | u16 state |
       u16 cport | u16 vport | u16 dport | u32 fwmark | u32 timeout (s) | caddr | vaddr | daddr
-      then options: u8 type | u8 len | data (type bit 0x40: optional)
+      then options: u8 type | u8 len | data (type bit 0x40: optional); an entry with
+      F_OUT_SEQ / F_IN_SEQ carries SEQ_DATA (type 1, 24 bytes: in_seq then out_seq, each
+      u32 init_seq | u32 delta | u32 previous_delta), the FTP helper's adjustment, and
+      is padded to the next 4-byte offset
 
 ``decode`` never raises on bytes: it returns ``Decoded(syncid, conns, problems)`` where
 ``problems`` counts what it refused by name (PROBLEM_NAMES).  A *message* problem
@@ -125,27 +128,46 @@ def _wire_states(conns: np.ndarray) -> np.ndarray:
     return np.where(udp, UDP_WIRE_STATE, conns["state"])
 
 
+SEQ_OPTION = struct.Struct(">BB6I")  # type, length, in_seq (3 x u32), out_seq (3 x u32)
+ENTRY_V4_SEQ_SIZE = ENTRY_V4_SIZE + SEQ_OPTION.size  # 62, padded to 64 in a message
+
+
 def encode_v1(syncid: int, conns, max_size: int = SYNC_MESG_MAX) -> list[bytes]:
     """Version 1 messages carrying ``conns`` (SYNC_DTYPE), each at most ``max_size``
-    bytes and 255 entries; no options (pylvs keeps no sequence deltas or PE data)."""
+    bytes and 255 entries; an entry with sequence data (F_SEQ_MASK: the FTP helper)
+    carries the SEQ_DATA option, none other (pylvs keeps no PE data)."""
     if not 0 <= syncid <= 255:
         raise ValueError(f"syncid must be 0..255, got {syncid}")
-    per = min(MAX_CONNS_PER_MESG, (max_size - HEADER_V1_SIZE) // ENTRY_V4_SIZE)
-    if per < 1:
-        raise ValueError(f"max_size {max_size} cannot hold one entry ({HEADER_V1_SIZE + ENTRY_V4_SIZE} bytes)")
+    seq_size = (ENTRY_V4_SEQ_SIZE + ALIGN - 1) & ~(ALIGN - 1)
     conns = conns_from(conns)
     w = np.zeros(conns.shape[0], dtype=WIRE_V4_DTYPE)
     w["protocol"] = conns["proto"]
-    w["ver_size"] = ENTRY_V4_SIZE  # version 0, no options
-    w["flags"] = conns["flags"] & IP_VS_CONN_F_BACKUP_MASK
+    flags = conns["flags"] & IP_VS_CONN_F_BACKUP_MASK
+    seq = (flags & F_SEQ_MASK) != 0
+    w["ver_size"] = np.where(seq, ENTRY_V4_SEQ_SIZE, ENTRY_V4_SIZE)  # version 0 in the top bits
+    w["flags"] = flags
     w["state"] = _wire_states(conns)
     for name in ("cport", "vport", "dport", "fwmark", "timeout", "caddr", "vaddr", "daddr"):
         w[name] = conns[name]
-    out = []
-    for i in range(0, w.shape[0], per):
-        chunk = w[i:i + per]
-        size = HEADER_V1_SIZE + chunk.nbytes
-        out.append(HEADER_V1.pack(0, syncid, size, chunk.shape[0], SYNC_PROTO_VER, 0) + chunk.tobytes())
+    out: list[bytes] = []
+    parts: list[bytes] = []
+    size = HEADER_V1_SIZE
+    for i in range(w.shape[0]):
+        entry = w[i].tobytes()
+        if seq[i]:  # only out_seq is ever kept (ip_vs_ftp rewrites the server's side only)
+            c = conns[i]
+            entry += SEQ_OPTION.pack(OPT_SEQ_DATA, SEQ_OPTIONS_SIZE, 0, 0, 0, int(c["seq_init"]),
+                                     int(c["seq_delta"]) & 0xFFFFFFFF, int(c["seq_prev"]) & 0xFFFFFFFF)
+            entry += b"\0" * (seq_size - len(entry))
+        if HEADER_V1_SIZE + len(entry) > max_size:
+            raise ValueError(f"max_size {max_size} cannot hold one entry ({HEADER_V1_SIZE + len(entry)} bytes)")
+        if parts and (size + len(entry) > max_size or len(parts) == MAX_CONNS_PER_MESG):
+            out.append(HEADER_V1.pack(0, syncid, size, len(parts), SYNC_PROTO_VER, 0) + b"".join(parts))
+            parts, size = [], HEADER_V1_SIZE
+        parts.append(entry)
+        size += len(entry)
+    if parts:
+        out.append(HEADER_V1.pack(0, syncid, size, len(parts), SYNC_PROTO_VER, 0) + b"".join(parts))
     return out
 
 
@@ -230,7 +252,7 @@ def _decode_v1(data: bytes, syncid: int, nr: int) -> Decoded:
             return _reject(syncid, "bad_entry_type")
         if p + base > end:
             return _reject(syncid, "entry_too_short")
-        skip = _options(data, p + base, end)
+        skip, seq = _options(data, p + base, end)
         if skip in MESSAGE_PROBLEMS:
             return _reject(syncid, skip)
         if skip is None and base == ENTRY_V6_SIZE:
@@ -244,43 +266,60 @@ def _decode_v1(data: bytes, syncid: int, nr: int) -> Decoded:
             else:
                 rows.append((int(w["caddr"]), int(w["vaddr"]), int(w["daddr"]), int(w["fwmark"]),
                              int(w["timeout"]), flags, int(w["cport"]), int(w["vport"]), int(w["dport"]),
-                             state, proto))  # fmt: skip
+                             state, proto, *_out_seq(seq, flags)))  # fmt: skip
         if skip is not None:
             problems[skip] = problems.get(skip, 0) + 1
         p += (length + ALIGN - 1) & ~(ALIGN - 1)
     return Decoded(syncid, _rows(rows), problems)
 
 
-def _options(data: bytes, q: int, end: int) -> str | None:
-    """Check an entry's options (ip_vs_proc_sync_conn): None when the entry is usable,
-    else a message or entry problem."""
+def _options(data: bytes, q: int, end: int) -> tuple[str | None, bytes | None]:
+    """Check an entry's options (ip_vs_proc_sync_conn): (None when the entry is usable,
+    else a message or entry problem; the SEQ_DATA option's 24 bytes or None)."""
     seen: set[int] = set()
     skip = None
+    seq = None
     while q < end:
         if q + 2 > end:
-            return "option_overrun"
+            return "option_overrun", None
         ptype, plen = data[q], data[q + 1]
         q += 2
         if plen == 0:
-            return "option_zero_length"
+            return "option_zero_length", None
         if q + plen > end:
-            return "option_overrun"
+            return "option_overrun", None
         kind = ptype & ~OPT_F_PARAM
         if kind in (OPT_SEQ_DATA, OPT_PE_DATA, OPT_PE_NAME):
             if kind in seen:
-                return "bad_option"
+                return "bad_option", None
             seen.add(kind)
             if kind == OPT_SEQ_DATA and plen != SEQ_OPTIONS_SIZE:
-                return "bad_option"
+                return "bad_option", None
             if kind == OPT_PE_NAME and plen > PE_NAME_MAXLEN:
-                return "bad_option"
+                return "bad_option", None
+            if kind == OPT_SEQ_DATA:
+                seq = data[q:q + plen]
             # PE_DATA: a u8 length cannot exceed PE_DATA_MAXLEN.
         elif not ptype & OPT_F_PARAM:
-            return "unknown_mandatory_option"  # the kernel stops reading this entry here
+            return "unknown_mandatory_option", None  # the kernel stops reading this entry here
         q += plen
     if OPT_PE_NAME in seen:
         skip = "pe_unsupported"  # ip_vs_conn_fill_param_sync finds no such PE here
-    return skip
+    return skip, seq
+
+
+def _out_seq(seq: bytes | None, flags: int) -> tuple[int, int, int]:
+    """out_seq (init, delta, previous delta) of a SEQ_DATA option's 24 bytes (in_seq
+    first): the delta fields as signed.  Zeros without the option or without the flag
+    (the kernel reads the option only when the flags say so)."""
+    if seq is None or not flags & F_SEQ_MASK:
+        return 0, 0, 0
+    init, delta, prev = struct.unpack_from(">3I", seq, 12)
+    return init, _signed(delta), _signed(prev)
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def _rows(rows: list[tuple]) -> np.ndarray:
@@ -299,6 +338,7 @@ def _decode_v0(data: bytes, syncid: int, nr: int) -> Decoded:
             return _reject(syncid, "entry_overrun")
         w = np.frombuffer(data, dtype=WIRE_V0_DTYPE, count=1, offset=p)[0]
         raw_flags = int(w["flags"])
+        seq = data[p + ENTRY_V0_SIZE:p + ENTRY_V0_SIZE + SEQ_OPTIONS_SIZE] if raw_flags & F_SEQ_MASK else None
         p += ENTRY_V0_SIZE + (SEQ_OPTIONS_SIZE if raw_flags & F_SEQ_MASK else 0)
         if p > len(data):
             return _reject(syncid, "entry_overrun")
@@ -310,5 +350,6 @@ def _decode_v0(data: bytes, syncid: int, nr: int) -> Decoded:
             continue
         rows.append((int(w["caddr"]), int(w["vaddr"]), int(w["daddr"]),
                      int(w["vaddr"]) if proto == IPPROTO_IP and flags & F_TEMPLATE else 0, 0, flags,
-                     int(w["cport"]), int(w["vport"]), int(w["dport"]), state, proto))  # fmt: skip
+                     int(w["cport"]), int(w["vport"]), int(w["dport"]), state, proto,
+                     *_out_seq(seq, flags)))  # fmt: skip
     return Decoded(syncid, _rows(rows), problems)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 import pytest
 from golden import CLIENT, CLIENT2, CPORT, DIRECTOR, NAT_CF, NOW, RIP1, RPORT, VIP, VPORT, ip2int, tcp, udp
@@ -51,9 +52,9 @@ def classify_py(fwd: Forwarder, packets: list[bytes], now: float = NOW) -> list[
     return en.classify(en.batch_from_packets(packets), now, fwd.ct).tolist()
 
 
-def engine_says(fwd: Forwarder, packet: bytes) -> str:
+def engine_says(fwd: Forwarder, packet: bytes, now: float = NOW) -> str:
     b = en.batch_from_packets([packet])
-    v = en.process(b, NOW, fwd.tables, fwd.ct, fwd.counters, tunnel_src=ip2int(DIRECTOR))
+    v = en.process(b, now, fwd.tables, fwd.ct, fwd.counters, tunnel_src=ip2int(DIRECTOR))
     return en.REASON_NAMES[v.reason[0]]
 
 
@@ -132,7 +133,8 @@ def parse_verdicts(datagram: bytes) -> list[tuple[int, int, int | None]]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the C loop opens its send sockets (AF_PACKET, raw IP): root")
 def test_the_c_loop_repeats_ours_with_the_owned_mark() -> None:
     fwd = forwarder()
-    assert engine_says(fwd, bytes(tcp(CLIENT, VIP, CPORT, VPORT, "S"))) == "nat_in"
+    # the loop reads CLOCK_MONOTONIC: the connection is made on that clock
+    assert engine_says(fwd, bytes(tcp(CLIENT, VIP, CPORT, VPORT, "S")), time.monotonic()) == "nat_in"
     kernel, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     err = ffi.new("int *")
     q = lib.pl_nfq_wrap_fd(ours.fileno(), QUEUE, ROWS, err)

@@ -307,3 +307,35 @@ def test_apply_takes_the_method_of_each_real_server():
     # and they forward that way here
     (verdict, reason, row, _), = b.send([data(1)], now=NOW + 1)
     assert (verdict, reason, b.rip(row)) == (en.V_TUNNEL, "tunnel", RIP1)
+
+
+def test_ftp_failover_keeps_the_helpers_sequence_adjustment_and_the_data_connection():
+    """The control connection's F_OUT_SEQ and seq_* reach the backup (SEQ_DATA) right after
+    the 227 was rewritten, with the helper bound there too; the passive data connection,
+    once established, is filed under the FTP service by its server's address.  After the
+    takeover the backup moves the server's next reply as the master would have."""
+    from ftp_session import FTP_CF, seg
+
+    a, b = Director(FTP_CF), Director(FTP_CF)
+    steps = [seg(CLIENT, VIP, 40021, 21, "S", seq=1000), seg(RIP1, CLIENT, 21, 40021, "SA", seq=5000, ack=1001),
+             seg(CLIENT, VIP, 40021, 21, "A", seq=1001, ack=5001),
+             seg(CLIENT, VIP, 40021, 21, payload=b"PASV\r\n", seq=1001, ack=5001)]  # fmt: skip
+    for p in steps:
+        a.send([p])
+    reply = b"227 Entering Passive Mode (10,0,0,2,39,16).\r\n"
+    a.send([seg(RIP1, CLIENT, 21, 40021, payload=reply, seq=5001, ack=1007)])
+    assert through_the_wire(a, b)["created"] == 1  # the control connection, due again at once
+    n = ctm.lookup_in(b.ct, 6, ip2int(CLIENT), 40021, ip2int(VIP), 21, NOW)
+    e = b.ct.entries[n]
+    assert e["flags"] & ctm.F_OUT_SEQ and e["flags"] & ctm.F_APP_FTP and int(e["seq_delta"]) == 2
+    data = [seg(CLIENT, VIP, 45000, 10000, "S", seq=1), seg(RIP1, CLIENT, 10000, 45000, "SA", seq=9, ack=2),
+            seg(CLIENT, VIP, 45000, 10000, "A", seq=2, ack=10), seg(CLIENT, VIP, 45000, 10000, "A", seq=2, ack=10)]
+    for p in data:
+        a.send([p])
+    assert through_the_wire(a, b)["created"] == 1  # the data connection, by address
+    # the takeover: the next reply and the client's acknowledgement, on the backup
+    nxt = seg(RIP1, CLIENT, 21, 40021, payload=b"226 Transfer complete.\r\n", seq=5001 + len(reply), ack=1007)
+    (vb, reason, _, outb), = b.send([nxt], now=NOW + 1)
+    (va, _, _, outa), = a.send([nxt], now=NOW + 1)
+    assert reason == "nat_out" and outb == outa
+    assert b.send([seg(RIP1, CLIENT, 10000, 45000, "PA", b"x" * 100, seq=10, ack=2)])[0][1] == "nat_out"

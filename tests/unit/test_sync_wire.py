@@ -184,6 +184,27 @@ def test_version_0_messages():
     assert sync.decode(short).problems == {"entry_overrun": 1}
 
 
+def test_seq_data_option_carries_the_ftp_helpers_adjustment():
+    """An entry with F_OUT_SEQ carries SEQ_DATA (ip_vs_sync_conn: in_seq, then out_seq),
+    62 bytes padded to 64; a negative delta survives the u32 on the wire."""
+    c = conn(vport=21, dport=21, flags=ctm.F_OUT_SEQ, seq_init=0xFFFFFFF0, seq_delta=-3, seq_prev=2)
+    (msg,) = sync.encode_v1(4, np.concatenate([c, conn()]))
+    entry = (entry_v4(0, 6, 62, 0x0200, 1, 40000, 21, 21, 0, 900, CADDR, VADDR, DADDR)
+             + struct.pack(">BB6I", 1, 24, 0, 0, 0, 0xFFFFFFF0, 0xFFFFFFFD, 2) + b"\0\0")
+    assert msg == header_v1(4, 8 + 64 + 36, 2) + entry + entry_v4(0, 6, 36, 0, 1, 40000, 80, 8080, 0, 900,
+                                                                  CADDR, VADDR, DADDR)
+    d = sync.decode(msg)
+    assert d.problems == {}
+    assert d.conns[["seq_init", "seq_delta", "seq_prev"]].tolist() == [(0xFFFFFFF0, -3, 2), (0, 0, 0)]
+    # the option is read only when the flags say so, as the kernel's ip_vs_proc_conn does
+    no_flag = msg[:8] + msg[8:12] + struct.pack(">I", 0) + msg[16:]
+    assert sync.decode(no_flag).conns[["seq_init", "seq_delta", "seq_prev"]].tolist()[0] == (0, 0, 0)
+    # many of them still split within the size
+    msgs = sync.encode_v1(4, np.repeat(c, 50))
+    assert all(len(m) <= sync.SYNC_MESG_MAX for m in msgs) and sum(m[4] for m in msgs) == 50
+    assert [len(m) for m in msgs][0] == 8 + 22 * 64
+
+
 def test_constants_say_where_they_come_from():
     assert sync.SYNC_MCAST_GROUP == "224.0.0.81" and sync.SYNC_PORT == 8848
     assert sync.SYNC_MESG_MAX == 1472
