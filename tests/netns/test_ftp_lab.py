@@ -18,6 +18,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,98 @@ def test_the_guides_nat_ftp_recipe_in_all_four_modes(make_lab, tmp_path, vsftpd_
         assert int(line.split()[0]) >= 2, masq  # the two active-mode data connections, from port 20
     finally:
         d.stop()
+
+
+def curl_put(lab, mode: str, src: Path, name: str) -> str:
+    """Upload `src` as incoming/`name` in `mode`; returns the server named in the banner."""
+    r = lab.run("client1", ["curl", "-sS", "-v", "--max-time", "20", *MODES[mode], "-T", str(src),
+                            f"ftp://{topo.VIP}/incoming/{name}"], timeout=30, check=False)  # fmt: skip
+    assert r.returncode == 0, f"{mode} upload: curl exit {r.returncode}\n{r.stderr[-3000:]}"
+    m = re.search(BANNER.format(name=r"(\w+)"), r.stderr)
+    assert m, r.stderr[-2000:]
+    return m.group(1)
+
+
+def test_the_ftp_helper_serves_a_plain_port_21_nat_service(make_lab, tmp_path, vsftpd_available):
+    """No firewall mark, no pasv_address, no persistence, no MASQUERADE: the helper rewrites
+    the 227 (10,77,2,1x -> 10,77,1,100: one byte longer, so every later reply on the control
+    connection moves), files the data connections in advance under the control
+    connection's server, and translates the active ones from port 20 to the VIP."""
+    lab = make_lab("nat", real_servers=2)
+    digests = start_vsftpd(lab, tmp_path, pasv_address=None)
+    text = lvs_cf(lab, [Service(name="ftp", port=FTP_PORT, scheduler="rr", expect="220")])
+    d = LabDirector(lab, tmp_path / "lvs", text)
+    try:
+        d.wait_for(lambda s: sum(len(v["dests"]) for v in s["services"]) == 2, 30, "both servers in")
+        servers = set()
+        for mode in MODES:
+            for _ in range(2):  # rr: both servers, control and data each time on one of them
+                out = tmp_path / f"got-{mode}.bin"
+                server, transcript = curl_get(lab, mode, out)
+                servers.add(server)
+                assert hashlib.sha256(out.read_bytes()).hexdigest() == digests[server], mode
+                if mode == "PASV":  # the client was told the VIP, and the reply grew by a byte
+                    assert re.search(r"< 227 Entering Passive Mode \(10,77,1,100,\d+,\d+\)", transcript), transcript
+        assert servers == set(digests)
+        up = tmp_path / "upload.bin"
+        up.write_bytes(os.urandom(FILE_SIZE // 2 + 7))
+        for mode in ("PASV", "PORT"):
+            server = curl_put(lab, mode, up, f"up-{mode}.bin")
+            landed = tmp_path / f"ftp-{server}" / "incoming" / f"up-{mode}.bin"
+            assert landed.read_bytes() == up.read_bytes(), mode
+    finally:
+        d.stop()
+
+
+# The takeover: two routers with pulse and connection sync (as tests/netns/test_takeover.py).
+FAST = "keepalive = 0.2\ndeadtime = 0.6\ngarp_count = 3\ngarp_interval = 0.3\ngarp_refresh = 1\n"
+SYNC = "syncdaemon = 1\nsyncd_iface = eth1\nsyncd_id = 7\n"
+RATE = "40k"  # bytes/s: 1 MiB takes about 25 s, long enough to take over in the middle
+
+
+def test_a_takeover_in_the_middle_of_a_passive_download(make_lab, tmp_path, vsftpd_available):
+    """The 227 has been rewritten (the control connection carries a sequence adjustment)
+    and the data is flowing when the active router's pulse is stopped: the backup, which
+    has both connections from connection sync (the control one with its SEQ_DATA), takes
+    over and the download completes, whole."""
+    from pylvs.lab.director import LabPulse
+
+    lab = make_lab("nat", real_servers=2, directors=2)
+    digests = start_vsftpd(lab, tmp_path, pasv_address=None)
+    text = lvs_cf(lab, [Service(name="ftp", port=FTP_PORT, scheduler="rr", expect="220")], backup=True,
+                  extra_globals=FAST + SYNC)  # fmt: skip
+    routers = [LabPulse(lab, tmp_path, text, host=h) for h in ("dir1", "dir2")]
+    try:
+        routers[0].wait_for(lambda s: s["state"] == "active" and s["director"]["role"] == "active", 30, "active")
+        routers[1].wait_for(lambda s: s["state"] == "standby" and s["director"]["role"] == "standby", 30, "standby")
+        out = tmp_path / "got.bin"
+        log = tmp_path / "curl.log"
+        with log.open("w") as err:
+            curl = lab.popen("client1", ["curl", "-sS", "-v", "--max-time", "90", "--disable-epsv", "--limit-rate",
+                                         RATE, f"ftp://{topo.VIP}/{FILE}", "-o", str(out)],
+                             what="curl", stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+
+        def synced() -> int:  # the standby's table starts empty: only synced entries
+            try:
+                return routers[1].lvs_control({"cmd": "status"})["status"]["connections"]
+            except (OSError, ValueError, KeyError):
+                return 0
+
+        deadline = time.monotonic() + 30
+        while (synced() < 2 or not out.exists() or out.stat().st_size < FILE_SIZE // 8) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert synced() >= 2, "the control and data connections never reached dir2"
+        got = out.stat().st_size
+        assert 0 < got < FILE_SIZE, f"not in the middle of the download: {got} bytes"
+        assert routers[0].stop() == 0  # the takeover
+        routers[1].wait_for(lambda s: s["state"] == "active" and s["director"]["role"] == "active", 30, "takeover")
+        code = curl.wait(timeout=120)
+        transcript = log.read_text()
+        assert code == 0, transcript[-3000:]
+        assert re.search(r"< 227 Entering Passive Mode \(10,77,1,100,", transcript), transcript[-3000:]
+        assert "< 226" in transcript, transcript[-3000:]  # the reply after the takeover, seq-adjusted
+        server = re.search(BANNER.format(name=r"(\w+)"), transcript).group(1)
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == digests[server]
+    finally:
+        for p in routers:
+            p.stop()
