@@ -45,9 +45,12 @@ Rate estimators (``estimator``) and the lblc/lblcr collector run from the direct
 control thread (``forwarder``), and so does connection sync, which reads and writes the
 connection table between batches (``connsync.collect_sync`` / ``apply_sync``).
 
-Not done yet: ``sloppy_tcp``; the FTP helper (PORT/PASV rewriting); the
-``cache_bypass`` of fwmark services; errors about the IPIP packet itself (reference 8,
-tunnel column).
+The FTP helper of NAT port-21 services (``ftp``, the kernel's ip_vs_ftp) reads the
+control connections' commands and replies in the engine itself: 227 rewriting with the
+sequence adjustment that follows, data connections filed in advance (docs/ftp.md).
+
+Not done yet: ``sloppy_tcp``; the ``cache_bypass`` of fwmark services; errors about the
+IPIP packet itself (reference 8, tunnel column).
 """
 
 from __future__ import annotations

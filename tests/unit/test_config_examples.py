@@ -11,8 +11,8 @@ from pylvs.config.parse import StaticResolver
 
 EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("lvs.cf.*"))
-FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "ftp-nat-fwmark", "udp-dns",
-            "sorry-server", "primary-backup", "lab-nat-demo"]
+FEATURES = ["nat-wlc", "dr-rr", "tunnel", "fwmark-http-https", "ftp-fwmark", "ftp-nat-fwmark", "ftp-nat-helper",
+            "udp-dns", "sorry-server", "primary-backup", "lab-nat-demo"]
 
 
 def test_one_example_per_feature_and_listed_in_readme():
@@ -63,6 +63,12 @@ def test_nat_ftp_example_is_the_guides_nat_recipe():
     for needed in ("--dport 21 -j MARK --set-mark 21", "--dport 10000:20000 -j MARK --set-mark 21",
                    "--sport 20 -j MASQUERADE", "pasv_address=192.0.2.60", "pasv_min_port=10000"):
         assert needed in text, needed
+
+
+def test_nat_ftp_helper_example_is_a_plain_port_21_nat_service():
+    config = check_file(str(EXAMPLES_DIR / "lvs.cf.ftp-nat-helper"), StaticResolver()).config
+    (v,) = config.virtuals
+    assert config.network == "nat" and v.port == 21 and v.protocol == "tcp" and not v.fwmark
 
 
 def test_examples_cover_the_three_forwarding_methods_and_features():
