@@ -140,8 +140,11 @@ static int nat(uint8_t *ip, size_t ihl, size_t total, const struct pl_rewrite_op
     uint32_t old_addr = load32(addr);
     store32(addr, op->addr);
     store16(ip + IP_CSUM, pl_csum_update32(load16(ip + IP_CSUM), old_addr, op->addr));
-    if (!has_l4)
+    if (!has_l4) {
+        if (op->flags & PL_RWF_FULL_CSUM)
+            store16(ip + IP_CSUM, pl_csum_ipv4_header(ip, ihl));
         return PL_RW_OK;
+    }
 
     uint8_t *l4 = ip + ihl;
     uint8_t *port = l4 + (out ? L4_SPORT : L4_DPORT);

@@ -1,6 +1,6 @@
-"""Plain-Python twins of the numba kernels: the IPVS schedulers and, at the end, the
-connection table.  The schedulers are written straight from the reference
-(spec/lvs-reference.md section 6 and the kernel's ip_vs_*.c): objects, a Python
+"""Plain-Python twins of the numba kernels: the IPVS schedulers, the connection table,
+connection sync's due rule and, at the end, the FTP helper's parsers.  The schedulers
+are written straight from the reference (spec/lvs-reference.md section 6 and the kernel's ip_vs_*.c): objects, a Python
 list in kernel list order, linear scans, no numpy, no cleverness.
 
 A service is a ``Service(name, **options)``; dests are ``Dest`` objects added at

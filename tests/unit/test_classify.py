@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from pylvs._native import ffi, lib
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw
-from test_io_nfq import NFNL_SUBSYS_QUEUE, NFQA_MARK, NFQA_VERDICT_HDR, NFQNL_MSG_VERDICT, QUEUE, packet_msg
+from test_io_nfq import NFQA_MARK, QUEUE, packet_msg, parse_verdicts
 
 from pylvs.config import check_text
 from pylvs.dataplane import engine as en
@@ -111,25 +110,6 @@ def test_a_batch_sorted_in_one_call() -> None:
     assert classify_c(fwd, BatchArrays(ROWS, STRIDE), packets) == want
 
 
-def parse_verdicts(datagram: bytes) -> list[tuple[int, int, int | None]]:
-    """(packet id, NF_* verdict, mark or None) of every verdict message."""
-    out = []
-    while datagram:
-        length, kind = struct.unpack("=IH", datagram[:6])
-        assert kind == NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_VERDICT
-        attrs, vid, verdict, mark = datagram[20:length], None, None, None
-        while attrs:
-            n, t = struct.unpack("=HH", attrs[:4])
-            if t == NFQA_VERDICT_HDR:
-                verdict, vid = struct.unpack("!II", attrs[4:12])
-            elif t == NFQA_MARK:
-                mark = struct.unpack("!I", attrs[4:8])[0]
-            attrs = attrs[(n + 3) & ~3:]
-        out.append((vid, verdict, mark))
-        datagram = datagram[(length + 3) & ~3:]
-    return out
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="the C loop opens its send sockets (AF_PACKET, raw IP): root")
 def test_the_c_loop_repeats_ours_with_the_owned_mark() -> None:
     fwd = forwarder()
@@ -151,7 +131,7 @@ def test_the_c_loop_repeats_ours_with_the_owned_mark() -> None:
         got = []
         while True:
             try:
-                got += parse_verdicts(kernel.recv(1 << 16))
+                got += parse_verdicts(kernel.recv(1 << 16), NFQA_MARK)
             except BlockingIOError:
                 break
         # The mark the packet had survives beside the owned bit; its own traffic is accepted.

@@ -153,22 +153,23 @@ def error_msg(err: int) -> bytes:
     return struct.pack("=IHHII", 16 + len(body), NLMSG_ERROR, 0, 0, 0) + body
 
 
-def parse_verdicts(datagram: bytes) -> list[tuple[int, int, bytes | None]]:
-    """(packet id, NF_* verdict, payload or None) of every verdict message."""
+def parse_verdicts(datagram: bytes, attr: int = NFQA_PAYLOAD) -> list[tuple[int, int, bytes | int | None]]:
+    """(packet id, NF_* verdict, payload or None) of every verdict message; with
+    ``attr=NFQA_MARK`` the mark (an int) instead of the payload."""
     out = []
     while datagram:
         length, kind = struct.unpack("=IH", datagram[:6])
         assert kind == NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_VERDICT
         assert struct.unpack("!H", datagram[18:20])[0] == QUEUE
-        attrs, vid, verdict, payload = datagram[20:length], None, None, None
+        attrs, vid, verdict, value = datagram[20:length], None, None, None
         while attrs:
             n, t = struct.unpack("=HH", attrs[:4])
             if t == NFQA_VERDICT_HDR:
                 verdict, vid = struct.unpack("!II", attrs[4:12])
-            elif t == NFQA_PAYLOAD:
-                payload = attrs[4:n]
+            elif t == attr:
+                value = attrs[4:n] if attr == NFQA_PAYLOAD else struct.unpack("!I", attrs[4:8])[0]
             attrs = attrs[(n + 3) & ~3:]
-        out.append((vid, verdict, payload))
+        out.append((vid, verdict, value))
         datagram = datagram[(length + 3) & ~3:]
     return out
 

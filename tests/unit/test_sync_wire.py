@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +64,9 @@ def test_flags_outside_the_backup_mask_are_not_sent():
 
 
 def test_split_by_max_size_and_255_entries():
+    assert len(sync.encode_v1(3, conn(), max_size=44)[0]) == 44  # one plain entry fits 8 + 36
+    with pytest.raises(ValueError, match="cannot hold one entry"):
+        sync.encode_v1(3, conn(flags=ctm.F_OUT_SEQ), max_size=44)
     many = np.repeat(conn(), 100)
     msgs = sync.encode_v1(3, many)
     assert [len(m) for m in msgs] == [8 + 40 * 36, 8 + 40 * 36, 8 + 20 * 36]
@@ -83,8 +87,9 @@ records = st.fixed_dictionaries({
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(records, max_size=90), st.integers(0, 255), st.integers(44, 3000))
+@given(st.lists(records, max_size=90), st.integers(0, 255), st.integers(72, 3000))
 def test_round_trip(rows, syncid, max_size):
+    """72: the smallest message that holds an entry with the SEQ_DATA option (8 + 64)."""
     for r in rows:
         if r["proto"] == 17:
             r["state"] = ctm.S_UDP
