@@ -866,6 +866,8 @@ def touch(t: ConnTable, n: int, now: float) -> None:
 def remove(t: ConnTable, n: int) -> None:
     if not t.entries[n]["live"]:
         raise ValueError(f"entry {n} is not in use")
+    if t.entries[n]["n_control"] > 0:  # its controlled entries point at it
+        raise ValueError(f"entry {n} controls {t.entries[n]['n_control']} entries")
     _release(t, n)
 
 

@@ -508,7 +508,10 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
         verdict[i] = V_DROP
         reason[i] = C_NODEST
         if opts & OPT_EXPIRE_NODEST_CONN:
-            _release(ct, n)
+            if e.n_control > 0:
+                e.expires = now  # an FTP control connection: its data connections keep it a while
+            else:
+                _release(ct, n)
         return
     _state_step(ct, n, f[F_PROTO], DIR_INPUT, f[F_TCP_FLAGS], now)
     e.in_pkts += 1
@@ -526,9 +529,10 @@ def _handle_existing(f, i, n, ct, now, opts, ops, verdict, reason, dest_row, des
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _tcp_payload(row, ip, f):
-    """(TCP header, payload start, packet end) of the packet at ``ip``."""
+    """(TCP header, payload start, packet end) of the packet at ``ip``; a data offset
+    below the 20-byte header (a broken segment) reads as no options."""
     tcp = ip + f[F_IHL]
-    return tcp, tcp + (np.int64(row[tcp + 12]) >> 4) * 4, ip + f[F_TOTAL]
+    return tcp, tcp + max(np.int64(row[tcp + 12]) >> 4, np.int64(5)) * 4, ip + f[F_TOTAL]
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
