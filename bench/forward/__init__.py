@@ -3,7 +3,7 @@ and HAProxy on the same machine, in the network-namespace lab.
 
     sudo .venv/bin/python -m bench.forward                      # 3 runs x 5 s, every config
     sudo .venv/bin/python -m bench.forward --quick --configs A,B,C   # smoke test, ~1 min
-    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D4,D4B,DR,DRL,DRX,DRXB]
+    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D3F,D4,D4B,DR,DRL,DRX,DRXB]
                             [--metrics cps,rps,udp,bulk,lat] [--out docs/bench-forward-latest.md]
                             [--quick] [--python PY] [--ready-timeout 60] [--keep-work]
 
@@ -23,6 +23,7 @@ Configurations (brought up in dir1, measured, taken down; the same order in ever
 | D2 | the same with `--io nfq-native` (batched native NFQUEUE, the engine called from Python) | VIP |
 | D3 | the same with `--io nfq-loop` (the whole loop in C, the engine as a cfunc) | VIP |
 | D3W | the same with `--workers 2` (two loops, two queues, one connection table) | VIP |
+| D3F | D3, HTTP a firewall-mark service (a MARK rule in dir1): replies take the classify pass | VIP |
 | D4 | the same with `--io afxdp` (the C loop on AF_XDP sockets, an XDP program in front) | VIP |
 | D4B | the same with `--busy-poll 200` (the loop spins 200 us before it sleeps) | VIP |
 | DR | the same with `--io afpacket`, `network = direct`, on the direct lab | VIP |

@@ -19,6 +19,7 @@ NFT_TABLE = "pylvs_bench_lb"  # B's table in dir1, deleted on the way down
 HAPROXY_MAXCONN = 8000  # RESULTS.md: 2.6 refuses a maxconn needing more FDs than the 20000 hard limit
 NGINX_WORKERS = 2  # RESULTS.md surprise 5: one worker made A (one RS) slower than B (three)
 PERSIST_SECONDS = 300  # iperf3's control and data connections must meet the same real server
+HTTP_FWMARK = 80  # D3F: the HTTP service as a firewall-mark service (its replies take the classify pass)
 HEALTH_TIMEOUT = 6  # lvs.cf defaults of the guide's examples
 HEALTH_REENTRY = 15
 
@@ -107,11 +108,12 @@ backend be_iperf
 
 
 def lvs_cf(network: str, vip: str, rips: Sequence[str], *, primary: str, primary_private: str,
-           nat_router: str | None = None, ports: Ports = Ports()) -> str:
+           nat_router: str | None = None, ports: Ports = Ports(), http_fwmark: int = 0) -> str:
     """D1-DRX: one director, three virtual services on the VIP, scheduler rr (weights 1).
     HTTP is checked with a GET; iperf3 and the UDP sinks with a send_program that always
     answers OK: a TCP connect would occupy iperf3's one test slot, and a sink answers
-    nothing (and runs only during the UDP measurement)."""
+    nothing (and runs only during the UDP measurement).  ``http_fwmark``: the HTTP
+    service matches that firewall mark instead of its port (D3F; ``mark_rule`` sets it)."""
     if network not in ("nat", "direct"):
         raise ValueError(f"network must be nat or direct, not {network!r}")
     lines = [
@@ -144,7 +146,15 @@ def lvs_cf(network: str, vip: str, rips: Sequence[str], *, primary: str, primary
         lines.extend(["}", ""])
 
     always_ok = ['send_program = "/bin/echo OK"', 'expect = "OK"']
-    virtual("http", ports.http, "tcp", ['send = "GET / HTTP/1.0\\r\\n\\r\\n"', 'expect = "HTTP"'], [])
+    virtual("http", ports.http, "tcp", ['send = "GET / HTTP/1.0\\r\\n\\r\\n"', 'expect = "HTTP"'],
+            [f"fwmark = {http_fwmark}"] if http_fwmark else [])
     virtual("iperf", ports.iperf, "tcp", always_ok, [f"persistent = {PERSIST_SECONDS}"])
     virtual("udp", ports.udp, "udp", always_ok, [])
     return "\n".join(lines)
+
+
+def mark_rule(vip: str, ports: Ports = Ports(), mark: int = HTTP_FWMARK) -> list[str]:
+    """D3F: the operator's MARK rule for the HTTP service (iptables arguments after -A/-D),
+    as the RHEL guide writes them."""
+    return ["PREROUTING", "-p", "tcp", "-d", f"{vip}/32", "--dport", str(ports.http), "-j", "MARK",
+            "--set-mark", str(mark)]

@@ -48,8 +48,9 @@ LOAD_SYSCTLS = {
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
-NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D4", "D4B")
+NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D3F", "D4", "D4B")
 PYLVS_IO = {"D1": ("nfqueue",), "D2": ("nfq-native",), "D3": ("nfq-loop",), "D3W": ("nfq-loop", "--workers", "2"),
+            "D3F": ("nfq-loop",),
             "D4": ("afxdp",), "D4B": ("afxdp", "--busy-poll", "200"), "DR": ("afpacket",), "DRL": ("nfq-loop",),
             "DRX": ("afxdp",), "DRXB": ("afxdp", "--busy-poll", "200")}  # `pylvs lvs --io ...`
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
@@ -328,9 +329,13 @@ class Bench:
             return vip
         # D1, D2, DR: pylvs from a generated lvs.cf
         network = "direct" if cfg in DR_CONFIGS else "nat"
+        fwmark = confgen.HTTP_FWMARK if cfg == "D3F" else 0
+        if fwmark:
+            lab.run(lab.director, ["iptables", "-t", "mangle", "-A", *confgen.mark_rule(vip, self.ports)])
         text = confgen.lvs_cf(network, vip, rips, primary=lab.director.ip(PUBLIC),
                               primary_private=lab.director.ip(PRIVATE),
-                              nat_router=lab.nat_router if network == "nat" else None, ports=self.ports)
+                              nat_router=lab.nat_router if network == "nat" else None, ports=self.ports,
+                              http_fwmark=fwmark)  # fmt: skip
         result = check_text(text, f"lvs.cf.{cfg}")
         if not result.ok:
             raise NotRun(f"generated lvs.cf is invalid: {result.diagnostics[0]}")
@@ -397,6 +402,9 @@ class Bench:
                 netns.ip(ns, "addr", "del", f"{lab.nat_router}/32", "dev", "eth1", check=False)
             if cfg == "C":
                 netns.ip(ns, "addr", "del", f"{lab.vip}/32", "dev", "lo", check=False)
+            if cfg == "D3F":
+                lab.run(lab.director, ["iptables", "-t", "mangle", "-D", *confgen.mark_rule(lab.vip, self.ports)],
+                        check=False)
             if cfg in PYLVS_IO:
                 self.check_leftovers(cfg, lab)
         except Exception as exc:  # noqa: BLE001 -- teardown goes on; the lab is destroyed anyway

@@ -51,6 +51,7 @@ CONFIGS: dict[str, str] = {
     "D2": "pylvs NAT, batched native NFQUEUE, engine called from Python (`--io nfq-native`) -> VIP",
     "D3": "pylvs NAT, the whole loop in C, engine as a cfunc (`--io nfq-loop`) -> VIP",
     "D3W": "pylvs NAT, two C loops on two queues, one connection table (`--io nfq-loop --workers 2`) -> VIP",
+    "D3F": "pylvs NAT as D3, HTTP a firewall-mark service: replies take the classify pass (`--io nfq-loop`) -> VIP",
     "D4": "pylvs NAT, the C loop on AF_XDP sockets fed by its XDP program (`--io afxdp`) -> VIP",
     "D4B": "pylvs NAT on AF_XDP, busy polling 200 us (`--io afxdp --busy-poll 200`) -> VIP",
     "DR": "pylvs direct routing, AF_PACKET (`--io afpacket`) -> VIP",
@@ -58,7 +59,7 @@ CONFIGS: dict[str, str] = {
     "DRX": "pylvs direct routing, the C loop on AF_XDP (`--io afxdp`) -> VIP",
     "DRXB": "pylvs direct routing on AF_XDP, busy polling 200 us (`--io afxdp --busy-poll 200`) -> VIP",
 }
-PYLVS_CONFIGS = ("D1", "D2", "D3", "D3W", "D4", "D4B", "DR", "DRL", "DRX", "DRXB")
+PYLVS_CONFIGS = ("D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "DR", "DRL", "DRX", "DRXB")
 DR_CONFIGS = ("DR", "DRL", "DRX", "DRXB")  # measured on the `direct` lab
 XDP_CONFIGS = ("D4", "D4B", "DRX", "DRXB")  # judged against the AF_XDP latency goal
 

@@ -27,7 +27,7 @@ VIP = "10.77.1.100"
 def test_defaults():
     o = cli.parse_args([])
     assert (o.runs, o.dur) == (cli.DEFAULT_RUNS, cli.DEFAULT_DUR)
-    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "D4", "D4B", "DR", "DRL", "DRX", "DRXB"]
+    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "DR", "DRL", "DRX", "DRXB"]
     assert o.metrics == ["cps", "rps", "udp", "bulk", "lat"]
     assert o.metric_keys == ["cps", "rps", "udp", "bulk", "lat_p50", "lat_p99"]
     assert o.out == Path(cli.DEFAULT_OUT)
@@ -171,6 +171,20 @@ def test_lvs_cf_is_valid_for_pylvs(network):
     assert vs["iperf"].persistent == confgen.PERSIST_SECONDS
     assert vs["udp"].protocol == "udp"
     assert all(len(v.servers) == 3 for v in vs.values())
+
+
+def test_d3f_bundles_http_by_the_mark_its_rule_sets():
+    """D3F: the HTTP service matches firewall mark 80 (its port stays the health check's),
+    and the MARK rule the harness adds marks exactly its port on the VIP."""
+    text = confgen.lvs_cf("nat", VIP, RIPS, primary="10.77.1.1", primary_private="10.77.2.1",
+                          nat_router="10.77.2.254", http_fwmark=confgen.HTTP_FWMARK)
+    result = check_text(text, "bench.cf")
+    assert result.ok, result.diagnostics
+    vs = {v.name: v for v in result.config.virtuals}
+    assert vs["http"].fwmark == confgen.HTTP_FWMARK and vs["iperf"].fwmark == 0
+    rule = confgen.mark_rule(VIP)
+    assert rule == ["PREROUTING", "-p", "tcp", "-d", f"{VIP}/32", "--dport", str(confgen.HTTP_PORT), "-j", "MARK",
+                    "--set-mark", "80"]
 
 
 def test_lvs_cf_needs_a_nat_router_for_nat():
