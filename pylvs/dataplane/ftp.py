@@ -48,6 +48,7 @@ from numba import njit
 
 FTP_PORT = 21  # ip_vs_ftp's default ports[] (module parameter), ip_vs_ctl.c FTPPORT
 MAX_LINE = 512  # the longest command or reply line read (the kernel reads within one segment)
+IP_MAX_TOTAL = 65535  # an IPv4 total length is 16 bits: a longer 227 would not fit a full packet
 
 # What a line is (parse_command / parse_reply).
 K_NONE, K_PASV, K_EPSV, K_PORT, K_EPRT, K_227, K_229 = range(7)
@@ -289,14 +290,15 @@ def rewrite_227(row, ip, pkt_end, start, stop, addr, port):
     """Replace the text [start, stop) of a 227 reply with addr's and port's six numbers,
     moving the rest of the packet; fixes the IP total length (checksums: the NAT op's
     full recompute).  Returns (done, length difference); not done when the row has no
-    room for a longer reply (nothing is changed then)."""
+    room for a longer reply or the packet would pass 65535 bytes (nothing is changed)."""
     nums = ((addr >> 24) & 0xFF, (addr >> 16) & 0xFF, (addr >> 8) & 0xFF, addr & 0xFF,
             (port >> 8) & 0xFF, port & 0xFF)  # fmt: skip
     new_len = np.int64(5)  # the commas
     for v in nums:
         new_len += _digits(v)
     diff = new_len - (stop - start)
-    if pkt_end + diff > row.shape[0]:
+    total = ((np.int64(row[ip + 2]) << 8) | np.int64(row[ip + 3])) + diff
+    if pkt_end + diff > row.shape[0] or total > IP_MAX_TOTAL:
         return False, np.int64(0)
     if diff > 0:  # move the tail right, from its end
         for k in range(pkt_end - 1, stop - 1, -1):
@@ -310,7 +312,6 @@ def rewrite_227(row, ip, pkt_end, start, stop, addr, port):
             row[p] = _COMMA
             p += 1
         p = _put(row, p, nums[j])
-    total = ((np.int64(row[ip + 2]) << 8) | np.int64(row[ip + 3])) + diff
     row[ip + 2] = (total >> 8) & 0xFF
     row[ip + 3] = total & 0xFF
     return True, diff
