@@ -149,6 +149,12 @@ def encode_v1(syncid: int, conns, max_size: int = SYNC_MESG_MAX) -> list[bytes]:
     w["state"] = _wire_states(conns)
     for name in ("cport", "vport", "dport", "fwmark", "timeout", "caddr", "vaddr", "daddr"):
         w[name] = conns[name]
+    if not seq.any():  # the common message: fixed 36-byte entries, cut in whole chunks
+        per = min(MAX_CONNS_PER_MESG, (max_size - HEADER_V1_SIZE) // ENTRY_V4_SIZE)
+        if per < 1:
+            raise ValueError(f"max_size {max_size} cannot hold one entry ({HEADER_V1_SIZE + ENTRY_V4_SIZE} bytes)")
+        return [HEADER_V1.pack(0, syncid, HEADER_V1_SIZE + w[i:i + per].nbytes, w[i:i + per].shape[0],
+                               SYNC_PROTO_VER, 0) + w[i:i + per].tobytes() for i in range(0, w.shape[0], per)]
     out: list[bytes] = []
     parts: list[bytes] = []
     size = HEADER_V1_SIZE
