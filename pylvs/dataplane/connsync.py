@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pylvs.dataplane import ftp
 from pylvs.dataplane import tables as _tables
 from pylvs.dataplane.conntab import (
     F_APP_FTP,
@@ -87,8 +88,6 @@ assert IP_VS_CONN_F_BACKUP_MASK == 0x1F87
 # ip_vs_proc_conn: an entry synced without a timeout (version 0 messages) gets its
 # state's timeout, and a template 3 minutes.
 SYNC_TEMPLATE_TIMEOUT = 180.0
-_FTP_CONTROL_PORT = 21  # a port-21 persistent service files its templates under port 0 (7.6)
-_TCP = IPPROTO_TCP
 
 SYNC_DTYPE = np.dtype(
     [
@@ -213,7 +212,7 @@ def _sync_dest_row(s, dest, daddr, dport):
     for r in range(off, end):
         if dest[r, FLAGS] & F_AVAILABLE and dest[r, ADDR] == daddr and dest[r, PORT] == 0:
             return r
-    if s.fwmark != 0 or s.vport == 0 or s.vport == _FTP_CONTROL_PORT:  # FTP: data connections' own ports
+    if s.fwmark != 0 or s.vport == 0 or s.vport == _tables.FTP_CONTROL_PORT:  # FTP: data connections' own ports
         for r in range(off, end):
             if dest[r, FLAGS] & F_AVAILABLE and dest[r, ADDR] == daddr:
                 return r
@@ -271,7 +270,7 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
                                    np.int64(r.proto), np.int64(r.vaddr), np.int64(r.vport), mark)
         if k < 0 and is_tpl and r.vport == 0 and r.proto != IPPROTO_IP:
             k = _tables.find_service(svc_keys, svc_keys_idx, np.int64(r.proto), np.int64(r.vaddr),
-                                     np.int64(_FTP_CONTROL_PORT))
+                                     np.int64(_tables.FTP_CONTROL_PORT))  # a port-21 service's templates
         if k < 0:
             counts[A_NO_SERVICE] += 1
             continue
@@ -288,7 +287,7 @@ def _apply_sync(t, recs, now, svc, dest, svc_keys, svc_keys_idx, fwm_keys, fwm_i
             nflags &= ~F_INACTIVE
         elif fwd != FWD_MASQ:
             nflags |= F_NOOUTPUT
-        elif r.proto == _TCP and s.fwmark == 0 and s.vport == _FTP_CONTROL_PORT and r.vport == _FTP_CONTROL_PORT:
+        elif ftp.binds(r.proto, s.fwmark, s.vport, r.vport):
             nflags |= F_APP_FTP  # ip_vs_proc_conn -> ip_vs_bind_app, as the engine binds it
         n = _new(t, r.proto, r.caddr, r.cport, r.vaddr, r.vport, r.daddr, r.dport, nflags, row, -1, now,
                  timeout if is_tpl else 0.0)

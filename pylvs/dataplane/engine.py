@@ -124,7 +124,7 @@ from pylvs.dataplane.headers import (
     R_OK,
     R_OTHER_PROTO,
 )
-from pylvs.dataplane.tables import SVC_F_PERSISTENT, Tables, _lookup_kernel
+from pylvs.dataplane.tables import FTP_CONTROL_PORT, SVC_F_PERSISTENT, Tables, _lookup_kernel
 from pylvs.dataplane.tables import adopt_counters as _adopt_table_counters
 from pylvs.sched._common import ADDR, F_AVAILABLE, FLAGS, FWD, PORT, W
 from pylvs.sched._dispatch import ALG_ID, schedule_kernel, update_kernel
@@ -194,7 +194,6 @@ _TREE_ALG_IDS = tuple(ALG_ID[name] for name in TREE_SCHEDULERS)
 PACKET_TOUCH_MAX = ctm.EVICT_SCAN + 4
 assert PACKET_TOUCH_MAX < ctm.TOUCHED_CAP
 
-FTP_PORT = 21  # a port-21 persistent service keys its templates on port 0 (7.6)
 STRIDE_DEFAULT = 2048
 SCRATCH_ROWS = 256  # parse fields and rewrite ops kept per thread; grown for bigger batches
 U16 = 0xFFFF
@@ -462,6 +461,13 @@ def _icmp_error(icmp_type):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def _quoted_out(ct, f, now):
+    """The NAT entry an ICMP error from a real server is about: its quote is the client's
+    packet as the server received it (client -> RIP); -1 when none."""
+    return _lookup_out(ct, f[F_IN_PROTO], f[F_IN_DADDR], f[F_IN_DPORT], f[F_IN_SADDR], f[F_IN_SPORT], now)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
 def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
                  svc_stats, dest_stats, tunnel_src, ip_id):  # fmt: skip
     """ICMP (ip_vs_out_icmp, then ip_vs_in_icmp): translate errors about our connections."""
@@ -475,8 +481,7 @@ def _handle_icmp(f, i, ct, now, ops, verdict, reason, dest_row, dest, dest_svc,
         reason[i] = C_ICMP_UNMATCHED
         return
     nbytes = f[F_TOTAL]
-    # From a real server about a client's packet (NAT): the quote is client -> RIP.
-    n = _lookup_out(ct, q_proto, f[F_IN_DADDR], f[F_IN_DPORT], f[F_IN_SADDR], f[F_IN_SPORT], now)
+    n = _quoted_out(ct, f, now)
     if n >= 0:
         e = ct.entries[n]
         verdict[i] = V_NAT
@@ -644,7 +649,7 @@ def _sched_persist(s, ct, f, now, now_ms, opts, dest, state):
         tproto = np.int64(IPPROTO_IP)
         tvaddr = np.int64(s.fwmark)
         tvport = np.int64(0)
-    elif s.vport == 0 or s.vport == FTP_PORT:
+    elif s.vport == 0 or s.vport == FTP_CONTROL_PORT:  # FTP's templates cover its data ports
         tproto = f[F_PROTO]
         tvaddr = f[F_DADDR]
         tvport = np.int64(0)
@@ -728,8 +733,8 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
     flags = fwd
     if fwd != FWD_MASQ:
         flags |= F_NOOUTPUT
-    elif proto == IPPROTO_TCP and s.fwmark == 0 and s.vport == ftp.FTP_PORT and f[F_DPORT] == ftp.FTP_PORT:
-        flags |= F_APP_FTP  # ip_vs_bind_app: a NAT connection to port 21 gets the FTP helper
+    elif ftp.binds(proto, s.fwmark, s.vport, f[F_DPORT]):
+        flags |= F_APP_FTP
     n = _new(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], dest[d, ADDR], rport,
              flags, d, t, now, 0.0)
     if n < 0:
@@ -927,8 +932,7 @@ def _classify_kernel(buf, off, lens, n, fields, ct, now, verdict):
             continue  # not ours to judge: the kernel's (conntrack reassembles fragments)
         proto = f[F_PROTO]
         if proto == IPPROTO_ICMP:
-            if _icmp_error(f[F_ICMP_TYPE]) and f[F_IN_PROTO] >= 0 and _lookup_out(
-                    ct, f[F_IN_PROTO], f[F_IN_DADDR], f[F_IN_DPORT], f[F_IN_SADDR], f[F_IN_SPORT], now) >= 0:
+            if _icmp_error(f[F_ICMP_TYPE]) and f[F_IN_PROTO] >= 0 and _quoted_out(ct, f, now) >= 0:
                 verdict[i] = V_NAT
         elif _lookup_out(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now) >= 0:
             verdict[i] = V_NAT

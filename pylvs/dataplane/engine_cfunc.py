@@ -107,6 +107,20 @@ def _conn_table(s):
     )
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _batch(b):
+    """The arrays of a batch descriptor, in BATCH_SLOTS order."""
+    return (carray(_ptr_at(b[0], types.uint8), (np.intp(b[1]), np.intp(b[2]))),
+            carray(_ptr_at(b[3], types.uint32), (np.intp(b[4]),)),
+            carray(_ptr_at(b[6], types.uint32), (np.intp(b[7]),)),
+            carray(_ptr_at(b[9], types.uint32), (np.intp(b[10]),)),
+            carray(_ptr_at(b[12], types.int64), (np.intp(b[13]), np.intp(b[14]))),
+            carray(_ptr_at(b[15], _OP), (np.intp(b[16]),)),
+            carray(_ptr_at(b[18], types.uint8), (np.intp(b[19]),)),
+            carray(_ptr_at(b[21], types.int16), (np.intp(b[22]),)),
+            carray(_ptr_at(b[24], types.int64), (np.intp(b[25]),)))  # fmt: skip
+
+
 @cfunc(_SIG, cache=True, error_model="numpy")
 def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 - a C symbol
     ct = _conn_table(s)
@@ -122,15 +136,7 @@ def ENGINE(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N802 
     dest_stats = carray(_ptr_at(s[57], types.int64), (np.intp(s[58]), np.intp(s[59])))
     ip_id = carray(_ptr_at(s[60], types.uint64), (np.intp(s[61]),))
 
-    buf = carray(_ptr_at(b[0], types.uint8), (np.intp(b[1]), np.intp(b[2])))
-    off = carray(_ptr_at(b[3], types.uint32), (np.intp(b[4]),))
-    lens = carray(_ptr_at(b[6], types.uint32), (np.intp(b[7]),))
-    marks = carray(_ptr_at(b[9], types.uint32), (np.intp(b[10]),))
-    fields = carray(_ptr_at(b[12], types.int64), (np.intp(b[13]), np.intp(b[14])))
-    ops = carray(_ptr_at(b[15], _OP), (np.intp(b[16]),))
-    verdict = carray(_ptr_at(b[18], types.uint8), (np.intp(b[19]),))
-    reason = carray(_ptr_at(b[21], types.int16), (np.intp(b[22]),))
-    dest_row = carray(_ptr_at(b[24], types.int64), (np.intp(b[25]),))
+    buf, off, lens, marks, fields, ops, verdict, reason, dest_row = _batch(b)
     if n < 0 or n > buf.shape[0] or n > fields.shape[0] or n > ops.shape[0] or n > verdict.shape[0]:
         return 0  # a caller bug; the C side checks n against its rows first
     return _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_budget, ct, svc,
@@ -143,11 +149,7 @@ def CLASSIFY(s, b, n, now, now_ms, opts, sweep_budget, tunnel_src):  # noqa: N80
     """The classify pass (``engine._classify_kernel``): the C loop's PL_LOOP_F_CLASSIFY
     queue calls it with the engine's signature; it writes only ``verdict`` (V_NAT: ours)."""
     ct = _conn_table(s)
-    buf = carray(_ptr_at(b[0], types.uint8), (np.intp(b[1]), np.intp(b[2])))
-    off = carray(_ptr_at(b[3], types.uint32), (np.intp(b[4]),))
-    lens = carray(_ptr_at(b[6], types.uint32), (np.intp(b[7]),))
-    fields = carray(_ptr_at(b[12], types.int64), (np.intp(b[13]), np.intp(b[14])))
-    verdict = carray(_ptr_at(b[18], types.uint8), (np.intp(b[19]),))
+    buf, off, lens, _marks, fields, _ops, verdict, _reason, _dest_row = _batch(b)
     if n < 0 or n > buf.shape[0] or n > fields.shape[0] or n > verdict.shape[0]:
         return 0
     en._classify_kernel(buf, off, lens, n, fields, ct, now, verdict)

@@ -46,7 +46,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-FTP_PORT = 21  # ip_vs_ftp's default ports[] (module parameter), ip_vs_ctl.c FTPPORT
+from pylvs.dataplane.conntab import IPPROTO_TCP
+from pylvs.dataplane.tables import FTP_CONTROL_PORT
+
 MAX_LINE = 512  # the longest command or reply line read (the kernel reads within one segment)
 IP_MAX_TOTAL = 65535  # an IPv4 total length is 16 bits: a longer 227 would not fit a full packet
 
@@ -58,6 +60,15 @@ APP_ACTIVE, APP_PASV, APP_EPSV = 0, 1, 2
 
 _CR, _LF, _SP, _COMMA, _DOT, _LPAREN = 13, 10, 32, 44, 46, 40
 _MASK32 = 0xFFFFFFFF
+
+
+@njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+def binds(proto, svc_fwmark, svc_vport, vport):
+    """ip_vs_bind_app for a NAT connection: the helper reads a TCP connection to port 21
+    of a service on port 21 (ip_vs_ftp's default ports[]); not a firewall-mark one.  The
+    engine asks it for a new connection, connection sync for an entry it creates."""
+    return (proto == IPPROTO_TCP and svc_fwmark == 0 and svc_vport == FTP_CONTROL_PORT
+            and vport == FTP_CONTROL_PORT)
 
 
 # --- parsing -----------------------------------------------------------------------------

@@ -155,12 +155,13 @@ class Workers:
         return set().union(*(loop.missing_addresses() for loop in self.loops))
 
     def stats(self) -> dict[str, object]:
-        per = [loop.stats() for loop in self.loops if loop is not self.classifier]
+        forwarding = [loop for loop in self.loops if loop is not self.classifier]
+        per = [loop.stats() for loop in forwarding]
         total: dict[str, object] = {k: sum(s[k] for s in per) for k in per[0] if k != "engine_us_per_batch"}
         batches = max(int(total["batches"]), 1)
         total["engine_us_per_batch"] = round(sum(s["engine_us_per_batch"] * s["batches"] for s in per) / batches, 2)
         total["workers"] = [{"queue": loop.queue_num, "packets": s["packets"], "batches": s["batches"]}
-                            for loop, s in zip(self.loops, per, strict=False)]  # fmt: skip
+                            for loop, s in zip(forwarding, per, strict=True)]  # fmt: skip
         if self.classifier is not None:
             total["classify"] = self.classifier.stats()
         return total
