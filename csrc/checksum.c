@@ -87,6 +87,19 @@ uint16_t pl_csum_pseudo(const uint8_t *ip, size_t l4_len)
     return fold(acc);
 }
 
+/* The TCP checksum of a segment whose header (thl bytes, an even count; its checksum
+ * field taken as zero) and payload lie apart: a segment cut from a bigger one, its
+ * header rebuilt elsewhere.  `ip` gives the addresses. */
+uint16_t pl_csum_tcp_gather(const uint8_t *ip, const uint8_t *th, size_t thl, const uint8_t *payload, size_t plen)
+{
+    uint64_t acc = sum_words(ip + 12, 8, 0);
+    acc += IPPROTO_TCP_;
+    acc += thl + plen;
+    acc = sum_skipping(th, thl, TCP_CSUM_OFFSET, acc);
+    acc = sum_words(payload, plen, acc);
+    return (uint16_t)~fold(acc);
+}
+
 /* The Internet checksum of n bytes (an ICMP message, a header with its field zero). */
 uint16_t pl_csum(const uint8_t *p, size_t n)
 {

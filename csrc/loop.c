@@ -15,6 +15,7 @@
 
 #include "loop.h"
 #include "nfq.h"
+#include "pkt.h"
 #include "rewrite.h"
 #include "xsk.h"
 #include "bpf/xdp_pylvs.h"
@@ -36,17 +37,21 @@
 #define TCP_FLAG_CWR 0x80
 #define SOL_PACKET_ 263
 #define PACKET_VNET_HDR_ 15
-/* struct virtio_net_hdr (linux/virtio_net.h), in front of every frame we send: it lets
- * a direct-routing GSO super-packet leave whole, the kernel cutting it to the MTU. */
-#define VNET_F_NEEDS_CSUM 1
-#define VNET_GSO_NONE 0
-#define VNET_GSO_TCPV4 1
-#define VNET_GSO_ECN 0x80
-struct vnet_hdr {
-    uint8_t flags, gso_type;
-    uint16_t hdr_len, gso_size, csum_start, csum_offset;
-};
-#define VNET_HLEN ((uint32_t)sizeof(struct vnet_hdr))
+/* struct virtio_net_hdr (linux/virtio_net.h, pkt.h), in front of every frame we send: it
+ * lets a direct-routing GSO super-packet leave whole, the kernel cutting it to the MTU. */
+#define VNET_F_NEEDS_CSUM PL_VNET_F_NEEDS_CSUM
+#define VNET_GSO_NONE PL_VNET_GSO_NONE
+#define VNET_GSO_TCPV4 PL_VNET_GSO_TCPV4
+#define VNET_GSO_ECN PL_VNET_GSO_ECN
+#define vnet_hdr pl_vnet_hdr
+#define VNET_HLEN ((uint32_t)PL_VNET_HLEN)
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_PSH 0x08
+/* AF_PACKET: a tunnelled TCP packet too big for the out MTU leaves as segments built
+ * here, TSO_CHUNK per sendmmsg, each with its headers (at most TSO_HDR_MAX bytes) in
+ * loop scratch and its payload read from the row. */
+#define TSO_CHUNK 64
+#define TSO_HDR_MAX (PL_VNET_HLEN + ETH_HLEN_ + IPIP_HEADER + 60 + 60)
 
 /* ---- the gate -------------------------------------------------------------------- */
 
@@ -149,12 +154,15 @@ int64_t pl_engine_batch(const struct pl_fwd *f, const struct pl_batch *b, size_t
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-enum { OUT_NONE, OUT_FRAME, OUT_ROUTE };   /* how a packet leaves, decided under the gate */
+enum { OUT_NONE, OUT_FRAME, OUT_ROUTE, OUT_REPLY };   /* how a packet leaves, decided under the gate */
 
 struct pl_loop {
     struct pl_nfq *q;           /* one source: an NFQUEUE queue ... */
-    struct pl_xsk *const *xs;   /* ... or AF_XDP sockets */
+    struct pl_xsk *const *xs;   /* ... or AF_XDP sockets ... */
     size_t n_xs;
+    struct pl_pkt *pk;          /* ... or an AF_PACKET tap */
+    struct pl_pkt_frame *fr;    /* AF_PACKET: each frame's virtio-net header, MACs, device */
+    struct pl_pkt_stats pst;
     uint32_t spin_us;           /* AF_XDP busy polling (pl_loop_set_spin) */
     struct pl_gate *g;
     const struct pl_fwd *f;
@@ -184,6 +192,11 @@ struct pl_loop {
     uint32_t *gro_total;
     struct iovec *giov;         /* 2 per row: a frame's headers, then each segment's payload */
     uint16_t *msg_pkts;         /* per queued message: the packets it carries */
+    /* AF_PACKET: the segments of one tunnelled packet cut here (tunnel_tso) */
+    uint8_t tso_hdr[TSO_CHUNK][TSO_HDR_MAX];
+    struct iovec tso_iov[2 * TSO_CHUNK];
+    struct mmsghdr tso_mmsg[TSO_CHUNK];
+    struct sockaddr_ll tso_sll;
 };
 
 static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const struct pl_batch *b,
@@ -216,7 +229,8 @@ static struct pl_loop *loop_new(struct pl_gate *g, const struct pl_fwd *f, const
     L->gro_total = calloc(b->rows, sizeof(*L->gro_total));
     L->giov = calloc(2 * b->rows, sizeof(*L->giov));
     L->msg_pkts = calloc(b->rows, sizeof(*L->msg_pkts));
-    if (!L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll ||
+    L->fr = calloc(b->rows, sizeof(*L->fr));
+    if (!L->fr || !L->ids || !L->info || !L->acts || !L->how || !L->meta || !L->hops || !L->mmsg || !L->siov || !L->sll ||
         !L->gro_want || !L->gro_key || !L->gro_mtu || !L->gro_group || !L->gro_next || !L->gro_last ||
         !L->gro_total || !L->giov || !L->msg_pkts)
         goto fail;
@@ -263,6 +277,15 @@ struct pl_loop *pl_xsk_loop_new(struct pl_xsk *const *xs, size_t n_xs, struct pl
     return L;
 }
 
+struct pl_loop *pl_pkt_loop_new(struct pl_pkt *pk, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err)
+{
+    struct pl_loop *L = loop_new(g, f, b, flags, err);
+    if (L)
+        L->pk = pk;
+    return L;
+}
+
 void pl_loop_free(struct pl_loop *L)
 {
     if (!L)
@@ -289,6 +312,7 @@ void pl_loop_free(struct pl_loop *L)
     free(L->gro_total);
     free(L->giov);
     free(L->msg_pkts);
+    free(L->fr);
     free(L);
 }
 
@@ -310,6 +334,11 @@ void pl_loop_get_stats(const struct pl_loop *L, struct pl_loop_stats *out)
 void pl_loop_get_xsk_stats(const struct pl_loop *L, struct pl_xsk_stats *out)
 {
     *out = L->xst;
+}
+
+void pl_loop_get_pkt_stats(const struct pl_loop *L, struct pl_pkt_stats *out)
+{
+    *out = L->pst;
 }
 
 size_t pl_loop_misses(struct pl_loop *L, int64_t *rows, size_t max)
@@ -592,6 +621,179 @@ static void act_xsk(struct pl_loop *L, size_t n)
     }
 }
 
+/* AF_PACKET: how each packet leaves; the gate held.  The tap took a copy: the kernel
+ * keeps its own of what the engine passes (the netdev ingress rule drops only service
+ * traffic), so PASS is done with. */
+static void act_pkt(struct pl_loop *L, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t how = OUT_NONE;
+        switch (L->b.verdict[i]) {
+        case PL_V_PASS:
+            L->st.accepted++;
+            break;
+        case PL_V_NAT: /* sent on like DR: routing NAT is NFQUEUE's job (the director refuses it here) */
+        case PL_V_DR:
+        case PL_V_TUNNEL:
+            if (row_hop(L, i, L->b.dest_row[i]) == 0)
+                how = OUT_FRAME;
+            break;
+        case PL_V_REJECT: { /* back the way it came: to the frame's sender, from the MAC it was sent to */
+            struct pl_neigh *nh = &L->hops[i];
+            const struct pl_pkt_frame *fr = &L->fr[i];
+            nh->ifindex = fr->ifindex;
+            nh->mtu = 0xffff; /* the engine cut the ICMP error to 576 bytes */
+            memcpy(nh->dst, fr->src, 6);
+            memcpy(nh->src, fr->dst, 6);
+            how = OUT_REPLY;
+            break;
+        }
+        default:
+            L->st.dropped++;
+            break;
+        }
+        L->how[i] = how;
+    }
+}
+
+/* AF_PACKET: an ICMP error the engine made (V_REJECT) to the frame's sender; rare, so one
+ * send of its own, counted as rejected rather than among the forwarded frames. */
+static void send_reply(struct pl_loop *L, size_t i)
+{
+    const struct pl_neigh *nh = &L->hops[i];
+    uint32_t off = L->b.off[i], len = L->b.lens[i];
+    int ok = off >= ETH_HLEN_ + VNET_HLEN && (size_t)off + len <= L->b.stride && nh->ifindex > 0;
+    if (ok) {
+        struct vnet_hdr v;
+        memset(&v, 0, sizeof(v));
+        uint8_t *frame = frame_head(L->b.buf + i * L->b.stride + off, nh, &v);
+        struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+                                  .sll_ifindex = nh->ifindex, .sll_halen = 6};
+        memcpy(sll.sll_addr, nh->dst, 6);
+        ok = sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, MSG_DONTWAIT, (struct sockaddr *)&sll,
+                    sizeof(sll)) >= 0;
+    }
+    ok ? L->st.rejected++ : L->st.reject_send_errors++;
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/* AF_PACKET: a tunnelled TCP packet bigger than its hop's MTU (a GSO super-packet, or a
+ * full-size segment the outer header made 20 bytes too big) cut into segments that fit
+ * the tunnel, each a frame with every checksum complete: what the kernel's IPIP GSO does,
+ * with the segment size lowered to fit (receivers take any segmentation).  Sequence
+ * numbers advance, FIN and PSH ride on the last segment only, CWR on the first only, IP
+ * ids count up (tcp4_gso_segment, inet_gso_segment).  0 when done (sent or counted), -1
+ * when it is not a TCP packet that can be cut (the caller sends ICMP or counts it). */
+static int tunnel_tso(struct pl_loop *L, size_t i)
+{
+    const struct pl_neigh *nh = &L->hops[i];
+    uint32_t len = L->b.lens[i], off = L->b.off[i];
+    if ((size_t)off + len > L->b.stride || len < IPIP_HEADER + IPV4_HEADER + 20)
+        return -1;
+    const uint8_t *outer = L->b.buf + i * L->b.stride + off;
+    const uint8_t *inner = outer + IPIP_HEADER;
+    uint32_t total = len - IPIP_HEADER, ihl = (uint32_t)(inner[0] & 0x0f) * 4;
+    if (inner[9] != IPPROTO_TCP_ || ihl < IPV4_HEADER || total < ihl + 20 || (((inner[6] & 0x3f) | inner[7]) != 0))
+        return -1;
+    uint32_t thl = (uint32_t)(inner[ihl + 12] >> 4) * 4, h = ihl + thl;
+    int64_t seg = (int64_t)nh->mtu - IPIP_HEADER - h;
+    const struct pl_vnet_hdr *got = &L->fr[i].vnet;
+    if (got->gso_type != VNET_GSO_NONE && got->gso_size && got->gso_size < seg)
+        seg = got->gso_size;
+    if (thl < 20 || h >= total || seg <= 0) {
+        L->st.too_big++;
+        return 0;
+    }
+    const uint8_t *th = inner + ihl;
+    uint32_t seq0 = (uint32_t)th[4] << 24 | (uint32_t)th[5] << 16 | (uint32_t)th[6] << 8 | th[7];
+    uint32_t id_out = (uint32_t)(outer[4] << 8 | outer[5]), id_in = (uint32_t)(inner[4] << 8 | inner[5]);
+    uint8_t flags0 = th[TCP_FLAGS_OFF];
+    struct sockaddr_ll *sll = &L->tso_sll;
+    memset(sll, 0, sizeof(*sll));
+    sll->sll_family = AF_PACKET;
+    sll->sll_protocol = htons(ETH_P_IP);
+    sll->sll_ifindex = nh->ifindex;
+    sll->sll_halen = 6;
+    memcpy(sll->sll_addr, nh->dst, 6);
+    uint32_t start = h, idx = 0;
+    int failed = 0;
+    while (start < total && !failed) {
+        size_t c = 0;
+        for (; c < TSO_CHUNK && start < total; c++, idx++, start += (uint32_t)seg) {
+            uint32_t end = start + (uint32_t)seg < total ? start + (uint32_t)seg : total;
+            uint32_t plen = end - start, n_inner = h + plen;
+            uint8_t *f = L->tso_hdr[c];
+            memset(f, 0, VNET_HLEN); /* nothing left for the kernel to do */
+            uint8_t *eth = f + VNET_HLEN;
+            memcpy(eth, nh->dst, 6);
+            memcpy(eth + 6, nh->src, 6);
+            eth[12] = 0x08;
+            eth[13] = 0x00;
+            uint8_t *o = eth + ETH_HLEN_, *ip = o + IPIP_HEADER, *t = ip + ihl;
+            memcpy(o, outer, IPIP_HEADER);
+            memcpy(ip, inner, h);
+            put16(o + 2, IPIP_HEADER + n_inner);
+            put16(o + 4, id_out + idx);
+            put16(o + 10, pl_csum_ipv4_header(o, IPIP_HEADER));
+            put16(ip + 2, n_inner);
+            put16(ip + 4, id_in + idx);
+            put16(ip + 10, pl_csum_ipv4_header(ip, ihl));
+            uint32_t seq = seq0 + (start - h);
+            put16(t + 4, seq >> 16);
+            put16(t + 6, seq);
+            uint8_t fl = flags0;
+            if (end < total)
+                fl &= (uint8_t)~(TCP_FLAG_FIN | TCP_FLAG_PSH);
+            if (idx)
+                fl &= (uint8_t)~TCP_FLAG_CWR;
+            t[TCP_FLAGS_OFF] = fl;
+            put16(t + TCP_CSUM_OFF, pl_csum_tcp_gather(ip, t, thl, inner + start, plen));
+            L->tso_iov[2 * c] = (struct iovec){.iov_base = f, .iov_len = VNET_HLEN + ETH_HLEN_ + IPIP_HEADER + h};
+            L->tso_iov[2 * c + 1] = (struct iovec){.iov_base = (void *)(inner + start), .iov_len = plen};
+            memset(&L->tso_mmsg[c], 0, sizeof(L->tso_mmsg[c]));
+            struct msghdr *m = &L->tso_mmsg[c].msg_hdr;
+            m->msg_name = sll;
+            m->msg_namelen = sizeof(*sll);
+            m->msg_iov = &L->tso_iov[2 * c];
+            m->msg_iovlen = 2;
+        }
+        size_t done = 0;
+        while (done < c) {
+            int r = sendmmsg(L->pkt_fd, L->tso_mmsg + done, (unsigned)(c - done), MSG_DONTWAIT);
+            if (r <= 0) {
+                failed = 1;
+                break;
+            }
+            done += (size_t)r;
+        }
+        L->st.tso_segments += done;
+    }
+    if (failed)
+        L->st.send_errors++;
+    else
+        L->st.sent++;
+    return 0;
+}
+
+/* AF_PACKET: packet i leaves whole (queued as a frame); a GSO super-packet that now fits
+ * the MTU still holds its pseudo-header sum (pkt.h), so its checksum is finished here. */
+static void pkt_finish(struct pl_loop *L, size_t i)
+{
+    uint32_t len = L->b.lens[i], off = L->b.off[i];
+    if (L->fr[i].vnet.gso_type == VNET_GSO_NONE || len > L->hops[i].mtu || (size_t)off + len > L->b.stride)
+        return;
+    uint8_t *ip = L->b.buf + i * L->b.stride + off;
+    if (L->b.verdict[i] == PL_V_TUNNEL && len > IPIP_HEADER)
+        pl_csum_l4_complete(ip + IPIP_HEADER, len - IPIP_HEADER);
+    else
+        pl_csum_l4_complete(ip, len);
+}
+
 /* A forwarded packet's hop: TTL 1 or 0 ends here (counted; the kernel would also send
  * ICMP time exceeded), else the TTL goes down by one and the header checksum follows
  * (RFC 1624).  0 if it may leave. */
@@ -700,11 +902,22 @@ static void send_all(struct pl_loop *L, size_t n)
         if (L->how[i] == OUT_FRAME) {
             if (L->xs && L->gro_group[i] != (int32_t)i)
                 continue; /* it leaves inside the frame of an earlier row */
+            if (L->pk && L->b.verdict[i] == PL_V_TUNNEL && L->b.lens[i] > L->hops[i].mtu) {
+                if (k) /* what is queued goes first: a flow's packets keep their order */
+                    flush_frames(L, k);
+                k = 0;
+                if (tunnel_tso(L, i) == 0)
+                    continue;
+            } else if (L->pk) {
+                pkt_finish(L, i);
+            }
             int rc = L->xs && L->gro_next[i] >= 0 ? frame_gro(L, i, k, &iov_used) : frame_out(L, i, k);
             if (rc == 0)
                 k++;
         } else if (L->how[i] == OUT_ROUTE) {
             send_routed(L, i);
+        } else if (L->how[i] == OUT_REPLY) {
+            send_reply(L, i);
         }
     }
     if (k)
@@ -732,6 +945,9 @@ static long receive(struct pl_loop *L, int poll_ms)
     if (L->q)
         return pl_nfq_recv(L->q, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks, L->ids,
                            L->info, poll_ms);
+    if (L->pk)
+        return pl_pkt_recv(L->pk, L->b.buf, L->b.rows, L->b.stride, PL_HEADROOM, L->b.off, L->b.lens, L->b.marks,
+                           L->fr, poll_ms, &L->pst);
     return pl_xsk_recv(L->xs, L->n_xs, L->b.buf, L->b.rows, L->b.stride, L->b.off, L->b.lens, L->b.marks,
                        L->meta, poll_ms, L->spin_us, &L->xst);
 }
@@ -770,6 +986,8 @@ int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms)
                 pl_engine_batch(f, &L->b, (size_t)n, pl_monotonic());
                 if (L->q)
                     act_nfq(L, (size_t)n);
+                else if (L->pk)
+                    act_pkt(L, (size_t)n);
                 else
                     act_xsk(L, (size_t)n);
             } else {

@@ -59,6 +59,17 @@
  *                  to the out MTU).  A packet whose dest row has no next hop is
  *                  dropped, counted, and its row remembered for pl_loop_misses (the
  *                  control plane resolves it and republishes).
+ *   pl_pkt_loop_new  an AF_PACKET tap (pkt.h) on the VIPs' device: direct routing and
+ *                  tunnelling (and NAT-in verdicts sent on like DR).  DR, TUNNEL and NAT
+ *                  leave as frames to the dest row's next hop, REJECT as a frame back to
+ *                  the frame's sender (its MAC, by the device it came in by), PASS is
+ *                  done with (the kernel kept its own copy: the netdev ingress rule
+ *                  drops only service traffic).  A GSO
+ *                  super-packet leaves whole with a virtio-net header (the kernel cuts
+ *                  it), except through a tunnel: virtio-net has no IPIP GSO type, so a
+ *                  tunnelled TCP packet bigger than the hop's MTU is cut here
+ *                  (tso_segments); any other one too big gets ICMP "fragmentation
+ *                  needed" when it has DF, as for AF_XDP.
  *                  pl_loop_set_spin: AF_XDP, busy polling for `usec` before each
  *                  sleep (set before pl_loop_run).
  *                  pl_loop_run loops until pl_loop_stop or `max_ms` have passed (so
@@ -136,7 +147,7 @@ struct pl_batch {
 struct pl_loop_stats {
     uint64_t packets;           /* packets given a verdict by the engine or the fallback */
     uint64_t batches;
-    uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged */
+    uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged; AF_PACKET: passed (the kernel has its copy) */
     uint64_t owned;             /* classify pass: NF_REPEAT with PL_OWNED_MARK */
     uint64_t dropped;           /* NFQUEUE: NF_DROP (DROP, DR and REJECT sent or not) */
     uint64_t mangled;           /* NFQUEUE: NF_ACCEPT with the rewritten packet */
@@ -154,6 +165,7 @@ struct pl_loop_stats {
     uint64_t ttl_expired;       /* AF_XDP: forwarded with TTL <= 1: dropped */
     uint64_t gro_frames;        /* AF_XDP: super-packets sent (gro.h) ... */
     uint64_t gro_merged;        /* ... and the segments that rode in them after the first */
+    uint64_t tso_segments;      /* AF_PACKET: segments of tunnelled TCP packets cut to fit the tunnel */
     uint64_t unpublished;       /* packets that met no published tables */
     uint64_t engine_ns;         /* time inside pl_engine_batch */
     uint64_t gate_wait_ns;      /* time waiting for the gate */
@@ -176,6 +188,10 @@ struct pl_xsk_stats;
 struct pl_loop;
 struct pl_loop *pl_nfq_loop_new(struct pl_nfq *q, struct pl_gate *g, const struct pl_fwd *f,
                                 const struct pl_batch *b, uint32_t flags, int *err);
+struct pl_pkt;
+struct pl_pkt_stats;
+struct pl_loop *pl_pkt_loop_new(struct pl_pkt *pk, struct pl_gate *g, const struct pl_fwd *f,
+                                const struct pl_batch *b, uint32_t flags, int *err);
 struct pl_loop *pl_xsk_loop_new(struct pl_xsk *const *xs, size_t n_xs, struct pl_gate *g, const struct pl_fwd *f,
                                 const struct pl_batch *b, uint32_t flags, int *err);
 int pl_loop_run(struct pl_loop *L, int max_ms, int poll_ms);
@@ -183,6 +199,7 @@ void pl_loop_stop(struct pl_loop *L);
 void pl_loop_set_spin(struct pl_loop *L, uint32_t usec);
 void pl_loop_get_stats(const struct pl_loop *L, struct pl_loop_stats *out);
 void pl_loop_get_xsk_stats(const struct pl_loop *L, struct pl_xsk_stats *out);
+void pl_loop_get_pkt_stats(const struct pl_loop *L, struct pl_pkt_stats *out);
 size_t pl_loop_misses(struct pl_loop *L, int64_t *rows, size_t max);
 void pl_loop_free(struct pl_loop *L);
 

@@ -541,6 +541,8 @@ class Director:
             # pylvsadm answers at once, as ipvsadm: new servers' MACs are looked up by the
             # control loop next (a dead server's lookup waits its timeout).
             self.neighbours.missing.update(int(a) for a in dest_addresses(new) if int(a) not in self.neighbours.table)
+        if self.active and self.adapter_name == "afpacket" and self.adapter is not None:
+            self.adapter.set_vips(_afpacket_tap(config, start=False)[1])  # the tap's filter: the VIPs of now
         if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
             try:
                 self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
@@ -630,6 +632,10 @@ class Director:
                                 "takes a restart (the default --io nfq-loop sends them itself)")  # fmt: skip
         if name == "afpacket" and tb.uses_nat(config):
             raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
+        if name == "afpacket" and self.adapter is not None:
+            dev, _ = _afpacket_tap(config, start=False)
+            if dev not in (None, self.adapter.in_ifname):
+                raise DirectorError(f"--io afpacket listens on {self.adapter.in_ifname}; VIPs on {dev} take a restart")
         mine = _local_servers(config, self.fwd.local) if name in LOCAL_STACK_LESS else []
         if mine:
             raise DirectorError(f"--io {name} cannot hand packets to this box's own stack, and "
@@ -674,13 +680,10 @@ class Director:
         if name == "afpacket":
             if tb.uses_nat(config):
                 raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
-            from pylvs.dataplane.io.afpacket import AfPacketIO
+            from pylvs.dataplane.io.afpacket import AfPacketLoop
 
-            devs = {_base_device(v.address.device) for v in config.virtuals if v.active and v.address}
-            if len(devs) != 1:
-                raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
-            vips = {ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
-            return AfPacketIO(devs.pop(), handle, self.neighbours.resolve, vips=vips)
+            dev, vips = _afpacket_tap(config)
+            return AfPacketLoop(dev, self.fwd, vips=vips)
         if name == "afxdp":
             from pylvs.dataplane.io.afxdp import AfXdpLoop
 
@@ -988,6 +991,17 @@ class Director:
 
 # Adapters that cannot give a packet back to the kernel (a V_PASS is dropped and counted).
 LOCAL_STACK_LESS = ("afxdp", "afpacket")
+
+
+def _afpacket_tap(config: Config, *, start: bool = True) -> tuple[str | None, set[int]]:
+    """Where ``--io afpacket`` listens (the one device of every VIP) and the VIPs its
+    filter lets through.  A reload (``start=False``) may leave no VIP: (None, set())."""
+    devs = {_base_device(v.address.device) for v in config.virtuals if v.active and v.address}
+    if not devs and not start:
+        return None, set()
+    if len(devs) != 1:
+        raise DirectorError(f"--io afpacket needs every VIP on one device, got {sorted(devs)}")
+    return devs.pop(), {ip_int(v.address.ip) for v in config.virtuals if v.active and v.address}
 
 
 def _local_servers(config: Config, local: frozenset[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Helpers of tests/netns/test_io_afpacket.py: the lvs.cf texts for the lab, the netdev
 ingress drop rule, and (run as a script inside the director's namespace) a small director
-around AfPacketIO.
+around AfPacketLoop (the C loop over an AF_PACKET tap).
 
     python tests/netns/afpacket_topo.py -c lvs.cf --in eth0 --out eth1 [--tunnel-src IP]
                                         [--neigh IP=MAC ...] [--no-filter]
@@ -79,12 +79,10 @@ def dr_sender_probe(ifname: str, packets: list[bytes], dst_mac: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from pylvs.config import load
-    from pylvs.dataplane import conntab
     from pylvs.dataplane import engine as en
     from pylvs.dataplane import tables as tb
-    from pylvs.dataplane.io.afpacket import AfPacketIO
-    from pylvs.dataplane.io.replay import engine_handle
-    from pylvs.sched import ADDR
+    from pylvs.dataplane.forwarder import Forwarder, dest_addresses
+    from pylvs.dataplane.io.afpacket import AfPacketLoop
 
     ap = argparse.ArgumentParser()
     ap.add_argument("-c", "--config", required=True)
@@ -93,17 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tunnel-src", default=None)
     ap.add_argument("--neigh", action="append", default=[], help="IP=MAC")
     ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--no-filter", action="store_true", help="no BPF VIP filter: sort frames in Python")
+    ap.add_argument("--no-filter", action="store_true", help="no BPF VIP filter: the C receive sorts frames")
     args = ap.parse_args(argv)
 
     config = load(args.config)
-    tables = tb.compile(config)
-    ct = en.attach(conntab.create(1 << 16, 1), tables)
-    counters = en.new_counters(tables)
     tunnel_src = int(ipaddress.IPv4Address(args.tunnel_src or config.primary_private_address))
-    handle = engine_handle(tables, ct, counters, tunnel_src=tunnel_src)
-    # Compile the numba kernels before reporting ready (an empty batch runs them).
-    handle(en.batch_from_packets([], rows=1))
+    fwd = Forwarder(tb.compile(config), capacity=1 << 16, tunnel_src=tunnel_src, clock=time.monotonic)
+    fwd.warm_up()
     neigh = {}
     for item in args.neigh:
         ip, _, mac = item.partition("=")
@@ -111,27 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     out_index = socket.if_nametoindex(args.out_if)
     with open(f"/sys/class/net/{args.out_if}/address") as f:
         out_mac = bytes.fromhex(f.read().strip().replace(":", ""))
-
-    def resolve(row: int, dst: int):
-        # On-link real servers: the next hop is the RIP itself (DR, and TUN in the lab).
-        rip = int(tables.dest[row, ADDR]) if row >= 0 else dst
+    with open(f"/sys/class/net/{args.out_if}/mtu") as f:
+        out_mtu = int(f.read())
+    # On-link real servers: the next hop is the RIP itself (DR, and TUN in the lab).
+    hops = {}
+    for rip in dest_addresses(fwd.tables).tolist():
         mac = neigh.get(rip) or lab_mac(rip)
-        return None if mac is None else (out_index, out_mac, mac)
+        if mac is not None:
+            hops[rip] = (out_index, out_mtu, out_mac, mac)
+    fwd.set_next_hops(hops)
 
     vips = {int(v.address.ip) for v in config.virtuals if v.address is not None}
     stop = threading.Event()
-    io = AfPacketIO(args.in_if, handle, resolve, rows=args.rows, vips=None if args.no_filter else vips)
+    io = AfPacketLoop(args.in_if, fwd, rows=args.rows, vips=None if args.no_filter else vips)
     cpu0, wall0 = time.process_time(), time.monotonic()
 
     def report(*_: object) -> None:
-        print(json.dumps({"io": io.stats(), "reasons": en.reason_counts(counters),
+        print(json.dumps({"io": io.stats(), "reasons": en.reason_counts(fwd.counters),
                           "cpu": time.process_time() - cpu0, "wall": time.monotonic() - wall0}), flush=True)
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, report)  # a snapshot while running
     print("ready", flush=True)
     try:
-        io.run(stop, poll=0.1)
+        io.run(stop)
     finally:
         io.close()
     report()

@@ -1,82 +1,65 @@
-"""AF_PACKET adapter for direct routing and tunnelling: frames in, frames out.
+"""AF_PACKET adapter for direct routing and tunnelling: frames in, frames out, the whole
+loop in C (``--io afpacket``).
 
-    from pylvs.dataplane.io.afpacket import AfPacketIO, DrSender, FrameSender
-    io = AfPacketIO("eth0", handle, resolve, rows=256, vips={vip_int})
-    threading.Thread(target=io.run, args=(stop,)).start()   # until stop.set()
-    io.stats()
-    q = NativeQueue(0, handle, on_dr=DrSender(resolve))       # DR for the NFQUEUE adapters
-
-``handle(batch) -> engine.Verdicts`` is the director's closure (``replay.engine_handle``);
-``resolve(dest_row, dst_ip) -> (ifindex, src_mac, dst_mac) | None`` is the director's
-neighbour lookup: ``dest_row`` names the real server (``tables.dest[row, ADDR]`` is its
-RIP), ``dst_ip`` is the destination of the packet as it will leave (DR: still the VIP, so
-use the row; tunnel: the outer destination; NAT: the RIP).  ``src_mac`` is the out
-interface's own address.
+    loop = AfPacketLoop("eth0", fwd, vips={vip_int})   # opens the tap
+    loop.run(stop)                                      # until stop (a threading.Event) is set
+    loop.stats()
+    loop.close()
+    q = NativeQueue(0, handle, on_dr=DrSender(resolve))  # DR for the Python NFQUEUE adapters
 
 How the frames get here (ARCHITECTURE "Capturing traffic"): the director owns the VIP on
 its public interface, so clients send VIP frames to its MAC.  A packet socket bound with
 ``ETH_P_ALL`` is a *tap*: the kernel hands it the frame in ``__netif_receive_skb_core``
 before the netdev ingress hook, where netctl's rule drops the kernel's own copy of
 service traffic.  (An ``ETH_P_IP`` socket is delivered *after* ingress, so it would see
-nothing of what the rule drops: the tap protocol matters.)
+nothing of what the rule drops: the tap protocol matters.)  With ``vips`` a classic BPF
+filter (``vip_filter``) lets only IPv4 frames addressed to this host for a VIP reach the
+socket; without it the C receive sorts every frame by its packet type and ethertype.
 
-Per verdict (the kernel's ``ip_vs_dr_xmit`` / ``ip_vs_tunnel_xmit`` do the same with
-sk_buffs):
+The loop (``csrc/loop.c`` over ``csrc/pkt.c``) runs with the GIL released, as for NFQUEUE
+and AF_XDP: ``recvmmsg`` straight into the batch rows (the IP header at
+``rewrite.HEADROOM``, which leaves the 20 bytes a tunnel header needs), the engine cfunc
+under the forwarder's gate, then one ``sendmmsg`` per batch.  Per verdict (the kernel's
+``ip_vs_dr_xmit`` / ``ip_vs_tunnel_xmit`` do the same with sk_buffs):
 
-* ``V_DR``: the IP packet unchanged; destination MAC := the real server's, source MAC :=
-  the out interface's; sent on ``resolve``'s interface.
-* ``V_TUNNEL``: the engine prepended the outer IPv4 header (``off`` moved back 20); an
-  Ethernet header toward the outer destination's next hop goes in front of it.
-* ``V_NAT``: sent like DR to ``resolve``'s MAC (``nat_sent``).  Routing NAT is the job of
-  the NFQUEUE adapters, where the kernel routes the rewritten packet; this path exists so
-  a NAT verdict is never silently lost.
-* ``V_PASS``: nothing (``passed``): the ingress rule only drops service traffic, so the
+* ``V_DR``: the IP packet unchanged, in a frame to the dest row's next hop (the real
+  server's MAC, compiled by the control plane: ``Forwarder.set_next_hops``).
+* ``V_TUNNEL``: the engine prepended the outer IPv4 header; a frame toward the outer
+  destination's next hop.
+* ``V_NAT``: sent like DR.  Routing NAT is the NFQUEUE adapters' job (the director
+  refuses NAT with this adapter); this path exists so a NAT verdict is never lost.
+* ``V_PASS``: nothing (``accepted``): the ingress rule only drops service traffic, so the
   kernel already has its own copy of everything the engine passes.
 * ``V_REJECT``: the engine turned the packet into the ICMP port unreachable for its
-  sender (no real server); it goes back out of the input interface to the MAC the frame
-  came from (``rejected``), as the kernel's ``ip_vs_leave`` answers from the VIP.
-* ``V_DROP``: nothing (``dropped``); no neighbour: ``unresolved``, dropped.
+  sender (no real server), from the VIP as the kernel's ``ip_vs_leave`` answers; it goes
+  back the way the frame came: to the MAC that sent it, from the one it was sent to, out
+  of the device it came in by (``rejected``).
+* ``V_DROP``: nothing; a dest row without a next hop: ``no_next_hop``, its row noted for
+  the control thread to resolve.
 
 Offloads (the part a veth or virtio lab makes visible).  The socket uses
 ``PACKET_VNET_HDR``: every frame comes with a ``struct virtio_net_hdr`` saying whether its
 L4 checksum is still partial (``CHECKSUM_PARTIAL``: frames from a local stack on a veth
-carry only the pseudo-header sum) and whether it is a GSO super-packet.  DR frames are
-sent back out with the same header, so the out device (or the kernel, in software)
-finishes the checksum and segments GSO packets, as the kernel forwarding path would
-(measured: 7.3 Gbit/s of one iperf3 stream through DR in the lab).  A tunnelled frame
-gets its inner checksum completed here (the outer header moves it, and a decapsulator
-reading a raw socket must see a complete packet).  virtio_net_hdr has no IPIP GSO type, so
-a TCP GSO super-packet, or a full-size TCP segment the outer header makes 20 bytes too
-big, is cut here into segments that fit the tunnel (``tso_segments``; Python, so slow: a
-few tens of thousands of segments a second); other too-big packets with DF get ICMP
-"fragmentation needed" back to their sender (``frag_needed``) as the kernel's
-``ip_vs_tunnel_xmit`` sends, the rest count ``too_big`` / ``gso_dropped``.  NAT recomputes
-the partial pseudo-header sum for the new addresses.
+carry only the pseudo-header sum) and whether it is a GSO super-packet.  A partial
+checksum is completed on receipt (``csum_completed``), except in a GSO super-packet
+(``gso_frames``): that one leaves whole with a virtio-net header of its own, and the out
+device (or the kernel, in software) cuts it and finishes its checksums, as the kernel's
+forwarding would.  virtio-net has no IPIP GSO type, so a tunnelled TCP packet bigger
+than the hop's MTU (a super-packet, or a full-size segment the outer header makes 20
+bytes too big) is cut in C into segments that fit the tunnel (``tso_segments``); any
+other too-big packet with DF gets ICMP "fragmentation needed" from the VIP
+(``frag_needed``), as ``ip_vs_tunnel_xmit`` sends; the rest count ``too_big``.  Firewall
+marks are 0: frames are taken before netfilter, so fwmark services need NFQUEUE.
 
-Batches: ``select`` waits up to ``poll`` for the first frame, then frames queued on the
-socket are taken without blocking, up to ``rows``.  Each frame lands in its batch row so
-that the IP header starts at ``rewrite.HEADROOM`` (the Ethernet header at HEADROOM-14, the
-virtio header at HEADROOM-24), which leaves the 20 bytes a tunnel header needs and lets
-the frame go out from the same row without a copy.  Firewall marks are 0: frames are taken
-before netfilter, so fwmark services need the NFQUEUE adapters.
-
-With ``vips`` a classic BPF filter (``vip_filter``) lets only IPv4 frames addressed to
-this host for a VIP reach the socket, and frames are read with ``recv_into``; without it
-every frame is read with ``recvfrom_into`` and sorted here by the address's packet type
-(CPython names the interface in that address with an ioctl per frame).
-
-Cost measured in the lab (2 vCPUs, veth, 64-byte UDP to a DR service, batches of ~250):
-about 8.7 us of director CPU per frame, of which ~4-5 us is the kernel's ``send`` (on a
-veth it runs the receiver's stack too) and the rest is one Python ``recv_into`` and the
-per-frame dispatch; the engine itself is well under 1 us.  A TPACKET_V3 ring or
-recvmmsg/sendmmsg in C would batch the system calls and the per-frame Python.
+``FrameSender`` and ``DrSender`` send frames from Python for the per-packet NFQUEUE
+adapters (``nfq-native``, ``nfqueue``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import select
+import os
 import socket
 import struct
 import threading
@@ -88,8 +71,11 @@ from pylvs._native import ffi, lib
 from pylvs.addr import mac_bytes
 from pylvs.dataplane import engine as en
 from pylvs.dataplane import rewrite as rw
+from pylvs.dataplane.engine_cfunc import BatchArrays
+from pylvs.dataplane.forwarder import Forwarder
+from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
 
-# --- Linux constants (include/uapi/linux/if_packet.h, if_ether.h, filter.h, virtio_net.h)
+# --- Linux constants (include/uapi/linux/if_packet.h, if_ether.h, filter.h)
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
@@ -99,43 +85,25 @@ SO_RCVBUFFORCE = 33
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_HLEN = 14
-ETH_ALEN = 6
 # sockaddr_ll.sll_pkttype
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
-# struct virtio_net_hdr (10 bytes, host byte order for packet sockets on little-endian hosts)
-VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
-VNET_HDR_LEN = VNET_HDR.size
-VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
-VIRTIO_NET_HDR_GSO_NONE = 0
+VNET_HDR_LEN = lib.PL_VNET_HLEN  # struct virtio_net_hdr
+ZERO_VNET = bytes(VNET_HDR_LEN)
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
-ZERO_VNET = bytes(VNET_HDR.size)
 IPV4_MAX = 65535  # largest IPv4 total length: a GSO super-packet is at most this
-IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
-TCP_CSUM_OFFSET, UDP_CSUM_OFFSET = 16, 6
-TCP_MIN_HEADER = 20
-TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
-IP_DF = 0x4000
-IPV4_HEADER, ICMP_HEADER = 20, 8
-ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4
-ICMP_ERROR_MAX = 576  # RFC 1812 4.3.2.3: an ICMP error is at most 576 bytes
-IPTOS_PREC_INTERNETCONTROL = 0xC0  # the TOS the kernel gives ICMP errors
-ICMP_TTL = 64
 
-# Row layout: [.. vnet hdr | Ethernet | IP packet at HEADROOM ..]
+# Row layout: [.. vnet hdr | Ethernet | IP packet at HEADROOM ..] (csrc/pkt.c reads it so)
 IP_AT = rw.HEADROOM
-ETH_AT = IP_AT - ETH_HLEN
-VNET_AT = ETH_AT - VNET_HDR_LEN
+VNET_AT = IP_AT - ETH_HLEN - VNET_HDR_LEN
 assert VNET_AT >= 0
 # Room for the biggest frame a packet socket can hand us (a GSO super-packet), rounded up
 # to a cache line.
 STRIDE_DEFAULT = -(-(IP_AT + IPV4_MAX) // 64) * 64
-ROWS_DEFAULT = 256
-V_REJECT = getattr(en, "V_REJECT", -1)  # ICMP error answered by the director (engine verdict)
-# Verdicts that send something; any other value (none exists) is left alone: never
-# forward the unknown.
-SENDING_VERDICTS = np.array([v for v in (en.V_NAT, en.V_DR, en.V_TUNNEL, V_REJECT) if v >= 0], dtype=np.uint8)
 RCVBUF = 32 << 20  # bytes; bursts wait here while a batch is processed
 SNAP_ALL = 0xFFFFFFFF  # BPF "accept the whole frame"
+_LOOP_KEYS = ("packets", "batches", "accepted", "dropped", "sent", "no_next_hop", "too_big", "gso", "send_errors",
+              "rejected", "reject_send_errors", "frag_needed", "tso_segments", "unpublished")  # fmt: skip
+_PKT_KEYS = ("frames", "polls", "not_for_us", "not_ipv4", "truncated", "csum_completed", "gso_frames", "recv_errors")
 
 # --- classic BPF (include/uapi/linux/filter.h, bpf_common.h) --------------------------
 BPF_LD, BPF_JMP, BPF_RET = 0x00, 0x05, 0x06
@@ -146,11 +114,8 @@ SKF_AD_OFF = -0x1000  # ancillary data "offsets"
 SKF_AD_PKTTYPE = 4
 MAX_FILTER_VIPS = 250  # jump offsets are 8 bits
 
-STAT_NAMES = ("frames", "batches", "dr_sent", "tunnel_sent", "nat_sent", "rejected", "passed", "dropped",
-              "unresolved", "send_errors", "not_ipv4", "outgoing_ignored", "not_for_us", "truncated",
-              "gso_dropped", "too_big", "recv_errors", "csum_partial", "gso_frames", "tso_segments",
-              "frag_needed")
-
+# resolve(dest_row, dst_ip) -> (ifindex, src_mac, dst_mac) | None: the director's
+# neighbour lookup (dest_row names the real server; src_mac is the out interface's own)
 Resolve = Callable[[int, int], "tuple[int, bytes, bytes] | None"]
 
 
@@ -331,392 +296,81 @@ class DrSender:
         self.sender.close()
 
 
-def _fold(acc: int) -> int:
-    while acc >> 16:
-        acc = (acc & 0xFFFF) + (acc >> 16)
-    return acc
+def open_tap(ifname: str, vips: Iterable[int] | None, rcvbuf: int = RCVBUF) -> socket.socket:
+    """The tap the C loop reads: an ``ETH_P_ALL`` packet socket on ``ifname`` with
+    ``PACKET_VNET_HDR``, our own transmissions left out, and (with ``vips``) the BPF
+    filter that lets only IPv4 frames to this host for a VIP through."""
+    # Created with protocol 0 (receives nothing) so the filter is in place before
+    # bind() with ETH_P_ALL starts the flow: no unfiltered frame slips in between.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        try:  # our own transmissions on this interface never reach us
+            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        except OSError:  # older kernel: the C receive skips them by packet type
+            pass
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:  # without CAP_NET_ADMIN: capped by rmem_max
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if vips is not None:
+            attach_filter(s, vip_filter(vips))
+        s.bind((ifname, ETH_P_ALL))
+        s.setblocking(False)
+    except OSError as exc:
+        s.close()
+        raise OSError(exc.errno, f"AF_PACKET socket on {ifname}: {exc.strerror}") from exc
+    return s
 
 
-def _inet_checksum(data: bytes) -> int:
-    """RFC 1071 over ``data`` (for the rare ICMP errors built here)."""
-    if len(data) % 2:
-        data += b"\0"
-    return ~_fold(int(np.frombuffer(data, dtype=">u2").sum(dtype=np.uint64))) & 0xFFFF
+class AfPacketLoop(CLoop):
+    """Frames for the VIPs in on ``in_ifname``, forwarded by the C loop (see the module
+    docstring).  ``vips``: the BPF filter's addresses (None: every frame is read and
+    sorted in C)."""
 
-
-def _reply_eth(link: np.ndarray) -> bytes:
-    """The Ethernet header answering the frame whose virtio+Ethernet headers are ``link``:
-    back to its sender, from the address it was sent to."""
-    eth = link[VNET_HDR_LEN:].tobytes()
-    return eth[ETH_ALEN:2 * ETH_ALEN] + eth[:ETH_ALEN] + ETHERTYPE_IPV4
-
-
-def _frag_needed(packet: memoryview, next_hop_mtu: int) -> bytes:
-    """ICMP fragmentation needed (RFC 1191) about ``packet``, from its destination (the
-    VIP, local on the director, as the kernel's icmp_send picks) to its source, quoting
-    as much of it as fits 576 bytes (RFC 1812 4.3.2.3)."""
-    quote = bytes(packet[:ICMP_ERROR_MAX - IPV4_HEADER - ICMP_HEADER])
-    icmp = bytearray(struct.pack("!BBHHH", ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, 0, 0, next_hop_mtu)) + quote
-    icmp[2:4] = _inet_checksum(bytes(icmp)).to_bytes(2, "big")
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, IPTOS_PREC_INTERNETCONTROL, IPV4_HEADER + len(icmp), 0, 0,
-                               ICMP_TTL, IPPROTO_ICMP, 0, bytes(packet[16:20]), bytes(packet[12:16])))
-    ip[10:12] = _inet_checksum(bytes(ip)).to_bytes(2, "big")
-    return bytes(ip + icmp)
-
-
-class AfPacketIO:
-    """Frames for the VIPs in on ``in_ifname``, engine verdicts out (see the module doc)."""
-
-    def __init__(self, in_ifname: str, handle: Callable[[en.Batch], en.Verdicts], resolve: Resolve, *,
-                 rows: int = ROWS_DEFAULT, vips: Iterable[int] | None = None, stride: int = STRIDE_DEFAULT,
-                 sender: FrameSender | None = None, rcvbuf: int = RCVBUF) -> None:
+    def __init__(self, in_ifname: str, fwd: Forwarder, *, vips: Iterable[int] | None = None,
+                 rows: int = ROWS_DEFAULT, stride: int = STRIDE_DEFAULT, rcvbuf: int = RCVBUF) -> None:
         if rows < 1:
             raise ValueError(f"rows={rows}: at least 1")
         if stride < IP_AT + 20:
             raise ValueError(f"stride={stride} leaves no room for an IPv4 header after {IP_AT} bytes of headroom")
+        super().__init__(f"AF_PACKET {in_ifname}", fwd)
         self.in_ifname = in_ifname
-        self.in_ifindex = socket.if_nametoindex(in_ifname)
-        self.handle = handle  # replaceable at a reload (one attribute store)
-        self.resolve = resolve
-        self.rows = rows
-        self.stride = stride
-        self.sender = sender if sender is not None else FrameSender()
-        self._own_sender = sender is None
-        self._stats = dict.fromkeys(STAT_NAMES, 0)
-        self.buf = np.zeros((rows, stride), dtype=np.uint8)
-        self.off = np.full(rows, IP_AT, dtype=np.uint32)
-        self.lens = np.zeros(rows, dtype=np.uint32)
-        self.marks = np.zeros(rows, dtype=np.uint32)  # frames are taken before netfilter: no marks
-        self._views = [memoryview(self.buf[i])[VNET_AT:] for i in range(rows)]
-        self._rowviews = [memoryview(self.buf[i]) for i in range(rows)]
-        self._cap = stride - VNET_AT
-        self.filtered = vips is not None
-        self.sock = self._open(in_ifname, vips, rcvbuf)
-
-    def _open(self, ifname: str, vips: Iterable[int] | None, rcvbuf: int) -> socket.socket:
-        # Created with protocol 0 (receives nothing) so the filter is in place before
-        # bind() with ETH_P_ALL starts the flow: no unfiltered frame slips in between.
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self.arrays = BatchArrays(rows, stride)
+        self._p = None
+        cfwd = fwd.native()  # compiles or loads the cfunc before the socket takes frames
+        self.sock = open_tap(in_ifname, vips, rcvbuf)
         try:
-            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            try:  # our own transmissions on this interface never reach us
-                s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            except OSError:  # older kernel: skipped below by pkttype
-                pass
-            try:
-                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            except OSError:  # without CAP_NET_ADMIN: capped by rmem_max
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            if vips is not None:
-                attach_filter(s, vip_filter(vips))
-            s.bind((ifname, ETH_P_ALL))
-            s.setblocking(False)
-        except OSError as exc:
-            s.close()
-            raise OSError(exc.errno, f"AF_PACKET socket on {ifname}: {exc.strerror}") from exc
+            err = ffi.new("int *")
+            p = lib.pl_pkt_new(self.sock.fileno(), rows, err)
+            if p == ffi.NULL:
+                raise OSError(err[0], f"AF_PACKET {in_ifname}: {os.strerror(err[0])}")
+            self._p = p
+            self._started(lib.pl_pkt_loop_new(self._p, fwd.gate, cfwd, self.arrays.c, 0, err), err)
+        except BaseException:
+            self._free_source()
+            raise
+
+    def set_vips(self, vips: Iterable[int]) -> None:
+        """The filter for these VIPs from now on (a reload; the kernel swaps it at once).
+        No VIP: a filter that takes nothing."""
+        vips = set(vips)
+        attach_filter(self.sock, vip_filter(vips) if vips else [(BPF_RET | BPF_K, 0, 0, 0)])
+
+    def stats(self) -> dict[str, int | float]:
+        with self._life:
+            if self._loop is None:
+                return dict(self._final)
+            ls = self._loop_stats()
+            ps = ffi.new("struct pl_pkt_stats *")
+            lib.pl_loop_get_pkt_stats(self._loop, ps)
+            s: dict[str, int | float] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+            s.update({k: int(getattr(ps, k)) for k in _PKT_KEYS})
+        self._timing(ls, s)
         return s
 
-    # -- receive ---------------------------------------------------------------------------
-    def receive(self, timeout: float) -> int:
-        """Fill rows with frames: wait up to ``timeout`` s for the first, then take what is
-        queued without blocking.  Returns the number of IPv4 frames for us in rows 0..n-1."""
-        try:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-        except InterruptedError:
-            return 0
-        if not ready:
-            return 0
-        views = self._views
-        cap = self._cap
-        lens = []
-        frames = outgoing = not_ours = not_ipv4 = truncated = 0
-        n = 0
-        rows = self.rows
-        eth_type_at = VNET_HDR_LEN + 12
-        if self.filtered:
-            # The BPF filter already let through only IPv4 frames sent to us for a VIP:
-            # recv_into, without the address CPython builds (an ioctl per frame).
-            recv = self.sock.recv_into
-            while n < rows:
-                try:
-                    nbytes = recv(views[n], 0, socket.MSG_TRUNC)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # e.g. ENETDOWN while the link flaps: counted
-                    self._stats["recv_errors"] += 1
-                    break
-                frames += 1
-                if nbytes > cap or nbytes < VNET_HDR_LEN + ETH_HLEN:
-                    truncated += 1
-                    continue
-                lens.append(nbytes - VNET_HDR_LEN - ETH_HLEN)
-                n += 1
-        else:
-            recvfrom = self.sock.recvfrom_into
-            while n < rows:
-                v = views[n]
-                try:
-                    nbytes, addr = recvfrom(v, 0, socket.MSG_TRUNC)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # e.g. ENETDOWN while the link flaps: counted
-                    self._stats["recv_errors"] += 1
-                    break
-                frames += 1
-                pkttype = addr[2]
-                if pkttype != PACKET_HOST:  # our own transmissions, other hosts' frames
-                    if pkttype == PACKET_OUTGOING:
-                        outgoing += 1
-                    else:
-                        not_ours += 1
-                    continue
-                if nbytes > cap or nbytes < VNET_HDR_LEN + ETH_HLEN:
-                    truncated += 1
-                    continue
-                if v[eth_type_at] != 0x08 or v[eth_type_at + 1] != 0x00:
-                    not_ipv4 += 1
-                    continue
-                lens.append(nbytes - VNET_HDR_LEN - ETH_HLEN)
-                n += 1
-        st = self._stats
-        st["frames"] += frames
-        st["outgoing_ignored"] += outgoing
-        st["not_for_us"] += not_ours
-        st["not_ipv4"] += not_ipv4
-        st["truncated"] += truncated
-        if n:
-            self.lens[:n] = lens
-        return n
-
-    # -- one batch -------------------------------------------------------------------------
-    def step(self, timeout: float) -> int:
-        """Receive one batch, run it through ``handle`` and act on the verdicts."""
-        n = self.receive(timeout)
-        if not n:
-            return 0
-        self.off[:n] = IP_AT
-        # A tunnel or ICMP header overwrites the virtio and Ethernet headers: keep them.
-        link = self.buf[:n, VNET_AT:IP_AT].copy()
-        self._stats["csum_partial"] += int(np.count_nonzero(link[:, 0] & VIRTIO_NET_HDR_F_NEEDS_CSUM))
-        self._stats["gso_frames"] += int(np.count_nonzero(link[:, 1] != VIRTIO_NET_HDR_GSO_NONE))
-        v = self.handle(en.Batch(self.buf, self.off, self.lens, self.marks, n))
-        self._stats["batches"] += 1
-        self._transmit(n, v, link)
-        return n
-
-    def _next_hop(self, row: int, dst: int) -> tuple[Callable, bytes, int] | None:
-        """resolve() -> (the out socket's send, the Ethernet header to write, out MTU)."""
-        nh = self.resolve(row, dst)
-        if nh is None:
-            return None
-        ifindex, src_mac, dst_mac = nh
-        send = self.sender.sender(ifindex)
-        return send, mac_bytes(dst_mac) + mac_bytes(src_mac) + ETHERTYPE_IPV4, self.sender.mtu(ifindex)
-
-    def _transmit(self, n: int, v: en.Verdicts, link: np.ndarray) -> None:
-        st = self._stats
-        verdict = v.verdict[:n]
-        counts = np.bincount(verdict, minlength=len(en.VERDICT_NAMES))
-        st["passed"] += int(counts[en.V_PASS])
-        st["dropped"] += int(counts[en.V_DROP])
-        todo = np.flatnonzero(np.isin(verdict, SENDING_VERDICTS))
-        if not todo.size:
-            return
-        # Per-packet values as Python ints in one go (numpy scalars are slow to index).
-        offs = v.off[todo]
-        kinds = verdict[todo].tolist()
-        dests = v.dest_row[todo].tolist()
-        lens = v.lens[todo].tolist()
-        # The destination address of each packet as it leaves (the outer one when tunnelled).
-        at = offs.astype(np.intp)[:, None] + np.arange(16, 20)
-        dsts = self.buf[todo[:, None], at].astype(np.uint32)
-        dsts = ((dsts[:, 0] << 24) | (dsts[:, 1] << 16) | (dsts[:, 2] << 8) | dsts[:, 3]).tolist()
-        flags = link[todo, 0].tolist()
-        gso = link[todo, 1].tolist()
-        offs = offs.tolist()
-        rowviews = self._rowviews
-        hops: dict[tuple[int, int], tuple[Callable, bytes, int] | None] = {}
-        sent = dict.fromkeys((en.V_DR, en.V_TUNNEL, en.V_NAT, V_REJECT), 0)
-        unresolved = errors = gso_dropped = too_big = segments = frag_needed = 0
-        for j, i in enumerate(todo.tolist()):
-            kind = kinds[j]
-            off = offs[j]
-            length = lens[j]
-            mv = rowviews[i]
-            hdr = off - ETH_HLEN - VNET_HDR_LEN
-            if kind == V_REJECT:
-                # The ICMP error goes back the way the packet came: to the frame's sender,
-                # from the MAC it was sent to, on the input interface.
-                mv[hdr:off] = ZERO_VNET + _reply_eth(link[i])
-                if self.sender.send_vnet(self.in_ifindex, mv[hdr:off + length]):
-                    errors += 1
-                else:
-                    sent[kind] += 1
-                continue
-            key = (dests[j], dsts[j])
-            hop = hops[key] if key in hops else hops.setdefault(key, self._next_hop(*key))
-            if hop is None:
-                unresolved += 1
-                continue
-            send, eth_header, mtu = hop
-            if kind == en.V_TUNNEL:
-                if gso[j] != VIRTIO_NET_HDR_GSO_NONE or length > mtu:
-                    outcome, frames = self._tunnel_slow(mv, off, length, send, eth_header, mtu, link[i])
-                    if outcome == "sent":
-                        sent[kind] += 1
-                        segments += frames
-                    elif outcome == "frag_needed":
-                        frag_needed += frames
-                    elif outcome == "gso_dropped":
-                        gso_dropped += 1
-                    elif outcome == "too_big":
-                        too_big += 1
-                    else:
-                        errors += 1
-                    continue
-                if flags[j] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-                    self._complete_l4(mv, off + rw.IPIP_HEADER, length - rw.IPIP_HEADER)
-                mv[hdr:hdr + VNET_HDR_LEN] = ZERO_VNET  # nothing left for the kernel to do
-            elif kind == en.V_NAT and flags[j] & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-                self._partial_pseudo(mv, off)
-            # DR / NAT: the virtio header received stays in place in front of the frame.
-            if length > mtu and gso[j] == VIRTIO_NET_HDR_GSO_NONE:
-                too_big += 1  # DR/NAT: only when the in MTU is larger than the out MTU
-                continue
-            mv[off - ETH_HLEN:off] = eth_header
-            try:
-                send(mv[hdr:off + length])
-                sent[kind] += 1
-            except OSError:  # a full queue, a downed link: counted
-                errors += 1
-        st["dr_sent"] += sent[en.V_DR]
-        st["tunnel_sent"] += sent[en.V_TUNNEL]
-        st["nat_sent"] += sent[en.V_NAT]
-        st["rejected"] += sent[V_REJECT]
-        st["unresolved"] += unresolved
-        st["send_errors"] += errors
-        st["gso_dropped"] += gso_dropped
-        st["too_big"] += too_big
-        st["tso_segments"] += segments
-        st["frag_needed"] += frag_needed
-
-    def _tunnel_slow(self, mv: memoryview, off: int, length: int, send: Callable, eth_header: bytes, mtu: int,
-                     link: np.ndarray) -> tuple[str, int]:
-        """A tunnelled packet that cannot leave as one frame: a GSO super-packet, or one
-        the outer header made bigger than the out MTU.  TCP is cut into segments that fit
-        (what the kernel's IPIP GSO does, with the segment size lowered to the tunnel's
-        MTU: receivers accept any segmentation); anything else with DF set gets ICMP
-        "fragmentation needed" (next-hop MTU = out MTU - 20) back to its sender, as
-        ``ip_vs_tunnel_xmit`` does (``__mtu_check_toobig_v4``); the rest is dropped.
-        Returns (outcome, frames sent)."""
-        _, gso_type, _, gso_size, _, _ = VNET_HDR.unpack(link[:VNET_HDR_LEN].tobytes())
-        inner_at = off + rw.IPIP_HEADER
-        inner = mv[inner_at:off + length]
-        ihl = (inner[0] & 0x0F) * 4
-        if inner[9] == IPPROTO_TCP and len(inner) >= ihl + TCP_MIN_HEADER:
-            h = ihl + (inner[ihl + 12] >> 4) * 4
-            seg = mtu - rw.IPIP_HEADER - h
-            if gso_type != VIRTIO_NET_HDR_GSO_NONE and gso_size:
-                seg = min(seg, gso_size)
-            if seg <= 0 or h >= len(inner):
-                return "too_big", 0
-            return self._tcp_segments(mv[off:inner_at], inner, h, ihl, seg, send, eth_header)
-        if gso_type != VIRTIO_NET_HDR_GSO_NONE:
-            return "gso_dropped", 0  # e.g. UDP GSO: would need IP fragments
-        if int.from_bytes(inner[6:8], "big") & IP_DF:
-            frame = ZERO_VNET + _reply_eth(link) + _frag_needed(inner, mtu - rw.IPIP_HEADER)
-            if self.sender.send_vnet(self.in_ifindex, frame):
-                return "error", 0
-            return "frag_needed", 1
-        return "too_big", 0
-
-    @staticmethod
-    def _tcp_segments(outer: memoryview, inner: memoryview, h: int, ihl: int, seg: int, send: Callable,
-                      eth_header: bytes) -> tuple[str, int]:
-        """Send ``inner`` (a TCP packet with ``h`` bytes of headers) as IPIP segments of at
-        most ``seg`` payload bytes: sequence numbers advanced, FIN/PSH on the last only,
-        CWR on the first only, IP ids counted up (as tcp4_gso_segment / inet_gso_segment),
-        every checksum computed in full."""
-        head = ZERO_VNET + eth_header + bytes(outer) + bytes(inner[:h])
-        o = VNET_HDR_LEN + ETH_HLEN  # outer header in the frame
-        ip = o + rw.IPIP_HEADER  # inner header
-        t = ip + ihl  # TCP header
-        seq0 = int.from_bytes(inner[ihl + 4:ihl + 8], "big")
-        flags0 = inner[ihl + 13]
-        id_out = int.from_bytes(outer[4:6], "big")
-        id_in = int.from_bytes(inner[4:6], "big")
-        total = len(inner)
-        frames = 0
-        for k, start in enumerate(range(h, total, seg)):
-            end = min(start + seg, total)
-            n_inner = h + end - start
-            frame = bytearray(head)
-            frame += inner[start:end]
-            frame[o + 2:o + 4] = (rw.IPIP_HEADER + n_inner).to_bytes(2, "big")
-            frame[o + 4:o + 6] = ((id_out + k) & 0xFFFF).to_bytes(2, "big")
-            frame[ip + 2:ip + 4] = n_inner.to_bytes(2, "big")
-            frame[ip + 4:ip + 6] = ((id_in + k) & 0xFFFF).to_bytes(2, "big")
-            frame[t + 4:t + 8] = ((seq0 + start - h) & 0xFFFFFFFF).to_bytes(4, "big")
-            f = flags0
-            if end < total:
-                f &= ~(TCP_FIN | TCP_PSH)
-            if k:
-                f &= ~TCP_CWR
-            frame[t + 13] = f
-            p = ffi.from_buffer("uint8_t[]", frame)
-            frame[t + TCP_CSUM_OFFSET:t + TCP_CSUM_OFFSET + 2] = lib.pl_csum_l4(p + ip, n_inner).to_bytes(2, "big")
-            frame[ip + 10:ip + 12] = lib.pl_csum_ipv4_header(p + ip, ihl).to_bytes(2, "big")
-            frame[o + 10:o + 12] = lib.pl_csum_ipv4_header(p + o, rw.IPIP_HEADER).to_bytes(2, "big")
-            del p
-            try:
-                send(frame)
-            except OSError:
-                return "error", frames
-            frames += 1
-        return "sent", frames
-
-    @staticmethod
-    def _complete_l4(mv: memoryview, ip_at: int, length: int) -> None:
-        """Finish a partial TCP/UDP checksum (CHECKSUM_PARTIAL) of the IPv4 packet at ip_at."""
-        ip = mv[ip_at:ip_at + length]
-        proto = ip[9]
-        ihl = (ip[0] & 0x0F) * 4
-        at = ihl + (TCP_CSUM_OFFSET if proto == IPPROTO_TCP else UDP_CSUM_OFFSET)
-        if proto in (IPPROTO_TCP, IPPROTO_UDP) and at + 2 <= length:
-            check = lib.pl_csum_l4(ffi.from_buffer("uint8_t[]", ip), length)
-            ip[at:at + 2] = check.to_bytes(2, "big")
-
-    @staticmethod
-    def _partial_pseudo(mv: memoryview, ip_at: int) -> None:
-        """After NAT changed the addresses of a CHECKSUM_PARTIAL packet: store the new
-        pseudo-header sum (not complemented), which is what the device completes from."""
-        proto = mv[ip_at + 9]
-        if proto not in (IPPROTO_TCP, IPPROTO_UDP):
-            return
-        ihl = (mv[ip_at] & 0x0F) * 4
-        total = int.from_bytes(mv[ip_at + 2:ip_at + 4], "big")
-        acc = proto + total - ihl
-        for k in range(12, 20, 2):
-            acc += int.from_bytes(mv[ip_at + k:ip_at + k + 2], "big")
-        at = ip_at + ihl + (TCP_CSUM_OFFSET if proto == IPPROTO_TCP else UDP_CSUM_OFFSET)
-        mv[at:at + 2] = _fold(acc).to_bytes(2, "big")
-
-    # -- the loop ----------------------------------------------------------------------------
-    def run(self, stop: threading.Event, poll: float = 0.2) -> None:
-        """Forward until ``stop`` is set (checked at least every ``poll`` seconds)."""
-        while not stop.is_set():
-            self.step(poll)
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._stats)
-
-    def close(self) -> None:
+    def _free_source(self) -> None:
+        if self._p is not None:
+            lib.pl_pkt_free(self._p)
+            self._p = None
         self.sock.close()
-        if self._own_sender:
-            self.sender.close()
-
-    def __enter__(self) -> AfPacketIO:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
