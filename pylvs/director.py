@@ -81,6 +81,7 @@ from pylvs.service.wake import Waker
 log = logging.getLogger("pylvs.lvs")
 
 IO_CHOICES = ("auto", "nfq-loop", "afxdp", "nfq-native", "nfqueue", "afpacket")
+WORKER_IOS = ("auto", "nfq-loop", "afxdp")  # --workers N: N C loops (queues, AF_XDP receive queues)
 XDP_MODES = ("auto", "native", "skb")
 BUSY_POLL_MAX_US = 100_000  # --busy-poll: a spin longer than 0.1 s is a core given away
 STATUS_INTERVAL = 1.0  # seconds between status-file writes
@@ -182,8 +183,8 @@ class Director:
             raise DirectorError(f"--io {io}: choose one of {', '.join(IO_CHOICES)}")
         if workers < 1:  # the queue range itself is the plan's to check
             raise DirectorError(f"--workers {workers}: at least 1")
-        if workers > 1 and io not in ("auto", "nfq-loop"):
-            raise DirectorError(f"--workers {workers}: several workers need --io nfq-loop, not {io}")
+        if workers > 1 and io not in WORKER_IOS:
+            raise DirectorError(f"--workers {workers}: several workers need --io nfq-loop or afxdp, not {io}")
         self.workers = workers
         self.path = path
         self.io = io
@@ -289,8 +290,8 @@ class Director:
     def start(self) -> None:
         config = self._read()
         self.adapter_name = self._io_name(config)  # "auto" resolved once
-        if self.workers > 1 and self.adapter_name != "nfq-loop":
-            raise DirectorError(f"--workers {self.workers}: several workers need the nfq-loop adapter, "
+        if self.workers > 1 and self.adapter_name not in WORKER_IOS:
+            raise DirectorError(f"--workers {self.workers}: several workers need the nfq-loop or afxdp adapter, "
                                 f"and --io {self.io} gave {self.adapter_name} here")
         self.capture = self.adapter_name if self.adapter_name in ("afpacket", "afxdp") else "nfqueue"
         plan = self._plan(config)  # before touching anything: a plan error leaves no trace
@@ -690,7 +691,7 @@ class Director:
             keys = self.plan.xdp
             devices = self._xdp_devices(config, keys)
             loop = AfXdpLoop(devices, self.fwd, keys, mode=self.xdp_mode, fail_open=self.fail_open,
-                             busy_poll_us=self.busy_poll_us)
+                             busy_poll_us=self.busy_poll_us, workers=self.workers)
             log.info("AF_XDP: %s", ", ".join(f"{d} ({m} mode)" for d, m in loop.modes.items()))
             return loop
         if name == "nfq-loop":  # DR frames (GSO ones whole, cut by the kernel) and rejects leave from C

@@ -3,14 +3,15 @@ and HAProxy on the same machine, in the network-namespace lab.
 
     sudo .venv/bin/python -m bench.forward                      # 3 runs x 5 s, every config
     sudo .venv/bin/python -m bench.forward --quick --configs A,B,C   # smoke test, ~1 min
-    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D3F,D4,D4B,DR,DRL,DRX,DRXB]
+    python -m bench.forward [--runs 3] [--dur 5] [--configs A,B,C,D1,D2,D3,D3W,D3F,D4,D4B,D4W,DR,DRL,DRX,DRXB]
                             [--metrics cps,rps,udp,bulk,lat] [--out docs/bench-forward-latest.md]
                             [--quick] [--python PY] [--ready-timeout 60] [--keep-work]
 
 It follows the team's reference harness, ../shared/lab/ (anchors.sh, summarize.py,
 RESULTS.md: read its caveats before quoting a number), on pylvs.lab topologies
 (docs/lab.md): a `nat` lab with one client, dir1 and three real servers, and for DR,
-DRL, DRX and DRXB a second lab of kind `direct`.
+DRL, DRX and DRXB a second lab of kind `direct` (and for D4W a third, `nat` with two receive
+queues on the director's interfaces).
 
 Configurations (brought up in dir1, measured, taken down; the same order in every run):
 
@@ -26,7 +27,8 @@ Configurations (brought up in dir1, measured, taken down; the same order in ever
 | D3F | D3, HTTP a firewall-mark service (a MARK rule in dir1): replies take the classify pass | VIP |
 | D4 | the same with `--io afxdp` (the C loop on AF_XDP sockets, an XDP program in front) | VIP |
 | D4B | the same with `--busy-poll 200` (the loop spins 200 us before it sleeps) | VIP |
-| DR | the same with `--io afpacket`, `network = direct`, on the direct lab | VIP |
+| D4W | D4 with `--workers 2`, on a third lab whose director veths have 2 receive queues | VIP |
+| DR | the same with `--io afpacket` (the C loop over an AF_PACKET tap), `network = direct`, on the direct lab | VIP |
 | DRL | the same with `--io nfq-loop`, `network = direct`, on the direct lab | VIP |
 | DRX | the same with `--io afxdp`, `network = direct`, on the direct lab | VIP |
 | DRXB | the same with `--busy-poll 200` | VIP |

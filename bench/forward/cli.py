@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.forward",
         description="Forwarding benchmark: plain kernel forwarding (A), nftables DNAT (B), "
                     "HAProxy (C) and pylvs (D1 nfqueue, D2 nfq-native, D3 nfq-loop, D3W two workers, "
-                    "D3F firewall-mark HTTP, D4 afxdp, "
+                    "D3F firewall-mark HTTP, D4 afxdp, D4W two afxdp workers, "
                     "DR afpacket, DRL nfq-loop DR, DRX afxdp DR) in the network-namespace lab, interleaved, "
                     "medians of the runs, ratios against A.")
     p.add_argument("--runs", type=bounded(int, 1, MAX_RUNS), default=None,

@@ -49,13 +49,22 @@ LOAD_SYSCTLS = {
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }
 NAT_CONFIGS = ("A", "B", "C", "D1", "D2", "D3", "D3W", "D3F", "D4", "D4B")
+# Measured on a NAT lab of their own whose director interfaces have two receive queues
+# (one per AF_XDP worker); the rest of that lab is the `nat` lab's.
+QUEUED_CONFIGS = ("D4W",)
 PYLVS_IO = {"D1": ("nfqueue",), "D2": ("nfq-native",), "D3": ("nfq-loop",), "D3W": ("nfq-loop", "--workers", "2"),
             "D3F": ("nfq-loop",),
-            "D4": ("afxdp",), "D4B": ("afxdp", "--busy-poll", "200"), "DR": ("afpacket",), "DRL": ("nfq-loop",),
+            "D4": ("afxdp",), "D4B": ("afxdp", "--busy-poll", "200"), "D4W": ("afxdp", "--workers", "2"),
+            "DR": ("afpacket",), "DRL": ("nfq-loop",),
             "DRX": ("afxdp",), "DRXB": ("afxdp", "--busy-poll", "200")}  # `pylvs lvs --io ...`
 REQUIRED_TOOLS = ("wrk", "iperf3", "nginx", "cc", "timeout", "nft")
 # nft ruleset lines that are structure, not rules (leftover check after pylvs stops)
 _NFT_STRUCTURE = ("table ", "chain ", "}", "type ", "policy ", "flags ")
+
+
+def lab_key(cfg: str) -> str:
+    """Which lab a configuration runs on: `direct`, `nat`, or `nat2q` (two receive queues)."""
+    return "direct" if cfg in DR_CONFIGS else "nat2q" if cfg in QUEUED_CONFIGS else "nat"
 
 
 class NotRun(Exception):
@@ -215,20 +224,17 @@ class Bench:
         }
 
     def setup_labs(self) -> None:
-        kinds = []
-        if any(c in NAT_CONFIGS for c in self.o.configs):
-            kinds.append("nat")
-        if any(c in DR_CONFIGS for c in self.o.configs):
-            kinds.append("direct")
+        kinds = list(dict.fromkeys(lab_key(c) for c in self.o.configs))
         www = self.work / "www"
         www.mkdir(mode=0o755)
         (www / "index.html").write_text(confgen.INDEX_HTML)
         os.chmod(www / "index.html", 0o644)
-        for kind in kinds:
-            self.log(f"building the {kind} lab")
-            lab = build_lab(kind, real_servers=3, clients=1)
-            self.labs[kind] = lab
-            self.env[f"lab ({kind})"] = lab.name
+        for key in kinds:
+            kind = "direct" if key == "direct" else "nat"
+            self.log(f"building the {key} lab")
+            lab = build_lab(kind, real_servers=3, clients=1, director_queues=2 if key == "nat2q" else 1)
+            self.labs[key] = lab
+            self.env[f"lab ({key})"] = lab.name
             client = lab.clients[0]
             for host in [client, *lab.real_servers]:
                 netns.sysctl(host.netns, LOAD_SYSCTLS)
@@ -275,7 +281,7 @@ class Bench:
 
     # -- one configuration -----------------------------------------------------------------
     def lab_of(self, cfg: str) -> Lab:
-        return self.labs["direct" if cfg in DR_CONFIGS else "nat"]
+        return self.labs[lab_key(cfg)]
 
     def one_config(self, run: int, cfg: str) -> None:
         if self.failures.get(cfg) and not any(s.config == cfg for s in self.samples):
@@ -389,7 +395,7 @@ class Bench:
 
     def down(self, cfg: str) -> None:
         """Undo `up` (also after a half-done up); never raises."""
-        lab = self.labs.get("direct" if cfg in DR_CONFIGS else "nat")
+        lab = self.labs.get(lab_key(cfg))
         with contextlib.suppress(Exception):
             self.stop_forwarder(cfg)
         if lab is None or lab.destroyed:

@@ -54,14 +54,16 @@ CONFIGS: dict[str, str] = {
     "D3F": "pylvs NAT as D3, HTTP a firewall-mark service: replies take the classify pass (`--io nfq-loop`) -> VIP",
     "D4": "pylvs NAT, the C loop on AF_XDP sockets fed by its XDP program (`--io afxdp`) -> VIP",
     "D4B": "pylvs NAT on AF_XDP, busy polling 200 us (`--io afxdp --busy-poll 200`) -> VIP",
-    "DR": "pylvs direct routing, AF_PACKET (`--io afpacket`) -> VIP",
+    "D4W": "pylvs NAT on AF_XDP, two C loops on two receive queues, one connection table "
+           "(`--io afxdp --workers 2`, lab with 2-queue director veths) -> VIP",
+    "DR": "pylvs direct routing, the C loop over an AF_PACKET tap (`--io afpacket`) -> VIP",
     "DRL": "pylvs direct routing, the C loop over NFQUEUE (`--io nfq-loop`) -> VIP",
     "DRX": "pylvs direct routing, the C loop on AF_XDP (`--io afxdp`) -> VIP",
     "DRXB": "pylvs direct routing on AF_XDP, busy polling 200 us (`--io afxdp --busy-poll 200`) -> VIP",
 }
-PYLVS_CONFIGS = ("D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "DR", "DRL", "DRX", "DRXB")
+PYLVS_CONFIGS = ("D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "D4W", "DR", "DRL", "DRX", "DRXB")
 DR_CONFIGS = ("DR", "DRL", "DRX", "DRXB")  # measured on the `direct` lab
-XDP_CONFIGS = ("D4", "D4B", "DRX", "DRXB")  # judged against the AF_XDP latency goal
+XDP_CONFIGS = ("D4", "D4B", "D4W", "DRX", "DRXB")  # judged against the AF_XDP latency goal
 
 
 @dataclass(frozen=True)

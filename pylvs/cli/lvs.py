@@ -65,8 +65,9 @@ def add_director_options(p: argparse.ArgumentParser) -> None:
                    help="afxdp: after each batch, look for packets again without sleeping for USEC "
                         "microseconds (lower latency, a core spinning while traffic flows; default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="forwarding threads, each on its own NFQUEUE (--queue .. --queue+N-1, flows spread "
-                        "by --queue-balance), one shared connection table (nfq-loop; default 1)")
+                   help="forwarding threads, one shared connection table (default 1): nfq-loop, each on its "
+                        "own NFQUEUE (--queue .. --queue+N-1, flows spread by --queue-balance); afxdp, each on "
+                        "its share of the devices' receive queues (a device needs N of them)")
     p.add_argument("--fail-closed", action="store_true",
                    help="drop VIP traffic when pylvs cannot keep up or is not running "
                         "(default: fail open, the kernel accepts it)")

@@ -126,14 +126,16 @@ def read_sysctl(netns: str, key: str) -> str:
 
 
 def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, *,
-         mac_a: str | None = None, mac_b: str | None = None) -> None:
+         mac_a: str | None = None, mac_b: str | None = None, queues: int = 1) -> None:
     """A veth pair with one end in each lab namespace.  The command runs inside `ns_a` and
     the kernel creates the peer directly in `ns_b`: no end ever exists in the root
-    namespace."""
-    argv = ["link", "add", check_ifname(name_a)]
+    namespace.  `queues`: receive and transmit queues of both ends (the sender's transmit
+    queue, picked by its flow hash, is the receiver's receive queue)."""
+    multi = ["numtxqueues", str(queues), "numrxqueues", str(queues)] if queues > 1 else []
+    argv = ["link", "add", check_ifname(name_a), *multi]
     if mac_a:
         argv += ["address", mac_a]
-    argv += ["type", "veth", "peer", "name", check_ifname(name_b)]
+    argv += ["type", "veth", "peer", "name", check_ifname(name_b), *multi]
     if mac_b:
         argv += ["address", mac_b]
     argv += ["netns", ns_b]

@@ -56,6 +56,7 @@ RS_FIRST = 11  # real servers 10.77.2.11..
 MAX_CLIENTS = 40
 MAX_REAL_SERVERS = 200
 MAX_DIRECTORS = 2
+MAX_DIRECTOR_QUEUES = 16  # receive queues per director interface (AF_XDP workers)
 
 # Interface names follow the guide: a director's eth0 is public, eth1 private.
 PUBLIC_IF, PRIVATE_IF = "eth0", "eth1"
@@ -168,6 +169,7 @@ class Lab:
         self.udp_port = UDP_ECHO_PORT
         self.vip_on_director = False
         self.client_vip_route = False
+        self.director_queues = 1
         self.hosts: dict[str, Host] = {}
         self.switches: dict[str, str] = {}
         self.tunnel_mode: str | None = None
@@ -495,7 +497,7 @@ def _start_helpers(lab: Lab) -> None:
 def build_lab(kind: str, real_servers: int = 3, directors: int = 1, *, clients: int = 1,
               name: str | None = None, vip_on_director: bool = False,
               client_vip_route: bool | None = None, tunnel_mode: str = tunnel.MODE_AUTO,
-              start_servers: bool = True, persistent: bool = False) -> Lab:
+              start_servers: bool = True, persistent: bool = False, director_queues: int = 1) -> Lab:
     """Build a topology and return the running Lab (call destroy(), or use lab_topology).
 
     kind: nat | direct | tunnel.  vip_on_director: put the VIP (and for nat the NAT
@@ -503,7 +505,8 @@ def build_lab(kind: str, real_servers: int = 3, directors: int = 1, *, clients: 
     get a /32 route to the VIP via dir1 (default: when there is one director; with two,
     clients ARP for the VIP so a failover's gratuitous ARP moves them).  tunnel_mode:
     auto | kernel | userspace (see pylvs.lab.tunnel).  persistent: the lab outlives this
-    process (`pylvs lab up`)."""
+    process (`pylvs lab up`).  director_queues: receive queues of the directors'
+    interfaces (several AF_XDP workers)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not 1 <= real_servers <= MAX_REAL_SERVERS:
@@ -523,6 +526,9 @@ def build_lab(kind: str, real_servers: int = 3, directors: int = 1, *, clients: 
     lab = Lab(name, kind, persistent=persistent)
     lab.vip_on_director = vip_on_director
     lab.client_vip_route = (directors == 1) if client_vip_route is None else client_vip_route
+    if not 1 <= director_queues <= MAX_DIRECTOR_QUEUES:
+        raise ValueError(f"director_queues must be 1..{MAX_DIRECTOR_QUEUES}")
+    lab.director_queues = director_queues
     _plan(lab, real_servers, directors, clients)
     # Record first (a SIGKILL mid-build leaves something `down` can remove), then create.
     lab._record.netns = lab.netns_names
@@ -568,7 +574,8 @@ def _create(lab: Lab, tunnel_mode: str) -> None:
         for h in lab.hosts.values():
             for itf in h.interfaces.values():
                 if itf.segment == seg:
-                    netns.veth(sw, h.name, h.netns, itf.name, mac_b=itf.mac)
+                    q = lab.director_queues if h.role == DIRECTOR else 1
+                    netns.veth(sw, h.name, h.netns, itf.name, mac_b=itf.mac, queues=q)
                     ports += [f"link set {h.name} master {BRIDGE}", f"link set {h.name} up"]
         netns.ip_batch(sw, ports)
 

@@ -106,6 +106,34 @@ while True:
         c.connect((topo.VIP, topo.HTTP_PORT))
 
 
+def test_two_workers_take_their_share_of_the_queues(make_lab, start):
+    """``--workers 2`` on devices with two receive queues: worker k reads queue k of each
+    device, both forward (the switch port's flow hash spreads 60 connections and their
+    replies over the queues), one connection table serves every connection whichever
+    queue each direction lands on, and the counts add up."""
+    lab = make_lab("nat", real_servers=2, director_queues=2)
+    for dev in ("eth0", "eth1"):
+        assert "rx-1" in lab.run("dir1", ["ls", f"/sys/class/net/{dev}/queues"]).stdout.split()
+    d = start(lab, [Service(scheduler="rr")], "--workers", "2")
+    served = [lab.http_get("client1", topo.VIP, topo.HTTP_PORT).body.decode().strip() for _ in range(60)]
+    assert set(served) == {rs.name for rs in lab.real_servers}
+    status = d.wait_for(lambda s: len(s["adapter"].get("workers", [])) == 2
+                        and all(w["packets"] > 0 for w in s["adapter"]["workers"])
+                        and s["services"][0]["stats"]["conns"] == 60, 5,
+                        "both workers forwarding, 60 connections counted")  # fmt: skip
+    a = status["adapter"]
+    assert a["packets"] == sum(w["packets"] for w in a["workers"]) == a["frames"], a
+    assert a["no_next_hop"] == a["send_errors"] == a["unpassed"] == 0, a
+    www = status["services"][0]
+    assert www["stats"]["conns"] == 60 and sum(x["stats"]["conns"] for x in www["dests"]) == 60
+
+
+def test_more_workers_than_receive_queues_is_refused(make_lab, tmp_path):
+    lab = make_lab("nat", real_servers=1)
+    with pytest.raises(RuntimeError, match="exited 1(.|\n)*2 workers needs as many receive queues"):
+        LabDirector(lab, tmp_path, lvs_cf(lab, [Service(scheduler="rr")]), io="afxdp", extra=("--workers", "2"))
+
+
 def test_nat_servers_own_traffic_is_forwarded_as_the_kernel_would(make_lab, start):
     """With a port-0 UDP service every datagram of a real server is the program's (its
     replies may come from any port); one that is no reply of ours is forwarded as it

@@ -27,7 +27,7 @@ VIP = "10.77.1.100"
 def test_defaults():
     o = cli.parse_args([])
     assert (o.runs, o.dur) == (cli.DEFAULT_RUNS, cli.DEFAULT_DUR)
-    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "DR", "DRL", "DRX", "DRXB"]
+    assert o.configs == ["A", "B", "C", "D1", "D2", "D3", "D3W", "D3F", "D4", "D4B", "D4W", "DR", "DRL", "DRX", "DRXB"]
     assert o.metrics == ["cps", "rps", "udp", "bulk", "lat"]
     assert o.metric_keys == ["cps", "rps", "udp", "bulk", "lat_p50", "lat_p99"]
     assert o.out == Path(cli.DEFAULT_OUT)

@@ -180,8 +180,10 @@ def test_standby_forwards_only_between_usr1_and_usr2(director, tmp_path):
 def test_workers_need_the_c_loop_and_balance_their_queues(tmp_path):
     cf = tmp_path / "lvs.cf"
     cf.write_text(HEAD.format(network="nat") + virtual("www", VIP, VPORT, servers=[("a", RIP1, None, 1)]))
-    with pytest.raises(DirectorError, match="need --io nfq-loop"):
-        Director(str(cf), io="nfq-native", workers=2)
+    for io in ("nfq-native", "nfqueue", "afpacket"):
+        with pytest.raises(DirectorError, match="need --io nfq-loop or afxdp"):
+            Director(str(cf), io=io, workers=2)
+    Director(str(cf), io="afxdp", workers=2)  # its loops take the receive queues
     with pytest.raises(DirectorError, match="at least 1"):
         Director(str(cf), workers=0)
     d = Director(str(cf), queue=4, workers=3, ctl=NETCTL.DryRun())

@@ -2,11 +2,13 @@
 released, stopping it by a flag, the next hops it missed, closing it safely.
 
     class NativeLoop(CLoop): ...     # io.nfq_loop: an NFQUEUE queue
-    class AfXdpLoop(CLoop): ...      # io.afxdp: AF_XDP sockets
+    class XskWorker(CLoop): ...      # io.afxdp: some AF_XDP sockets
+    class AfPacketLoop(CLoop): ...   # io.afpacket: an AF_PACKET tap
+    class Workers(LoopGroup): ...    # several loops, one thread each, one forwarder
 
-A subclass creates ``self._loop`` (``pl_nfq_loop_new`` / ``pl_xsk_loop_new``) in its
-``__init__`` after ``CLoop.__init__``, reports ``stats()``, and frees its source in
-``_free_source`` (called once, after the loop is freed).
+A subclass creates ``self._loop`` (``pl_nfq_loop_new`` / ``pl_xsk_loop_new`` /
+``pl_pkt_loop_new``) in its ``__init__`` after ``CLoop.__init__``, reports ``stats()``,
+and frees its source in ``_free_source`` (called once, after the loop is freed).
 """
 
 from __future__ import annotations
@@ -120,3 +122,66 @@ class CLoop:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LoopGroup:
+    """Several C loops (``self.loops``, filled by the subclass), one thread each, all
+    deciding on one forwarder: the engine's part of a batch is serialized at its gate
+    (~2 us), receiving and sending run in parallel.  Same interface as one ``CLoop``."""
+
+    def __init__(self) -> None:
+        self.loops: list[CLoop] = []
+
+    @property
+    def beats(self) -> int:
+        """The slowest loop's passes: it stops advancing when any loop is stuck."""
+        return min(loop.beats for loop in self.loops)
+
+    def run(self, stop: threading.Event) -> None:
+        """Every loop until ``stop`` (or ``request_stop``); the first loop's failure stops
+        the others and is raised here."""
+        errors: list[BaseException] = []
+
+        def one(loop: CLoop) -> None:
+            try:
+                loop.run(stop)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others stop
+                errors.append(exc)
+                self.request_stop()
+
+        threads = [threading.Thread(target=one, args=(loop,), name=f"pylvs-worker-{k}", daemon=True)
+                   for k, loop in enumerate(self.loops[1:], start=1)]  # fmt: skip
+        for t in threads:
+            t.start()
+        one(self.loops[0])
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def request_stop(self) -> None:
+        for loop in self.loops:
+            loop.request_stop()
+
+    def missing_addresses(self) -> set[int]:
+        return set().union(*(loop.missing_addresses() for loop in self.loops))
+
+    @staticmethod
+    def sum_stats(per: list[dict]) -> dict[str, object]:
+        """The loops' counters added up (engine time per batch weighted by batches)."""
+        total: dict[str, object] = {k: sum(s[k] for s in per) for k in per[0]
+                                    if k != "engine_us_per_batch" and isinstance(per[0][k], int | float)}  # fmt: skip
+        batches = max(int(total["batches"]), 1)
+        total["engine_us_per_batch"] = round(sum(s["engine_us_per_batch"] * s["batches"] for s in per) / batches, 2)
+        return total
+
+    def close(self) -> None:
+        """Close every loop; the first that could not be closed is raised afterwards."""
+        errors = []
+        for loop in self.loops:
+            try:
+                loop.close()
+            except RuntimeError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -1,6 +1,7 @@
 """AF_XDP with the whole forwarding loop in C (``--io afxdp``): NAT, DR and TUN.
 
     loop = AfXdpLoop(["eth0", "eth1"], fwd, keys)   # attaches the program, opens the sockets
+    AfXdpLoop(devs, fwd, keys, workers=2)            # two loops, each on half of the queues
     loop.run(stop)                                 # until stop (a threading.Event) is set
     loop.set_keys(new_keys)                        # a reload: what the program redirects
     loop.close()                                   # sockets closed, program detached
@@ -14,7 +15,8 @@ goes to the kernel untouched.  Which services and servers: ``XdpKeys`` from the 
 (``netctl.plan.plan_for(capture="afxdp")``).
 
 One socket per receive queue of each device, in copy mode (veth and most drivers; zero
-copy needs driver support and buys little at these rates), all served by one C loop
+copy needs driver support and buys little at these rates), served by one C loop, or by
+``workers`` loops on threads of their own, each taking its share of the queues
 (``csrc/loop.c`` over ``csrc/xsk.c``): frames are copied into the batch rows, the engine
 cfunc decides, and packets leave as Ethernet frames by AF_PACKET (sendmmsg, virtio-net
 header), to the next hop compiled per dest row (NAT to a server, DR, TUN) or the one the
@@ -47,7 +49,7 @@ from pylvs._native import ffi, lib
 from pylvs.addr import ip_int
 from pylvs.dataplane.engine_cfunc import BatchArrays
 from pylvs.dataplane.forwarder import Forwarder
-from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
+from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop, LoopGroup
 from pylvs.netctl.plan import XdpKeys
 
 XDP_OBJECT = Path(__file__).with_name("xdp_pylvs.o")
@@ -150,46 +152,81 @@ class XdpProgram:
             self._x = None
 
 
-class AfXdpLoop(CLoop):
-    """The program on ``devices``, a socket on each of their receive queues, one C loop
-    (see the module docstring).  ``keys`` are set last: only then is anything redirected."""
+class XskWorker(CLoop):
+    """One C loop over some of the sockets (``xs``, a cffi array of ``struct pl_xsk *``
+    that the group owns, as it owns the sockets)."""
+
+    def __init__(self, name: str, fwd: Forwarder, cfwd, xs, n: int, rows: int, busy_poll_us: int) -> None:
+        super().__init__(name, fwd)
+        self.arrays = BatchArrays(rows, STRIDE)
+        self._xs = xs
+        err = ffi.new("int *")
+        self._started(lib.pl_xsk_loop_new(xs, n, fwd.gate, cfwd, self.arrays.c, 0, err), err)
+        lib.pl_loop_set_spin(self._loop, busy_poll_us)
+
+    def stats(self) -> dict[str, object]:
+        with self._life:
+            if self._loop is None:
+                return dict(self._final)
+            ls = self._loop_stats()
+            xs = ffi.new("struct pl_xsk_stats *")
+            lib.pl_loop_get_xsk_stats(self._loop, xs)
+            s: dict[str, object] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+            s.update({k: int(getattr(xs, k)) for k in _XSK_KEYS})
+        self._timing(ls, s)
+        return s
+
+    def _free_source(self) -> None:
+        self._xs = None  # the group closes the sockets once every loop is freed
+
+
+class AfXdpLoop(LoopGroup):
+    """The program on ``devices``, a socket on each of their receive queues, served by
+    ``workers`` C loops (see the module docstring).  Worker k takes receive queue q of
+    every device where q % workers == k, so each queue's socket has one reader; all of
+    them decide on one connection table behind the forwarder's gate, so it does not
+    matter which queue the driver's hash puts either direction of a connection on.
+    ``keys`` are set last: only then is anything redirected."""
 
     def __init__(self, devices: Iterable[str], fwd: Forwarder, keys: XdpKeys, *, mode: str = "auto",
                  fail_open: bool = True, rows: int = ROWS_DEFAULT, frames: int = FRAMES,
-                 busy_poll_us: int = 0) -> None:  # fmt: skip
+                 busy_poll_us: int = 0, workers: int = 1) -> None:  # fmt: skip
+        super().__init__()
         devices = list(dict.fromkeys(devices))
-        super().__init__(f"AF_XDP {','.join(devices)}", fwd)
+        self.name = f"AF_XDP {','.join(devices)}"
         if not devices:
             raise ValueError("AF_XDP needs at least one device")
-        self.arrays = BatchArrays(rows, STRIDE)
         self.programs: list[XdpProgram] = []
         self._socks: list = []
+        self._final: dict[str, object] = {}
         cfwd = fwd.native()  # compiles or loads the cfunc before anything is attached
         try:
+            queues = {dev: rx_queues(dev) for dev in devices}
+            if workers < 1 or workers > max(queues.values()):
+                raise OSError(f"AF_XDP with {workers} workers needs as many receive queues on some device; "
+                              + ", ".join(f"{d} has {q}" for d, q in queues.items())
+                              + f" (ethtool -L DEV combined {workers})")  # fmt: skip
+            mine: list[list] = [[] for _ in range(workers)]
             for dev in devices:
                 prog = XdpProgram(dev, mode=mode, fail_open=fail_open)
                 self.programs.append(prog)
-                queues = rx_queues(dev)
-                if queues > lib.PL_XSK_QUEUES_MAX:
-                    raise OSError(f"AF_XDP: {dev} has {queues} receive queues; pylvs serves at most "
+                if queues[dev] > lib.PL_XSK_QUEUES_MAX:
+                    raise OSError(f"AF_XDP: {dev} has {queues[dev]} receive queues; pylvs serves at most "
                                   f"{lib.PL_XSK_QUEUES_MAX} (ethtool -L {dev} combined N)")
-                for q in range(queues):
+                for q in range(queues[dev]):
                     err = ffi.new("int *")
-                    s = lib.pl_xsk_open(prog._x, q, frames, err)
-                    if s == ffi.NULL:
+                    sock = lib.pl_xsk_open(prog._x, q, frames, err)
+                    if sock == ffi.NULL:
                         raise OSError(err[0], f"AF_XDP: no socket on {dev} queue {q}: {os.strerror(err[0])}")
-                    self._socks.append(s)
-            self._xs = ffi.new("struct pl_xsk *[]", self._socks)
-            err = ffi.new("int *")
-            self._started(lib.pl_xsk_loop_new(self._xs, len(self._socks), fwd.gate, cfwd, self.arrays.c, 0, err),
-                          err)  # fmt: skip
-            lib.pl_loop_set_spin(self._loop, busy_poll_us)
+                    self._socks.append(sock)
+                    mine[q % workers].append(sock)
+            self._xs = [ffi.new("struct pl_xsk *[]", socks) for socks in mine]
+            for k, xs in enumerate(self._xs):
+                name = self.name if workers == 1 else f"{self.name} worker {k}"
+                self.loops.append(XskWorker(name, fwd, cfwd, xs, len(mine[k]), rows, busy_poll_us))
             self.set_keys(keys)
         except BaseException:
-            self._free_source()
-            if self._loop is not None:
-                lib.pl_loop_free(self._loop)
-                self._loop = None
+            self.close()
             raise
 
     @property
@@ -206,25 +243,27 @@ class AfXdpLoop(CLoop):
             p.set_keys(keys)
 
     def stats(self) -> dict[str, object]:
-        with self._life:
-            if self._loop is None:
-                return dict(self._final)
-            ls = self._loop_stats()
-            xs = ffi.new("struct pl_xsk_stats *")
-            lib.pl_loop_get_xsk_stats(self._loop, xs)
-            s: dict[str, object] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
-            s.update({k: int(getattr(xs, k)) for k in _XSK_KEYS})
-            s["xdp"] = {p.dev: {"mode": p.mode, **p.counters()} for p in self.programs}
-        self._timing(ls, s)
+        if not self.programs:
+            return dict(self._final)
+        per = [loop.stats() for loop in self.loops]
+        s = self.sum_stats(per)
+        if len(per) > 1:
+            s["workers"] = [{"packets": w["packets"], "batches": w["batches"]} for w in per]
+        s["xdp"] = {p.dev: {"mode": p.mode, **p.counters()} for p in self.programs}
         return s
 
-    def _free_source(self) -> None:
-        # The sockets first, while their program still exists (the kernel takes a closed
-        # socket out of the program's map; until the program goes too, frames for it
-        # get the fail-open/closed fallback).
-        for s in self._socks:
-            lib.pl_xsk_close(s)
+    def close(self) -> None:
+        """Every loop, then the sockets (while their program still exists: the kernel
+        takes a closed socket out of the program's map; until the program goes too,
+        frames for it get the fail-open/closed fallback), then the programs."""
+        if not self.programs and not self._socks:
+            return
+        final = self.stats() if self.loops else {}
+        super().close()  # a loop that did not stop raises: its sockets are leaked, never freed under it
+        for sock in self._socks:
+            lib.pl_xsk_close(sock)
         self._socks = []
         for p in self.programs:
             p.close()
         self.programs = []
+        self._final = final

@@ -31,13 +31,11 @@ kernel to route and NAT.  ``Workers(..., classify=queue)`` runs one beside the o
 
 from __future__ import annotations
 
-import threading
-
 from pylvs._native import ffi, lib
 from pylvs.dataplane.engine_cfunc import BatchArrays
 from pylvs.dataplane.forwarder import Forwarder
 from pylvs.dataplane.io import _verdict as vd
-from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop
+from pylvs.dataplane.io._cloop import ROWS_DEFAULT, CLoop, LoopGroup
 from pylvs.dataplane.io.nfq_native import open_queue
 from pylvs.netctl.plan import OWNED_MARK
 
@@ -100,7 +98,7 @@ class NativeLoop(CLoop):
         return s
 
 
-class Workers:
+class Workers(LoopGroup):
     """``n`` C loops on queues ``first .. first + n - 1``, one thread each, all deciding on
     one forwarder.  The rules spread flows over the queues (``--queue-balance``: a hash of
     the addresses, so the two directions of a NAT connection may land on different
@@ -113,7 +111,7 @@ class Workers:
                  **kw: object) -> None:  # fmt: skip
         if n < 1 or first_queue + n - 1 > 0xFFFF:
             raise ValueError(f"{n} workers from queue {first_queue}: queues are 0..65535")
-        self.loops: list[NativeLoop] = []
+        super().__init__()
         self.classifier: NativeLoop | None = None
         try:
             for k in range(n):
@@ -125,54 +123,12 @@ class Workers:
             self.close()
             raise
 
-    def run(self, stop: threading.Event) -> None:
-        """Every loop until ``stop`` (or ``request_stop``); the first loop's failure stops
-        the others and is raised here."""
-        errors: list[BaseException] = []
-
-        def one(loop: NativeLoop) -> None:
-            try:
-                loop.run(stop)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others stop
-                errors.append(exc)
-                self.request_stop()
-
-        threads = [threading.Thread(target=one, args=(loop,), name=f"pylvs-worker-{loop.queue_num}", daemon=True)
-                   for loop in self.loops[1:]]  # fmt: skip
-        for t in threads:
-            t.start()
-        one(self.loops[0])
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-
-    def request_stop(self) -> None:
-        for loop in self.loops:
-            loop.request_stop()
-
-    def missing_addresses(self) -> set[int]:
-        return set().union(*(loop.missing_addresses() for loop in self.loops))
-
     def stats(self) -> dict[str, object]:
         forwarding = [loop for loop in self.loops if loop is not self.classifier]
         per = [loop.stats() for loop in forwarding]
-        total: dict[str, object] = {k: sum(s[k] for s in per) for k in per[0] if k != "engine_us_per_batch"}
-        batches = max(int(total["batches"]), 1)
-        total["engine_us_per_batch"] = round(sum(s["engine_us_per_batch"] * s["batches"] for s in per) / batches, 2)
+        total = self.sum_stats(per)
         total["workers"] = [{"queue": loop.queue_num, "packets": s["packets"], "batches": s["batches"]}
                             for loop, s in zip(forwarding, per, strict=True)]  # fmt: skip
         if self.classifier is not None:
             total["classify"] = self.classifier.stats()
         return total
-
-    def close(self) -> None:
-        """Close every loop; the first that could not be closed is raised afterwards."""
-        errors = []
-        for loop in self.loops:
-            try:
-                loop.close()
-            except RuntimeError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
