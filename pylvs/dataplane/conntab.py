@@ -382,14 +382,12 @@ def _prefetch(typingctx, arr, idx):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _prefetch_keys(t, proto, saddr, sport, daddr, dport):
+def _prefetch_keys(t, h_in, h_out):
     """Ask for the index slots a packet's lookups will read first (its in-key, and its
-    out-key as a real server's reply), so a batch's cache misses overlap instead of
-    coming one after the other."""
-    mask = np.uint64(len(t.in_index) - 1)
-    _prefetch(t.in_index, np.int64(_hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(0)) & mask))
-    _prefetch(t.out_index, np.int64(_hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(2))
-                                    & np.uint64(len(t.out_index) - 1)))
+    out-key as a real server's reply: ``_packet_hashes``), so a batch's cache misses
+    overlap instead of coming one after the other."""
+    _prefetch(t.in_index, np.int64(h_in & np.uint64(len(t.in_index) - 1)))
+    _prefetch(t.out_index, np.int64(h_out & np.uint64(len(t.out_index) - 1)))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -619,6 +617,16 @@ def _evict_half_open(t):
 @njit(cache=True, error_model="numpy")
 def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout):
     """Add an entry and return its number, or -1 when the table is full (counted)."""
+    h_in = _hash5(t.key, proto, caddr, cport, vaddr, vport, np.uint64(1) if flags & F_TEMPLATE else np.uint64(0))
+    return _new_hashed(t, h_in, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout)
+
+
+@njit(cache=True, error_model="numpy")
+def _new_hashed(t, h_in, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, control, now, timeout):
+    """``_new`` with the in-key's hash ``h_in`` already known.  The reply key's slot is
+    asked for first, so its likely cache miss overlaps the entry's writes."""
+    out_h = _hash5(t.key, proto, daddr, dport, caddr, cport, np.uint64(2))
+    _prefetch(t.out_index, np.int64(out_h & np.uint64(len(t.out_index) - 1)))
     if t.meta[M_FREE] < 0:
         if _sweep(t, now, EVICT_SCAN) > 0:
             t.counters[C_EVICTED] += 1
@@ -669,9 +677,9 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
             _touch_row(t, dest)
     if control >= 0:
         t.entries[control].n_control += 1
-    _index_insert(t.in_index, _in_hash(t.key, e), n)
+    _index_insert(t.in_index, h_in, n)
     if _out_indexed(e):
-        _index_insert(t.out_index, _out_hash(t.key, e), n)
+        _index_insert(t.out_index, out_h, n)
     t.counters[C_CREATED] += 1
     return n
 
@@ -680,6 +688,13 @@ def _new(t, proto, caddr, cport, vaddr, vport, daddr, dport, flags, dest, contro
 def _lookup(t, index, out_side, proto, addr1, port1, addr2, port2, template, now):
     """Find a live entry by its in-key (or out-key when ``out_side``); -1 when absent."""
     h = _hash5(t.key, proto, addr1, port1, addr2, port2, np.uint64(2) if out_side else np.uint64(template))
+    return _lookup_hashed(t, index, out_side, h, proto, addr1, port1, addr2, port2, template, now)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lookup_hashed(t, index, out_side, h, proto, addr1, port1, addr2, port2, template, now):
+    """``_lookup`` with the key's hash ``h`` already known (the engine hashes each packet
+    once: SipHash is most of a lookup's arithmetic)."""
     mask = len(index) - 1
     i = np.int64(h & np.uint64(mask))
     while index[i] != EMPTY:
@@ -719,6 +734,24 @@ def _lookup_template(t, proto, snet, vaddr, vport, now):
 @njit(cache=True, error_model="numpy", inline="always")
 def _lookup_out(t, proto, daddr, dport, caddr, cport, now):
     return _lookup(t, t.out_index, True, proto, daddr, dport, caddr, cport, 0, now)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _packet_hashes(t, proto, saddr, sport, daddr, dport):
+    """A packet's key hashed as its in-key and as a real server's reply (out-key), in
+    that order: what ``_lookup_in_hashed`` / ``_lookup_out_hashed`` / ``_new_hashed`` take."""
+    return (_hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(0)),
+            _hash5(t.key, proto, saddr, sport, daddr, dport, np.uint64(2)))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lookup_in_hashed(t, h, proto, caddr, cport, vaddr, vport, now):
+    return _lookup_hashed(t, t.in_index, False, h, proto, caddr, cport, vaddr, vport, 0, now)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _lookup_out_hashed(t, h, proto, daddr, dport, caddr, cport, now):
+    return _lookup_hashed(t, t.out_index, True, h, proto, daddr, dport, caddr, cport, 0, now)
 
 
 @njit(cache=True, error_model="numpy", inline="always")

@@ -90,10 +90,14 @@ from pylvs.dataplane.conntab import (
     _fill_cport,
     _invalidate_template,
     _lookup_in,
+    _lookup_in_hashed,
     _lookup_no_cport,
     _lookup_out,
+    _lookup_out_hashed,
     _lookup_template,
     _new,
+    _new_hashed,
+    _packet_hashes,
     _prefetch_free,
     _prefetch_keys,
     _release,
@@ -105,6 +109,8 @@ from pylvs.dataplane.headers import (
     F_DADDR,
     F_DPORT,
     F_FRAG,
+    F_HASH_IN,
+    F_HASH_OUT,
     F_ICMP_TYPE,
     F_IHL,
     F_IN_DADDR,
@@ -735,8 +741,8 @@ def _handle_new(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest_ro
         flags |= F_NOOUTPUT
     elif ftp.binds(proto, s.fwmark, s.vport, f[F_DPORT]):
         flags |= F_APP_FTP
-    n = _new(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], dest[d, ADDR], rport,
-             flags, d, t, now, 0.0)
+    n = _new_hashed(ct, np.uint64(f[F_HASH_IN]), proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT],
+                    dest[d, ADDR], rport, flags, d, t, now, 0.0)
     if n < 0:
         verdict[i] = V_DROP
         reason[i] = C_TABLE_FULL
@@ -822,7 +828,7 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
                      svc_stats, dest_stats, tunnel_src, ip_id)
         return
     # ip_vs_in: the client's side of an entry.
-    n = _lookup_in(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now)
+    n = _lookup_in_hashed(ct, np.uint64(f[F_HASH_IN]), proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now)
     if n >= 0 and proto == IPPROTO_TCP and (f[F_TCP_FLAGS] & TCP_SYN) != 0 and _reuse_resched(ct, n, dest, opts):
         _release(ct, n)  # ip_vs_conn_expire_now: the SYN starts a new connection below
         n = -1
@@ -836,7 +842,8 @@ def _handle_packet(f, i, mark, ct, now, now_ms, opts, ops, verdict, reason, dest
                          svc_stats, dest_stats, tunnel_src, ip_id, buf, off, lens)
         return
     # ip_vs_out: a real server's reply on a NAT entry.
-    n = _lookup_out(ct, proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT], now)
+    n = _lookup_out_hashed(ct, np.uint64(f[F_HASH_OUT]), proto, f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT],
+                           now)  # fmt: skip
     if n >= 0:
         e = ct.entries[n]
         _state_step(ct, n, proto, DIR_OUTPUT, f[F_TCP_FLAGS], now)
@@ -891,7 +898,10 @@ def _process_kernel(buf, off, lens, marks, n, fields, now, now_ms, opts, sweep_b
         f = fields[i]
         hd._parse_one(buf[i], np.int64(off[i]), np.int64(lens[i]), f)
         if f[F_REASON] == R_OK and f[F_FRAG] == FRAG_NONE and f[F_PROTO] != IPPROTO_ICMP:
-            _prefetch_keys(ct, f[F_PROTO], f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT])
+            h_in, h_out = _packet_hashes(ct, f[F_PROTO], f[F_SADDR], f[F_SPORT], f[F_DADDR], f[F_DPORT])
+            f[F_HASH_IN] = np.int64(h_in)
+            f[F_HASH_OUT] = np.int64(h_out)
+            _prefetch_keys(ct, h_in, h_out)
             if f[F_PROTO] != IPPROTO_TCP or (f[F_TCP_FLAGS] & (TCP_SYN | TCP_ACK)) == TCP_SYN:
                 opening += 1
     _prefetch_free(ct, opening)

@@ -37,8 +37,12 @@ from numba import njit
     F_IN_DADDR,
     F_IN_SPORT,
     F_IN_DPORT,
-) = range(17)  # fmt: skip
-N_FIELDS = 17
+    # The connection table's index hashes of the packet's key, as its in-key and as a
+    # real server's reply (the engine fills them once per packet; the parser leaves -1)
+    F_HASH_IN,
+    F_HASH_OUT,
+) = range(19)  # fmt: skip
+N_FIELDS = 19
 
 # --- Reasons, one counter slot each --------------------------------------------------
 R_OK = 0
