@@ -67,6 +67,9 @@ def lab_key(cfg: str) -> str:
     return "direct" if cfg in DR_CONFIGS else "nat2q" if cfg in QUEUED_CONFIGS else "nat"
 
 
+Fwd = tuple  # (% of one core, of which system) of the forwarding process tree, or (None, None)
+
+
 class NotRun(Exception):
     """A configuration could not be brought up; the message is the report's reason."""
 
@@ -98,10 +101,10 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _tree_ticks(pid: int) -> int | None:
-    """utime+stime of `pid` and its live descendants (pylvs may run dataplane workers as
-    child processes), in clock ticks; None when `pid` is gone."""
-    stats: dict[int, tuple[int, int]] = {}
+def _tree_ticks(pid: int) -> tuple[int, int] | None:
+    """(utime+stime, stime) of `pid` and its live descendants (pylvs may run dataplane
+    workers as child processes), in clock ticks; None when `pid` is gone."""
+    stats: dict[int, tuple[int, int, int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -112,14 +115,15 @@ def _tree_ticks(pid: int) -> int | None:
     if pid not in stats:
         return None
     children: dict[int, list[int]] = {}
-    for p, (ppid, _) in stats.items():
+    for p, (ppid, _, _) in stats.items():
         children.setdefault(ppid, []).append(p)
-    total, todo = 0, [pid]
+    total, system, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         total += stats[p][1]
+        system += stats[p][2]
         todo += children.get(p, [])
-    return total
+    return total, system
 
 
 class Bench:
@@ -435,19 +439,20 @@ class Bench:
                 netns.ip(ns, "addr", "del", f"{addr}/32", "dev", dev, check=False)
 
     # -- measurements ----------------------------------------------------------------------
-    def _begin(self) -> tuple[tuple[int, int], int | None, float]:
+    def _begin(self) -> tuple[tuple[int, int], tuple[int, int] | None, float]:
         ticks = _tree_ticks(self.fwd.popen.pid) if self.fwd else None
         return parsers.cpu_totals(_read(Path("/proc/stat"))), ticks, time.monotonic()
 
-    def _end(self, begin: tuple[tuple[int, int], int | None, float]) -> tuple[float | None, float | None]:
+    def _end(self, begin: tuple[tuple[int, int], tuple[int, int] | None, float]) -> tuple[float | None, Fwd]:
+        """Busy cores of the box, and the forwarder's CPU (% of one core: all, system)."""
         cpu0, ticks0, t0 = begin
         busy = parsers.busy_cores(cpu0, parsers.cpu_totals(_read(Path("/proc/stat"))), self.ncpu)
-        fwd = None
+        fwd: Fwd = (None, None)
         if self.fwd is not None and ticks0 is not None:
             ticks1 = _tree_ticks(self.fwd.popen.pid)
             dt = time.monotonic() - t0
             if ticks1 is not None and dt > 0:
-                fwd = 100.0 * (ticks1 - ticks0) / self.hz / dt
+                fwd = tuple(100.0 * (b - a) / self.hz / dt for a, b in zip(ticks0, ticks1, strict=True))
         return busy, fwd
 
     def _client(self, lab: Lab, argv: list[str], slack: int = GEN_SLACK) -> tuple[str, str]:
@@ -461,10 +466,10 @@ class Bench:
         return p.stdout, err
 
     def _add(self, run: int, cfg: str, metric: str, value: float | None, busy: float | None,
-             fwd: float | None, note: str = "") -> None:
-        self.samples.append(Sample(run, cfg, metric, value, busy, fwd, note))
+             fwd: Fwd, note: str = "") -> None:
+        self.samples.append(Sample(run, cfg, metric, value, busy, fwd[0], note, fwd_sys_pct=fwd[1]))
         shown = "n/a" if value is None else f"{value:,.2f}"
-        extra = f" fwd {fwd:.0f}%" if fwd is not None else ""
+        extra = f" fwd {fwd[0]:.0f}% (sys {fwd[1]:.0f}%)" if fwd[0] is not None else ""
         busy_s = f"{busy:.2f}" if busy is not None else "n/a"
         self.log(f"  run {run} {cfg} {metric} = {shown} (busy {busy_s} cores{extra}){' ' + note if note else ''}")
 
@@ -489,7 +494,7 @@ class Bench:
                           (err or "wrk printed no result") if value is None else w.problem)
         elif group == "udp":
             if cfg == "C":
-                self._add(run, cfg, "udp", None, None, None, "HAProxy 2.6 has no generic UDP proxy")
+                self._add(run, cfg, "udp", None, None, (None, None), "HAProxy 2.6 has no generic UDP proxy")
                 return
             self.measure_udp(run, cfg, lab, target)
         elif group == "bulk":

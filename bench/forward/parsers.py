@@ -121,12 +121,12 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int], ncpu: int) -> fl
     return ncpu * db / dt if dt > 0 else None
 
 
-def pid_stat_fields(stat: str) -> tuple[int, int]:
-    """/proc/PID/stat -> (ppid, utime + stime ticks).  comm may hold spaces and ')',
-    so fields are counted after the last ')'."""
+def pid_stat_fields(stat: str) -> tuple[int, int, int]:
+    """/proc/PID/stat -> (ppid, utime + stime ticks, stime ticks).  comm may hold spaces
+    and ')', so fields are counted after the last ')'."""
     rest = stat[stat.rindex(")") + 2:].split()
     # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15
-    return int(rest[1]), int(rest[11]) + int(rest[12])
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[12])
 
 
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][0-9:.,]+\s+")  # logging's asctime

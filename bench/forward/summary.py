@@ -77,6 +77,7 @@ class Sample:
     busy_cores: float | None = None  # whole box, /proc/stat
     fwd_cpu_pct: float | None = None  # forwarding process tree, % of one core; None = kernel
     note: str = ""
+    fwd_sys_pct: float | None = None  # the part of fwd_cpu_pct spent in the kernel (stime)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Cell:
     box_cost: float | None = None  # median of per-run busy cores * scale / value
     box_cost_ratio: float | None = None  # median of per-run box_cost / A's box_cost
     fwd_pct: float | None = None  # median forwarding-process CPU, % of one core
+    fwd_sys_pct: float | None = None  # median of its system (kernel) part
     fwd_cost: float | None = None  # median of per-run fwd cores * scale / value
     notes: list[str] = field(default_factory=list)
 
@@ -141,6 +143,7 @@ def summarize(samples: Sequence[Sample]) -> dict[tuple[str, str], Cell | None]:
                 _cost(s, s.fwd_cpu_pct / 100.0 if s.fwd_cpu_pct is not None else None, m.cost_scale)
                 for s in ok)
         cell.fwd_pct = _median(s.fwd_cpu_pct for s in ok)
+        cell.fwd_sys_pct = _median(s.fwd_sys_pct for s in ok)
         out[(cfg, metric)] = cell
     return out
 
@@ -285,7 +288,9 @@ def render(samples: Sequence[Sample], configs: Sequence[str], metrics: Sequence[
         out.append("## CPU cost per unit")
         out.append("")
         out.append("Whole-box busy CPU per unit (ratio vs A), and the forwarding process tree alone "
-                   "(HAProxy or pylvs; utime+stime from /proc/PID/stat): % of one core, cost per unit. "
+                   "(HAProxy or pylvs; utime+stime from /proc/PID/stat): % of one core, (sys N) the "
+                   "part of it spent in the kernel on the process's behalf (system calls, and the "
+                   "packet work a send does inline), cost per unit. "
                    "\"kernel\": the forwarding is softirq work with no process of its own. The box "
                    "figure counts everything on the machine, other load included.")
         out.append("")
@@ -304,9 +309,10 @@ def render(samples: Sequence[Sample], configs: Sequence[str], metrics: Sequence[
                 box = f"{c.box_cost:.2f} {unit}"
                 if c.box_cost_ratio is not None:
                     box += f" ({c.box_cost_ratio:.2f})"
+                sys_ = f" (sys {c.fwd_sys_pct:.0f})" if c.fwd_sys_pct is not None else ""
                 fwd = "kernel" if c.fwd_pct is None else (
-                    f"{c.fwd_pct:.0f} % · {c.fwd_cost:.2f} {unit}" if c.fwd_cost is not None
-                    else f"{c.fwd_pct:.0f} %")
+                    f"{c.fwd_pct:.0f} %{sys_} · {c.fwd_cost:.2f} {unit}" if c.fwd_cost is not None
+                    else f"{c.fwd_pct:.0f} %{sys_}")
                 row += [box, fwd]
             rows.append(row)
         out += _table(header, rows)

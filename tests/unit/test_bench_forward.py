@@ -141,7 +141,7 @@ def test_cpu_counters():
 def test_pid_stat_with_awkward_comm():
     fields = ["S", "77"] + ["0"] * 9 + ["120", "30"] + ["0"] * 30
     stat = "4242 (py) thon (x)) " + " ".join(fields)
-    assert parsers.pid_stat_fields(stat) == (77, 150)
+    assert parsers.pid_stat_fields(stat) == (77, 150, 30)
 
 
 def test_error_line():
@@ -245,6 +245,15 @@ def test_cost_per_unit():
     assert c.box_cost_ratio == pytest.approx(250 / 150)
     assert c.fwd_pct == pytest.approx(80) and c.fwd_cost == pytest.approx(100.0)
     assert cells[("A", "bulk")].box_cost == pytest.approx(0.1)  # cores per Gbit/s
+
+
+def test_the_forwarders_kernel_share_is_reported():
+    samples = (_runs("A", "cps", [10000, 10000], busy=[1.5, 1.5])
+               + [Sample(r, "D3", "cps", 8000, 2.0, 80.0, fwd_sys_pct=s) for r, s in ((1, 50.0), (2, 60.0))])
+    c = summary.summarize(samples)[("D3", "cps")]
+    assert c.fwd_pct == pytest.approx(80) and c.fwd_sys_pct == pytest.approx(55)
+    text = summary.render(samples, ["A", "D3"], ["cps"], {}, runs=2, dur=5, command="python -m bench.forward")
+    assert "80 % (sys 55) · 100.00 us" in text
 
 
 def test_all_failed_is_none_with_notes():
