@@ -361,8 +361,9 @@ static void note_miss(struct pl_loop *L, int64_t row)
 /* The virtio-net header for a frame of `len` IP bytes at `ip`: none for one that fits
  * the MTU; for a TCP super-packet (a GSO queue hands them over whole) the segment size and
  * the checksum work the kernel does while it cuts it, with the TCP checksum field set back
- * to the pseudo-header sum that CHECKSUM_PARTIAL expects.  0, or -1 when it cannot leave. */
-static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
+ * to the pseudo-header sum that CHECKSUM_PARTIAL expects; segments of at most seg_max
+ * payload bytes when it is not 0.  0, or -1 when it cannot leave. */
+static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, uint32_t seg_max, struct vnet_hdr *v)
 {
     memset(v, 0, sizeof(*v));
     if (len <= mtu)
@@ -377,7 +378,8 @@ static int vnet_for(uint8_t *ip, uint32_t len, uint32_t mtu, struct vnet_hdr *v)
     v->flags = VNET_F_NEEDS_CSUM;
     v->gso_type = VNET_GSO_TCPV4 | ((th[TCP_FLAGS_OFF] & TCP_FLAG_CWR) ? VNET_GSO_ECN : 0);
     v->hdr_len = (uint16_t)(ETH_HLEN_ + ihl + thl);
-    v->gso_size = (uint16_t)(mtu - ihl - thl);
+    uint32_t seg = mtu - ihl - thl;
+    v->gso_size = (uint16_t)(seg_max && seg_max < seg ? seg_max : seg);
     v->csum_start = (uint16_t)(ETH_HLEN_ + ihl);
     v->csum_offset = TCP_CSUM_OFF;
     uint16_t sum = pl_csum_pseudo(ip, len - ihl);
@@ -469,7 +471,9 @@ static int frame_out(struct pl_loop *L, size_t i, size_t k)
     }
     uint8_t *ip = L->b.buf + i * L->b.stride + off;
     struct vnet_hdr v;
-    if (vnet_for(ip, len, nh->mtu, &v) < 0) {
+    /* AF_PACKET: a super-packet is cut no coarser than its sender cut it (its MSS) */
+    uint32_t seg_max = L->pk && L->fr[i].vnet.gso_type != VNET_GSO_NONE ? L->fr[i].vnet.gso_size : 0;
+    if (vnet_for(ip, len, nh->mtu, seg_max, &v) < 0) {
         if (L->b.verdict[i] == PL_V_TUNNEL && len > IPIP_HEADER + IPV4_HEADER &&
             (ip[IPIP_HEADER + 6] & IP_DF) && nh->mtu > IPIP_HEADER + IPV4_HEADER) {
             if (send_frag_needed(L, ip + IPIP_HEADER, len - IPIP_HEADER, nh->mtu - IPIP_HEADER) == 0)

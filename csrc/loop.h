@@ -63,8 +63,9 @@
  *                  tunnelling (and NAT-in verdicts sent on like DR).  DR, TUNNEL and NAT
  *                  leave as frames to the dest row's next hop, REJECT as a frame back to
  *                  the frame's sender (its MAC, by the device it came in by), PASS is
- *                  done with (the kernel kept its own copy: the netdev ingress rule
- *                  drops only service traffic).  A GSO
+ *                  done with (the kernel kept its own copy of what the netdev ingress
+ *                  rule lets through; a stray segment on a service port is lost, as
+ *                  with AF_XDP).  A GSO
  *                  super-packet leaves whole with a virtio-net header (the kernel cuts
  *                  it), except through a tunnel: virtio-net has no IPIP GSO type, so a
  *                  tunnelled TCP packet bigger than the hop's MTU is cut here
@@ -147,7 +148,7 @@ struct pl_batch {
 struct pl_loop_stats {
     uint64_t packets;           /* packets given a verdict by the engine or the fallback */
     uint64_t batches;
-    uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged; AF_PACKET: passed (the kernel has its copy) */
+    uint64_t accepted;          /* NFQUEUE: NF_ACCEPT unchanged; AF_PACKET: V_PASS, nothing sent */
     uint64_t owned;             /* classify pass: NF_REPEAT with PL_OWNED_MARK */
     uint64_t dropped;           /* NFQUEUE: NF_DROP (DROP, DR and REJECT sent or not) */
     uint64_t mangled;           /* NFQUEUE: NF_ACCEPT with the rewritten packet */

@@ -15,6 +15,7 @@
 #define ETH_TYPE_OFF 12
 #define IPV4_MIN 20
 #define LINK_HLEN (PL_VNET_HLEN + ETH_HLEN_)   /* what precedes the IP packet in a frame read */
+#define RECV_ROUNDS 4                          /* recvmmsg calls per batch at most */
 
 _Static_assert(sizeof(struct pl_vnet_hdr) == PL_VNET_HLEN, "struct virtio_net_hdr is 10 bytes");
 
@@ -90,7 +91,9 @@ long pl_pkt_recv(struct pl_pkt *p, uint8_t *buf, size_t rows, size_t stride, uin
     if (r == 0)
         return 0;
     size_t at = ip_at - LINK_HLEN, room = stride - at, n = 0;
-    while (n < rows) {
+    /* Rounds bound the call when frames not to forward keep coming (no filter): the loop
+     * must come back to look at its stop flag. */
+    for (int round = 0; round < RECV_ROUNDS && n < rows; round++) {
         for (size_t j = n; j < rows; j++) {
             p->iov[j].iov_base = buf + j * stride + at;
             p->iov[j].iov_len = room;

@@ -543,7 +543,11 @@ class Director:
             # control loop next (a dead server's lookup waits its timeout).
             self.neighbours.missing.update(int(a) for a in dest_addresses(new) if int(a) not in self.neighbours.table)
         if self.active and self.adapter_name == "afpacket" and self.adapter is not None:
-            self.adapter.set_vips(_afpacket_tap(config, start=False)[1])  # the tap's filter: the VIPs of now
+            try:
+                self.adapter.set_vips(_afpacket_tap(config, start=False)[1])  # the tap's filter: the VIPs of now
+            except OSError as exc:  # the count was checked: the kernel refused otherwise
+                log.error("%s: the AF_PACKET filter could not be updated (%s); VIPs added are not captured "
+                          "until a restart", why, exc)  # fmt: skip
         if self.active and plan.xdp is not None and hasattr(self.adapter, "set_keys"):
             try:
                 self.adapter.set_keys(plan.xdp)  # afxdp: what its program redirects
@@ -633,17 +637,23 @@ class Director:
                                 "takes a restart (the default --io nfq-loop sends them itself)")  # fmt: skip
         if name == "afpacket" and tb.uses_nat(config):
             raise DirectorError("--io afpacket forwards direct routing and tunnelling; NAT uses NFQUEUE")
-        if name == "afpacket" and self.adapter is not None:
-            dev, _ = _afpacket_tap(config, start=False)
-            if dev not in (None, self.adapter.in_ifname):
-                raise DirectorError(f"--io afpacket listens on {self.adapter.in_ifname}; VIPs on {dev} take a restart")
         mine = _local_servers(config, self.fwd.local) if name in LOCAL_STACK_LESS else []
         if mine:
             raise DirectorError(f"--io {name} cannot hand packets to this box's own stack, and "
                                 f"{', '.join(mine)} is at its own address (LOCALNODE): run --io nfq-loop")
         if name == "afxdp" and any(v.active and v.manual and v.address is not None for v in config.virtuals):
+            # (afpacket: the plan refuses a VIP without a device by name)
             raise DirectorError("--io afxdp captures on the VIPs' devices and a service added by hand has none: "
                                 "run --io nfq-loop for pylvsadm's services")  # fmt: skip
+        if name == "afpacket" and self.adapter is not None:
+            from pylvs.dataplane.io.afpacket import MAX_FILTER_VIPS
+
+            dev, vips = _afpacket_tap(config, start=False)
+            if dev not in (None, self.adapter.in_ifname):
+                raise DirectorError(f"--io afpacket listens on {self.adapter.in_ifname}; VIPs on {dev} take a restart")
+            if len(vips) > MAX_FILTER_VIPS:
+                raise DirectorError(f"--io afpacket: {len(vips)} VIPs, and its tap's filter takes at most "
+                                    f"{MAX_FILTER_VIPS}")  # fmt: skip
 
     def _check_xdp_devices(self, config: Config, plan) -> None:
         """A reload may change what the running program redirects, not where it runs."""
@@ -991,7 +1001,7 @@ class Director:
 
 
 # Adapters that cannot give a packet back to the kernel (a V_PASS is dropped and counted).
-LOCAL_STACK_LESS = ("afxdp", "afpacket")
+LOCAL_STACK_LESS = ("afxdp", "afpacket")  # adapters that cannot hand a packet to the box's own stack
 
 
 def _afpacket_tap(config: Config, *, start: bool = True) -> tuple[str | None, set[int]]:

@@ -121,6 +121,29 @@ def test_direct_routing_and_tunnelling(make_lab, director, kind, io):
         assert status["adapter"]["no_next_hop"] == 0, status["adapter"]
 
 
+def test_afpacket_reload_moves_the_taps_filter_and_refuses_what_it_cannot_carry(make_lab, director):
+    """``--io afpacket``: a reload that moves the service to another VIP re-filters the
+    tap (the VIP it started with would otherwise be the only one it sees); a service
+    added by hand, which has no device to tap, is refused and changes nothing."""
+    lab = make_lab("direct", real_servers=2)
+    vip2 = "10.77.1.101"
+    for rs in lab.real_servers:  # the guide's DR real server: every VIP on a non-ARPing device
+        lab.run(rs, ["ip", "addr", "add", f"{vip2}/32", "dev", "lo"])
+    names = {rs.name for rs in lab.real_servers}
+    text = lvs_cf(lab, [Service(scheduler="rr")])
+    d = director(lab, text, io="afpacket")
+    assert {served_by(lab) for _ in range(4)} == names
+    s = d.reload(text.replace(topo.VIP, vip2).replace("serial_no = 1", "serial_no = 2"))
+    assert s["failed_reloads"] == 0, d.log()
+    # The moved service's servers enter as their checks pass (until then a client is refused).
+    d.wait_for(lambda s: any(v["vip"] == vip2 and len(v["dests"]) == 2 for v in s["services"]), 30,
+               f"both servers on {vip2}")  # fmt: skip
+    assert {lab.http_get("client1", vip2).body.decode().strip() for _ in range(4)} == names
+    out = d.pylvsadm("-A", "-t", "10.77.1.102:80", "-s", "rr")
+    assert out.returncode == 255 and "names no device for 10.77.1.102" in out.stderr, out
+    assert "10.77.1.102" not in d.pylvsadm("-L", "-n").stdout
+
+
 # --- scheduling through the real stack -------------------------------------------------
 
 def test_wrr_1_2_3_over_600_connections(make_lab, director):

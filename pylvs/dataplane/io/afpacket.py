@@ -19,7 +19,8 @@ socket; without it the C receive sorts every frame by its packet type and ethert
 The loop (``csrc/loop.c`` over ``csrc/pkt.c``) runs with the GIL released, as for NFQUEUE
 and AF_XDP: ``recvmmsg`` straight into the batch rows (the IP header at
 ``rewrite.HEADROOM``, which leaves the 20 bytes a tunnel header needs), the engine cfunc
-under the forwarder's gate, then one ``sendmmsg`` per batch.  Per verdict (the kernel's
+under the forwarder's gate, then one ``sendmmsg`` per batch (a tunnelled packet cut
+in C takes one more per 64 segments; a reject its own ``sendto``).  Per verdict (the kernel's
 ``ip_vs_dr_xmit`` / ``ip_vs_tunnel_xmit`` do the same with sk_buffs):
 
 * ``V_DR``: the IP packet unchanged, in a frame to the dest row's next hop (the real
@@ -28,8 +29,10 @@ under the forwarder's gate, then one ``sendmmsg`` per batch.  Per verdict (the k
   destination's next hop.
 * ``V_NAT``: sent like DR.  Routing NAT is the NFQUEUE adapters' job (the director
   refuses NAT with this adapter); this path exists so a NAT verdict is never lost.
-* ``V_PASS``: nothing (``accepted``): the ingress rule only drops service traffic, so the
-  kernel already has its own copy of everything the engine passes.
+* ``V_PASS``: nothing more (``accepted``).  The kernel has its own copy of what the
+  ingress rule lets through (a VIP's other ports, ping); what it drops is lost: a TCP
+  segment of no connection on a service port, which the kernel would answer with RST
+  (the reason counters say how many: ``not_syn``), as with AF_XDP.
 * ``V_REJECT``: the engine turned the packet into the ICMP port unreachable for its
   sender (no real server), from the VIP as the kernel's ``ip_vs_leave`` answers; it goes
   back the way the frame came: to the MAC that sent it, from the one it was sent to, out
@@ -257,7 +260,7 @@ class FrameSender:
 
 class DrSender:
     """``on_dr(batch, idx, dest_rows)`` for the NFQUEUE adapters: sends each V_DR packet of
-    the batch as a frame to its real server's MAC (``resolve`` as for AfPacketIO, called
+    the batch as a frame to its real server's MAC (``resolve`` as ``Resolve`` above, called
     with the packet's destination, the VIP).  The Ethernet header is written into the
     row's headroom in front of the packet, so nothing is copied.  NFQUEUE packets have
     complete checksums unless the queue hands over partial ones (GSO queues: those
