@@ -7,8 +7,9 @@ released, stopping it by a flag, the next hops it missed, closing it safely.
     class Workers(LoopGroup): ...    # several loops, one thread each, one forwarder
 
 A subclass creates ``self._loop`` (``pl_nfq_loop_new`` / ``pl_xsk_loop_new`` /
-``pl_pkt_loop_new``) in its ``__init__`` after ``CLoop.__init__``, reports ``stats()``,
-and frees its source in ``_free_source`` (called once, after the loop is freed).
+``pl_pkt_loop_new``) in its ``__init__`` after ``CLoop.__init__``, names its counters in
+``_stats_of``, and frees its source in ``_free_source`` (called once, after the loop is
+freed).
 """
 
 from __future__ import annotations
@@ -94,7 +95,20 @@ class CLoop:
         s["engine_us_per_batch"] = round(ls.engine_ns / 1e3 / max(int(ls.batches), 1), 2)
         s["gate_wait_us"] = round(ls.gate_wait_ns / 1e3, 1)
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> dict[str, object]:
+        """The loop's counters and its source's (``_stats_of``), with its timing; after
+        ``close``, the last ones."""
+        with self._life:
+            if self._loop is None:
+                return dict(self._final)
+            ls = self._loop_stats()
+            s = self._stats_of(ls)
+        self._timing(ls, s)
+        return s
+
+    def _stats_of(self, ls) -> dict[str, object]:
+        """The subclass's counters from ``ls`` (``struct pl_loop_stats``) and its source;
+        called with ``_life`` held and the loop alive."""
         raise NotImplementedError
 
     def _free_source(self) -> None:

@@ -360,17 +360,10 @@ class AfPacketLoop(CLoop):
         vips = set(vips)
         attach_filter(self.sock, vip_filter(vips) if vips else [(BPF_RET | BPF_K, 0, 0, 0)])
 
-    def stats(self) -> dict[str, int | float]:
-        with self._life:
-            if self._loop is None:
-                return dict(self._final)
-            ls = self._loop_stats()
-            ps = ffi.new("struct pl_pkt_stats *")
-            lib.pl_loop_get_pkt_stats(self._loop, ps)
-            s: dict[str, int | float] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
-            s.update({k: int(getattr(ps, k)) for k in _PKT_KEYS})
-        self._timing(ls, s)
-        return s
+    def _stats_of(self, ls) -> dict[str, object]:
+        ps = ffi.new("struct pl_pkt_stats *")
+        lib.pl_loop_get_pkt_stats(self._loop, ps)
+        return {**{k: int(getattr(ls, k)) for k in _LOOP_KEYS}, **{k: int(getattr(ps, k)) for k in _PKT_KEYS}}
 
     def _free_source(self) -> None:
         if self._p is not None:

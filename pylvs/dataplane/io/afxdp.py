@@ -164,17 +164,10 @@ class XskWorker(CLoop):
         self._started(lib.pl_xsk_loop_new(xs, n, fwd.gate, cfwd, self.arrays.c, 0, err), err)
         lib.pl_loop_set_spin(self._loop, busy_poll_us)
 
-    def stats(self) -> dict[str, object]:
-        with self._life:
-            if self._loop is None:
-                return dict(self._final)
-            ls = self._loop_stats()
-            xs = ffi.new("struct pl_xsk_stats *")
-            lib.pl_loop_get_xsk_stats(self._loop, xs)
-            s: dict[str, object] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
-            s.update({k: int(getattr(xs, k)) for k in _XSK_KEYS})
-        self._timing(ls, s)
-        return s
+    def _stats_of(self, ls) -> dict[str, object]:
+        xs = ffi.new("struct pl_xsk_stats *")
+        lib.pl_loop_get_xsk_stats(self._loop, xs)
+        return {**{k: int(getattr(ls, k)) for k in _LOOP_KEYS}, **{k: int(getattr(xs, k)) for k in _XSK_KEYS}}
 
     def _free_source(self) -> None:
         self._xs = None  # the group closes the sockets once every loop is freed

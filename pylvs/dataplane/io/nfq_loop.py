@@ -75,14 +75,10 @@ class NativeLoop(CLoop):
             lib.pl_nfq_close(self._q)  # the kernel unbinds the queue
             self._q = None
 
-    def stats(self) -> dict[str, int | float]:
-        with self._life:
-            if self._loop is None:
-                return dict(self._final)
-            ls = self._loop_stats()
-            qs = ffi.new("struct pl_nfq_stats *")
-            lib.pl_nfq_get_stats(self._q, qs)
-        s: dict[str, int | float] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
+    def _stats_of(self, ls) -> dict[str, object]:
+        qs = ffi.new("struct pl_nfq_stats *")
+        lib.pl_nfq_get_stats(self._q, qs)
+        s: dict[str, object] = {k: int(getattr(ls, k)) for k in _LOOP_KEYS}
         if self.classify:
             s["owned"] = int(ls.owned)
         s.update({k: int(getattr(ls, c)) for k, c in _DR_KEYS.items()})
@@ -94,7 +90,6 @@ class NativeLoop(CLoop):
         for k in ("gso_packets", "csum_fixed", "oversize", "enobufs", "malformed", "nl_errors", "sendmsgs",
                   "send_errors", "payload_errors"):  # fmt: skip
             s[k] = int(getattr(qs, k))
-        self._timing(ls, s)
         return s
 
 
