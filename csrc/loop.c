@@ -440,16 +440,22 @@ static uint8_t *frame_head(uint8_t *ip, const struct pl_neigh *nh, const struct 
     return frame;
 }
 
-static void queue_msg(struct pl_loop *L, size_t k, const struct pl_neigh *nh, struct iovec *iov, size_t cnt,
-                      uint16_t pkts)
+/* The AF_PACKET address of next hop `nh`: its device and MAC. */
+static void sll_to(struct sockaddr_ll *sll, const struct pl_neigh *nh)
 {
-    struct sockaddr_ll *sll = &L->sll[k];
     memset(sll, 0, sizeof(*sll));
     sll->sll_family = AF_PACKET;
     sll->sll_protocol = htons(ETH_P_IP);
     sll->sll_ifindex = nh->ifindex;
     sll->sll_halen = 6;
     memcpy(sll->sll_addr, nh->dst, 6);
+}
+
+static void queue_msg(struct pl_loop *L, size_t k, const struct pl_neigh *nh, struct iovec *iov, size_t cnt,
+                      uint16_t pkts)
+{
+    struct sockaddr_ll *sll = &L->sll[k];
+    sll_to(sll, nh);
     memset(&L->mmsg[k], 0, sizeof(L->mmsg[k]));
     struct msghdr *m = &L->mmsg[k].msg_hdr;
     m->msg_name = sll;
@@ -671,9 +677,8 @@ static void send_reply(struct pl_loop *L, size_t i)
         struct vnet_hdr v;
         memset(&v, 0, sizeof(v));
         uint8_t *frame = frame_head(L->b.buf + i * L->b.stride + off, nh, &v);
-        struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
-                                  .sll_ifindex = nh->ifindex, .sll_halen = 6};
-        memcpy(sll.sll_addr, nh->dst, 6);
+        struct sockaddr_ll sll;
+        sll_to(&sll, nh);
         ok = sendto(L->pkt_fd, frame, VNET_HLEN + ETH_HLEN_ + len, MSG_DONTWAIT, (struct sockaddr *)&sll,
                     sizeof(sll)) >= 0;
     }
@@ -718,12 +723,9 @@ static int tunnel_tso(struct pl_loop *L, size_t i)
     uint32_t id_out = (uint32_t)(outer[4] << 8 | outer[5]), id_in = (uint32_t)(inner[4] << 8 | inner[5]);
     uint8_t flags0 = th[TCP_FLAGS_OFF];
     struct sockaddr_ll *sll = &L->tso_sll;
-    memset(sll, 0, sizeof(*sll));
-    sll->sll_family = AF_PACKET;
-    sll->sll_protocol = htons(ETH_P_IP);
-    sll->sll_ifindex = nh->ifindex;
-    sll->sll_halen = 6;
-    memcpy(sll->sll_addr, nh->dst, 6);
+    sll_to(sll, nh);
+    struct vnet_hdr none; /* nothing left for the kernel to do */
+    memset(&none, 0, sizeof(none));
     uint32_t start = h, idx = 0;
     int failed = 0;
     while (start < total && !failed) {
@@ -731,14 +733,8 @@ static int tunnel_tso(struct pl_loop *L, size_t i)
         for (; c < TSO_CHUNK && start < total; c++, idx++, start += (uint32_t)seg) {
             uint32_t end = start + (uint32_t)seg < total ? start + (uint32_t)seg : total;
             uint32_t plen = end - start, n_inner = h + plen;
-            uint8_t *f = L->tso_hdr[c];
-            memset(f, 0, VNET_HLEN); /* nothing left for the kernel to do */
-            uint8_t *eth = f + VNET_HLEN;
-            memcpy(eth, nh->dst, 6);
-            memcpy(eth + 6, nh->src, 6);
-            eth[12] = 0x08;
-            eth[13] = 0x00;
-            uint8_t *o = eth + ETH_HLEN_, *ip = o + IPIP_HEADER, *t = ip + ihl;
+            uint8_t *o = L->tso_hdr[c] + VNET_HLEN + ETH_HLEN_, *ip = o + IPIP_HEADER, *t = ip + ihl;
+            uint8_t *f = frame_head(o, nh, &none);
             memcpy(o, outer, IPIP_HEADER);
             memcpy(ip, inner, h);
             put16(o + 2, IPIP_HEADER + n_inner);
